@@ -1,0 +1,384 @@
+"""The optimizer: gradient ascent on an image, the network's weights frozen."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .capture import _StopForward, can_slice, capture
+from .errors import KernelvizError
+from .guard import guarded
+from .io import save_json, save_png, versions
+from .layers import LOGITS, get_module
+from .models import model_meta
+from .objectives import INPUT, Objective, as_objective
+from .params import ImageParam, image_param
+from .transforms import Transform, build_transforms
+
+__all__ = ["NonFiniteObjectiveError", "VisResult", "visualize"]
+
+
+class NonFiniteObjectiveError(KernelvizError):
+    """The objective became NaN or infinite during optimization."""
+
+
+# -- dead units: Lucid's redirected ReLU gradient --------------------------------------------------
+
+
+class _RedirectedReLU(torch.autograd.Function):
+    """ReLU whose gradient, for an image where no gradient gets through, still flows where it would
+    push a negative input up, so a unit that never fires can start to."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        return x.clamp(min=0)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        (x,) = ctx.saved_tensors
+        normal = grad * (x > 0)
+        # grad is d(loss)/d(out) with loss = -objective: grad < 0 means "raise this value".
+        redirected = grad * ((x > 0) | (grad < 0))
+        blocked = normal.flatten(1).abs().amax(1) == 0  # (B,): nothing got through for this image
+        shape = (-1,) + (1,) * (x.dim() - 1)
+        return torch.where(blocked.view(shape), redirected, normal)
+
+
+def _redirect_hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> torch.Tensor:
+    return _RedirectedReLU.apply(inputs[0])
+
+
+@contextlib.contextmanager
+def _redirected_relus(model: nn.Module, enabled: bool) -> Iterator[None]:
+    """Route every ``nn.ReLU`` of ``model`` through :class:`_RedirectedReLU` while inside."""
+    handles = []
+    try:
+        if enabled:
+            for m in model.modules():
+                if isinstance(m, nn.ReLU):
+                    handles.append(m.register_forward_hook(_redirect_hook, prepend=True))
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+# -- result --------------------------------------------------------------------------------------
+
+
+@dataclass
+class VisResult:
+    """The outcome of :func:`visualize`.
+
+    Attributes:
+        images: ``(B, 3, H, W)`` in ``[0, 1]``, on the CPU.
+        history: ``(steps_done, B)`` objective value per step (on the
+            transformed image the step saw).
+        final: ``(B,)`` objective value for the final image, untransformed.
+        objective: the objective's description.
+        settings: every setting used (steps, size, lr, param, transforms,
+            seed, precision, device, ...).
+        dead: ``(B,)`` true where the target never responded (the objective
+            stayed exactly zero: a unit that does not fire for any image tried).
+        interrupted: the run was stopped by Ctrl-C; ``images`` hold the last step.
+        steps_done: optimizer steps actually taken.
+        seconds: wall time of the optimization.
+    """
+
+    images: torch.Tensor
+    history: torch.Tensor
+    final: torch.Tensor
+    objective: str
+    settings: dict[str, Any]
+    dead: torch.Tensor
+    interrupted: bool = False
+    steps_done: int = 0
+    seconds: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def record(self, index: int = 0, **fields: Any) -> dict[str, Any]:
+        """The JSON-ready record of image ``index``: settings, curve, final value, versions."""
+        return {
+            "objective": self.objective,
+            "settings": self.settings,
+            "final_value": float(self.final[index]),
+            "curve": [round(float(v), 6) for v in self.history[:, index]],
+            "dead_unit": bool(self.dead[index]),
+            "interrupted": self.interrupted,
+            "steps_done": self.steps_done,
+            "wall_seconds": round(self.seconds, 3),
+            "versions": versions(),
+            **self.extra,
+            **fields,
+        }
+
+    def save(self, path: str | Path, index: int = 0, **fields: Any) -> Path:
+        """Write image ``index`` as PNG at ``path`` and its record as JSON beside it (``.json``).
+
+        Both files are written atomically. Extra keyword fields go into the JSON.
+        """
+        path = Path(path)
+        save_png(self.images[index], path)
+        save_json(self.record(index, **fields), path.with_suffix(".json"))
+        return path
+
+
+# -- the optimizer -------------------------------------------------------------------------------
+
+
+def _batch_size(objective: Objective, batch: int | None) -> int:
+    sizes = {len(n) for n in objective.needs.values() if isinstance(n, tuple)}
+    if len(sizes) > 1:
+        raise KernelvizError(f"the objective lists different numbers of per-image filters: {sorted(sizes)}")
+    if batch is None:
+        return sizes.pop() if sizes else 1
+    if sizes and batch not in sizes:
+        raise KernelvizError(f"batch={batch} but the objective lists {sizes.pop()} per-image filters")
+    return batch
+
+
+def _slicing(
+    model: nn.Module, objective: Objective, paths: dict[str, str]
+) -> tuple[str, nn.Module, nn.Module | None] | None:
+    """Whether only the objective's channels of its one target layer need computing.
+
+    Returns ``(layer, conv, relu)`` where ``conv`` is the ``Conv2d`` to slice and
+    ``relu`` the activation after it when the target is that activation.
+    """
+    layers = objective.layers
+    if len(layers) != 1 or objective.needs[layers[0]] is None or layers[0] == LOGITS:
+        return None
+    layer = layers[0]
+    path = paths[layer]
+    module = get_module(model, path)
+    if can_slice(module):
+        return layer, module, None
+    if isinstance(module, nn.ReLU) and "." in path:  # relu right after a conv in a Sequential
+        parent_path, _, idx = path.rpartition(".")
+        parent = get_module(model, parent_path)
+        if isinstance(parent, nn.Sequential) and idx.isdigit() and int(idx) > 0:
+            prev = parent[int(idx) - 1]
+            if can_slice(prev):
+                return layer, prev, module
+    return None
+
+
+def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``"auto"`` → bf16 on a CUDA GPU that supports it, else fp32; other values checked and kept."""
+    if precision == "auto":
+        if device.type == "cuda" and torch.cuda.is_bf16_supported():
+            return "bf16"
+        return "fp32"
+    if precision not in ("fp32", "bf16", "fp16"):
+        raise KernelvizError(f"unknown precision {precision!r}: choose auto, fp32, bf16 or fp16")
+    return precision
+
+
+def visualize(
+    model: nn.Module,
+    objective: Objective | str,
+    *,
+    steps: int = 256,
+    size: int | None = None,
+    lr: float = 0.05,
+    param: str | Callable[..., ImageParam] = "fourier",
+    transforms: str | Sequence[Transform] | None = "standard",
+    seed: int = 0,
+    device: str | torch.device | None = None,
+    batch: int | None = None,
+    init: torch.Tensor | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    precision: str = "fp32",
+    redirect_steps: int = 16,
+    progress: Callable[[int, float], None] | None = None,
+) -> VisResult:
+    """Synthesize images that maximize ``objective``, changing only their pixels.
+
+    The model is borrowed unchanged (eval mode, weights frozen, no weight
+    gradients, everything restored on return); the forward pass stops at the
+    deepest layer the objective reads, and for a one-filter objective at a
+    convolution only that filter's output channel is computed.
+
+    Args:
+        model: any ``nn.Module`` taking ``(B, 3, H, W)``.
+        objective: an :class:`~kernelviz.objectives.Objective` or
+            ``"layer:filter"`` (``"conv3_2:17"``; ``"conv3_2:0,1,2"`` makes one
+            image per listed filter).
+        steps: optimizer steps (Adam).
+        size: image side in pixels; default: the model's input size.
+        lr: Adam learning rate.
+        param: ``"fourier"`` (default: decorrelated spectrum, far less noisy)
+            or ``"pixel"`` (the article's plain pixels), or a callable with
+            :func:`~kernelviz.params.pixel_image`'s signature.
+        transforms: ``"standard"`` (Lucid's pad/jitter/scale/rotate recipe),
+            ``None`` for none, or a list of functions ``tensor -> tensor``.
+        seed: seeds the start image and the transforms: the same seed and
+            settings give the same images on the CPU.
+        device: where to optimize; default: where the model's weights are.
+        batch: number of images; default: one per listed filter, else 1.
+        init: start from this image ``(B, 3, H, W)`` or ``(3, H, W)`` in
+            ``[0, 1]`` instead of noise (feature accentuation, DeepDream).
+        mean, std: input normalization; default: the model's own
+            (:func:`~kernelviz.model_meta`), none for a plain model.
+        precision: ``"fp32"``, ``"bf16"``, ``"fp16"`` or ``"auto"`` (bf16 on
+            CUDA where supported, else fp32) for the model's forward/backward.
+        redirect_steps: during the first steps, ReLU gradients are redirected
+            for images whose gradient is blocked entirely (dead units).
+        progress: called as ``progress(step, value)`` every few steps.
+
+    Returns:
+        A :class:`VisResult`. Ctrl-C stops early and returns what was reached
+        (``interrupted=True``).
+
+    Raises:
+        KernelvizError: bad layer, filter, or setting.
+        NonFiniteObjectiveError: the objective became NaN/inf (lower ``lr``
+            or use fp32).
+    """
+    objective = as_objective(objective)
+    if steps < 0:
+        raise KernelvizError(f"steps must be >= 0, got {steps}")
+    if lr <= 0 or not math.isfinite(lr):
+        raise KernelvizError(f"lr must be a positive number, got {lr}")
+    meta = model_meta(model)
+    first = next(iter(model.parameters()), None)
+    dev = (
+        torch.device(device)
+        if device is not None
+        else (first.device if first is not None else torch.device("cpu"))
+    )
+    precision = resolve_precision(precision, dev)
+    side = int(size or meta.input_size)
+    if side < 1:
+        raise KernelvizError(f"size must be positive, got {side}")
+    b = _batch_size(objective, batch)
+    if init is not None:
+        init = init.unsqueeze(0) if init.dim() == 3 else init
+        if init.shape[0] == 1 and b > 1:
+            init = init.expand(b, -1, -1, -1)
+        if init.shape[0] != b or init.shape[1] != 3:
+            raise KernelvizError(f"init must be (3, H, W) or ({b}, 3, H, W), got {tuple(init.shape)}")
+        side = init.shape[-1]
+    hw = (init.shape[-2], init.shape[-1]) if init is not None else (side, side)
+
+    norm_mean = tuple(mean) if mean is not None else meta.mean
+    norm_std = tuple(std) if std is not None else meta.std
+    normalize = type(meta)(mean=norm_mean, std=norm_std).normalize
+
+    generator = torch.Generator().manual_seed(seed)
+    image = (
+        param(b, hw, generator=generator, device=dev, init=init)
+        if callable(param)
+        else image_param(param, b, hw, generator=generator, device=dev, init=init)
+    )
+    chain = build_transforms(transforms, generator, side)
+    optimizer = torch.optim.Adam(image.params, lr=lr)
+
+    settings = {
+        "steps": steps,
+        "size": list(hw),
+        "lr": lr,
+        "param": image.name,
+        "transforms": transforms if isinstance(transforms, str) or transforms is None else "custom",
+        "seed": seed,
+        "batch": b,
+        "precision": precision,
+        "device": str(dev),
+        "normalization": {"mean": norm_mean, "std": norm_std},
+        "redirect_steps": redirect_steps,
+        "init": "image" if init is not None else "noise",
+    }
+
+    history: list[torch.Tensor] = []
+    interrupted = False
+    start = time.perf_counter()
+    with guarded(model), torch.inference_mode(False), torch.enable_grad():  # even inside a caller's no_grad
+        cap = capture(model, objective.layers, stop=True)
+        sliced = _slicing(model, objective, cap.paths)
+        if sliced is not None:
+            layer, conv, relu = sliced
+            need = objective.needs[layer]
+            wanted = [need] * b if isinstance(need, int) else list(need)
+            bad = [c for c in wanted if c >= conv.out_channels]
+            if bad:
+                raise KernelvizError(
+                    f"filter {bad[0]} is out of range: layer {layer!r} has {conv.out_channels} filters "
+                    f"(0-{conv.out_channels - 1})"
+                )
+            cap.slice_channels(layer, torch.tensor(wanted, device=dev), conv=conv, relu=relu)
+        settings["computed"] = "one channel of the target layer" if sliced else "full layers"
+
+        def score(x: torch.Tensor, img: torch.Tensor) -> torch.Tensor:
+            cap.acts.clear()
+            with _autocast(dev, precision):
+                with contextlib.suppress(_StopForward):  # raised once every layer read is computed
+                    model(normalize(x))
+            acts = dict(cap.acts)
+            acts[INPUT] = img
+            return objective({k: v.float() for k, v in acts.items()})  # (B,)
+
+        with cap:
+            try:
+                for step in range(steps):
+                    with _redirected_relus(model, enabled=step < redirect_steps):
+                        img = image.render()  # (B, 3, H, W) in [0, 1]
+                        x = img
+                        for t in chain:
+                            x = t(x)
+                        values = score(x, img)
+                    optimizer.zero_grad(set_to_none=True)
+                    (-values.sum()).backward()  # we maximize
+                    optimizer.step()
+                    with torch.no_grad():
+                        image.project()
+                    history.append(values.detach())
+                    if (step + 1) % 16 == 0 or step + 1 == steps:
+                        _check_finite(history, step)
+                        if progress is not None:
+                            progress(step + 1, float(values.detach().mean()))
+            except KeyboardInterrupt:
+                interrupted = True
+            with torch.no_grad():
+                img = image.render().detach()
+                final = score(img, img).detach()
+    seconds = time.perf_counter() - start
+    hist = torch.stack(history).float().cpu() if history else torch.zeros(0, b)
+    final = final.float().cpu()
+    dead = (final == 0) & ((hist == 0).all(0) if len(hist) else torch.ones(b, dtype=torch.bool))
+    return VisResult(
+        images=img.float().cpu(),
+        history=hist,
+        final=final,
+        objective=objective.description,
+        settings=settings,
+        dead=dead,
+        interrupted=interrupted,
+        steps_done=len(history),
+        seconds=seconds,
+    )
+
+
+def _check_finite(history: list[torch.Tensor], step: int) -> None:
+    recent = torch.stack(history[-16:])
+    if not torch.isfinite(recent).all():
+        raise NonFiniteObjectiveError(
+            f"the objective became NaN or infinite by step {step + 1}; "
+            "try a lower --lr, --precision fp32, or check the model for overflow"
+        )

@@ -1,0 +1,47 @@
+"""Shared fixtures: small models with random or hand-set weights. Nothing here needs the network."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from kernelviz.models import IMAGENET_MEAN, IMAGENET_STD, set_model_meta
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def vgg16() -> nn.Module:
+    """torchvision VGG-16 with random weights (in-place ReLUs, as shipped), eval mode."""
+    torch.manual_seed(0)
+    model = torchvision.models.vgg16(weights=None).eval()
+    return set_model_meta(model, name="vgg16", weights="random", mean=IMAGENET_MEAN, std=IMAGENET_STD)
+
+
+def snapshot(model: nn.Module) -> dict:
+    """Everything about a model that kernelviz promises not to change."""
+    return {
+        "state": {k: v.detach().clone() for k, v in model.state_dict().items()},
+        "requires_grad": [p.requires_grad for p in model.parameters()],
+        "grads": [p.grad is None for p in model.parameters()],
+        "training": [m.training for m in model.modules()],
+        "inplace": [getattr(m, "inplace", None) for m in model.modules()],
+        "hooks": [
+            len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks)
+            for m in model.modules()
+        ],
+    }
+
+
+def assert_unchanged(model: nn.Module, before: dict) -> None:
+    after = snapshot(model)
+    assert after["state"].keys() == before["state"].keys()
+    for key, value in before["state"].items():
+        assert torch.equal(after["state"][key], value), f"{key} changed"
+    for name in ("requires_grad", "grads", "training", "inplace", "hooks"):
+        assert after[name] == before[name], f"{name} changed"

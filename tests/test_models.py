@@ -1,0 +1,121 @@
+"""Model loading: torchvision names, checkpoints, factories, offline errors."""
+
+from __future__ import annotations
+
+import textwrap
+import urllib.error
+
+import pytest
+import torch
+import torchvision
+
+import kernelviz
+from kernelviz.errors import KernelvizError
+
+
+def test_random_weights_carry_preprocessing():
+    model = kernelviz.load_model("vgg11", weights="random", device="cpu")
+    meta = kernelviz.model_meta(model)
+    assert meta.weights == "random" and meta.input_size == 224
+    assert meta.mean == (0.485, 0.456, 0.406) and meta.std == (0.229, 0.224, 0.225)
+    assert not model.training
+
+
+def test_plain_module_has_neutral_meta():
+    meta = kernelviz.model_meta(torch.nn.Conv2d(3, 4, 3))
+    assert meta.mean is None and meta.std is None
+    x = torch.rand(1, 3, 4, 4)
+    assert torch.equal(meta.normalize(x), x)
+
+
+@pytest.mark.parametrize("wrap", ["plain", "state_dict", "model_state_dict", "ddp"])
+def test_checkpoint_round_trip(tmp_path, wrap):
+    source = torchvision.models.alexnet(weights=None)
+    state = source.state_dict()
+    payload = {
+        "plain": state,
+        "state_dict": {"state_dict": state, "epoch": 3},
+        "model_state_dict": {"model_state_dict": state},
+        "ddp": {f"module.{k}": v for k, v in state.items()},
+    }[wrap]
+    path = tmp_path / "ckpt.pth"
+    torch.save(payload, path)
+    model = kernelviz.load_model("alexnet", weights=str(path), device="cpu")
+    for key, value in state.items():
+        assert torch.equal(model.state_dict()[key], value)
+    assert kernelviz.model_meta(model).weights == str(path)
+
+
+def test_wrong_checkpoint_names_the_keys(tmp_path):
+    path = tmp_path / "resnet.pth"
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), path)
+    with pytest.raises(KernelvizError, match=r"does not fit.*missing key.*unexpected key"):
+        kernelviz.load_model("vgg11", weights=str(path), device="cpu")
+
+
+def test_corrupt_or_missing_checkpoint(tmp_path):
+    bad = tmp_path / "bad.pth"
+    bad.write_bytes(b"this is not a checkpoint")
+    with pytest.raises(KernelvizError, match="cannot read weights file"):
+        kernelviz.load_model("vgg11", weights=str(bad), device="cpu")
+    with pytest.raises(KernelvizError, match="not found"):
+        kernelviz.load_model("vgg11", weights=str(tmp_path / "nope.pth"), device="cpu")
+
+
+def test_offline_default_weights_say_what_to_do(monkeypatch, tmp_path):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("Name or service not known")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
+    with pytest.raises(KernelvizError) as info:
+        kernelviz.load_model("vgg16", device="cpu")
+    message = str(info.value)
+    assert "IMAGENET1K_V1" in message and str(tmp_path) in message
+    assert "--weights PATH" in message and "--weights random" in message
+
+
+def test_unknown_model_and_weights_names():
+    with pytest.raises(KernelvizError, match=r"Did you mean:.*vgg16"):
+        kernelviz.load_model("vgg61", device="cpu")
+    with pytest.raises(KernelvizError, match=r"IMAGENET1K_V1"):
+        kernelviz.load_model("vgg16", weights="IMAGENET9K", device="cpu")
+
+
+def test_factory_from_current_folder(tmp_path, monkeypatch):
+    (tmp_path / "mynets.py").write_text(
+        textwrap.dedent(
+            """
+            import torch.nn as nn
+
+            def tiny():
+                return nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 2, 3))
+
+            NOT_A_MODEL = 3
+            def broken():
+                return 42
+            """
+        )
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    model = kernelviz.load_model("mynets:tiny", device="cpu")
+    assert isinstance(model, torch.nn.Sequential)
+    path = tmp_path / "tiny.pt"
+    torch.save(model.state_dict(), path)
+    again = kernelviz.load_model("mynets:tiny", weights=str(path), device="cpu")
+    assert torch.equal(again[0].weight, model[0].weight)
+    with pytest.raises(KernelvizError, match="not a torch.nn.Module"):
+        kernelviz.load_model("mynets:broken", device="cpu")
+    with pytest.raises(KernelvizError, match="no callable"):
+        kernelviz.load_model("mynets:missing", device="cpu")
+    with pytest.raises(KernelvizError, match="cannot import"):
+        kernelviz.load_model("no_such_pkg.mod:fn", device="cpu")
+
+
+def test_random_weights_are_reproducible():
+    a = kernelviz.load_model("vgg11", weights="random", device="cpu")
+    torch.rand(5)  # the caller's RNG use does not matter, nor is it disturbed
+    b = kernelviz.load_model("vgg11", weights="random", device="cpu")
+    assert all(torch.equal(x, y) for x, y in zip(a.parameters(), b.parameters(), strict=True))

@@ -1,0 +1,162 @@
+"""The optimizer against known answers: the article's Sobel example, a linear unit's optimum."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import kernelviz
+from kernelviz.errors import KernelvizError
+from kernelviz.objectives import channel
+from kernelviz.params import fourier_image
+
+SOBEL_X = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])  # responds to vertical edges
+
+
+def sobel_net(relu: bool = True) -> nn.Sequential:
+    conv = nn.Conv2d(3, 1, 3, bias=False)
+    with torch.no_grad():
+        conv.weight.copy_(SOBEL_X.expand(1, 3, 3, 3) / 3)  # on the gray level
+    return nn.Sequential(conv, nn.ReLU()) if relu else nn.Sequential(conv)
+
+
+def gradient_energy(img: torch.Tensor) -> tuple[float, float]:
+    """Mean |change along x| and |change along y| of the gray image of (3, H, W)."""
+    gray = img.mean(0)
+    return float((gray[:, 1:] - gray[:, :-1]).abs().mean()), float((gray[1:] - gray[:-1]).abs().mean())
+
+
+def test_sobel_filter_picture_is_vertical_edges():
+    """The article's example: the rectified vertical-Sobel response is maximized by vertical edges."""
+    result = kernelviz.visualize(
+        sobel_net(), "1:0", steps=150, size=32, param="pixel", transforms=None, lr=0.05, seed=1
+    )
+    along_x, along_y = gradient_energy(result.images[0])
+    # Measured (seed 1): along_x 0.50 (stripes of 0 and 1), along_y 0.086 (a few wiggling stripe
+    # borders, local optima of a piecewise-linear objective): 5.8 times more change along x.
+    assert along_x > 0.3
+    assert along_x > 4 * along_y
+    assert not result.dead[0]
+
+
+def test_linear_unit_optimum_is_sign_pattern_of_weights():
+    """Over the [0, 1] pixel box, w·x + b is maximized by x = 1 where w > 0 and 0 where w < 0."""
+    torch.manual_seed(3)
+    conv = nn.Conv2d(3, 1, 16)  # one output position that sees the whole 16x16 image
+    result = kernelviz.visualize(conv, "logits:0", steps=60, size=16, param="pixel", transforms=None)
+    expected = (conv.weight[0] > 0).float()
+    assert torch.equal(result.images[0], expected)
+    torch.testing.assert_close(result.final[0], conv.weight.clamp(min=0).sum() + conv.bias[0])
+
+
+def test_objective_increases_and_history_is_recorded(vgg16):
+    result = kernelviz.visualize(vgg16, "conv3_2:17", steps=12, size=32)
+    assert result.history.shape == (12, 1)
+    assert result.history[-4:].mean() > result.history[:4].mean()
+    assert result.images.shape == (1, 3, 32, 32)
+    assert result.images.min() >= 0 and result.images.max() <= 1
+
+
+def test_same_seed_same_image(vgg16):
+    a = kernelviz.visualize(vgg16, "conv2_1:3", steps=5, size=32, seed=7)
+    b = kernelviz.visualize(vgg16, "conv2_1:3", steps=5, size=32, seed=7)
+    c = kernelviz.visualize(vgg16, "conv2_1:3", steps=5, size=32, seed=8)
+    assert torch.equal(a.images, b.images)
+    assert not torch.equal(a.images, c.images)
+
+
+def test_batch_of_filters_equals_separate_runs(vgg16):
+    kwargs = dict(steps=6, size=32, transforms=None, param="pixel")
+    batch = kernelviz.visualize(vgg16, channel("conv3_2", [4, 9]), **kwargs)
+    assert batch.settings["computed"] == "one channel of the target layer"
+    for i, n in enumerate((4, 9)):
+        one = kernelviz.visualize(vgg16, channel("conv3_2", n), init=batch_start(i, kwargs), **kwargs)
+        torch.testing.assert_close(batch.images[i], one.images[0], atol=1e-5, rtol=1e-4)
+
+
+def batch_start(i: int, kwargs: dict) -> torch.Tensor:
+    """The start image of image ``i`` of a 2-image pixel batch with seed 0 (same draw as the optimizer)."""
+    g = torch.Generator().manual_seed(0)
+    return (0.4 + 0.2 * torch.rand(2, 3, 32, 32, generator=g))[i]
+
+
+def test_fast_path_equals_full_computation(vgg16):
+    """Computing only the target channel gives the same optimization as computing the whole layer."""
+    kwargs = dict(steps=5, size=32, seed=2)
+    fast = kernelviz.visualize(vgg16, channel("relu3_2", 17), **kwargs)
+    full = kernelviz.visualize(
+        vgg16, channel("relu3_2", 17) + 0.0 * kernelviz.direction("relu3_2", torch.ones(256)), **kwargs
+    )
+    assert fast.settings["computed"] != full.settings["computed"]
+    torch.testing.assert_close(fast.history, full.history, rtol=1e-3, atol=1e-5)
+    torch.testing.assert_close(fast.images, full.images, rtol=1e-3, atol=1e-4)
+
+
+def test_dead_unit_gets_going_with_redirected_gradient():
+    """A post-ReLU unit that is negative everywhere at the start still learns to fire."""
+    conv = nn.Conv2d(3, 1, 3)
+    with torch.no_grad():
+        conv.weight.fill_(0.1)
+        conv.bias.fill_(-1.0)
+    net = nn.Sequential(conv, nn.ReLU())
+    dark = torch.full((3, 16, 16), 0.2)  # 27 * 0.1 * 0.2 - 1 = -0.46: never fires
+    dead = kernelviz.visualize(
+        net, "1:0", steps=30, size=16, param="pixel", transforms=None, init=dark, redirect_steps=0
+    )
+    assert dead.dead[0] and dead.final[0] == 0
+    alive = kernelviz.visualize(net, "1:0", steps=30, size=16, param="pixel", transforms=None, init=dark)
+    assert not alive.dead[0] and alive.final[0] > 1.0
+
+
+def test_start_from_image_and_fourier_inversion():
+    g = torch.Generator().manual_seed(0)
+    img = torch.rand(1, 3, 24, 24, generator=g) * 0.9 + 0.05
+    param = fourier_image(1, (24, 24), generator=g, device=torch.device("cpu"), init=img)
+    torch.testing.assert_close(param.render().detach(), img, atol=1e-4, rtol=1e-4)
+    result = kernelviz.visualize(sobel_net(), "1:0", steps=0, init=img[0], transforms=None)
+    torch.testing.assert_close(result.images, img, atol=1e-4, rtol=1e-4)
+
+
+def test_nan_is_reported_not_drawn():
+    net = nn.Sequential(nn.Conv2d(3, 2, 3))
+    with torch.no_grad():
+        net[0].weight.fill_(float("nan"))
+    with pytest.raises(kernelviz.NonFiniteObjectiveError, match="NaN"):
+        kernelviz.visualize(net, "0:1", steps=16, size=8)
+
+
+def test_interrupt_returns_partial_result(vgg16):
+    def stop(step: int, value: float) -> None:
+        raise KeyboardInterrupt
+
+    result = kernelviz.visualize(vgg16, "conv2_2:0", steps=100, size=32, progress=stop)
+    assert result.interrupted and result.steps_done == 16
+    assert result.images.shape == (1, 3, 32, 32)
+
+
+def test_bad_settings_are_clear_errors(vgg16):
+    with pytest.raises(KernelvizError, match="out of range"):
+        kernelviz.visualize(vgg16, "conv3_2:256", steps=1, size=32)
+    with pytest.raises(KernelvizError, match="out of range"):
+        kernelviz.visualize(vgg16, kernelviz.channel("fc8", 5000), steps=1, size=32)
+    with pytest.raises(KernelvizError, match="unknown layer"):
+        kernelviz.visualize(vgg16, "conv9_9:1", steps=1, size=32)
+    with pytest.raises(KernelvizError, match="parameterization"):
+        kernelviz.visualize(vgg16, "conv1_1:1", steps=1, size=32, param="wavelet")
+    with pytest.raises(KernelvizError, match=">= 0"):
+        kernelviz.channel("conv1_1", -1)
+
+
+def test_save_writes_png_and_sidecar(vgg16, tmp_path):
+    import json
+
+    from PIL import Image
+
+    result = kernelviz.visualize(vgg16, "conv1_1:2", steps=3, size=32)
+    path = result.save(tmp_path / "a.png", layer="conv1_1", filter=2)
+    assert Image.open(path).size == (32, 32)
+    record = json.loads(path.with_suffix(".json").read_text())
+    assert record["filter"] == 2 and record["settings"]["steps"] == 3
+    assert len(record["curve"]) == 3 and "torch" in record["versions"]
+    assert {p.name for p in tmp_path.iterdir()} == {"a.png", "a.json"}
