@@ -327,9 +327,9 @@ def visualize(
 
         def score(x: torch.Tensor, img: torch.Tensor) -> torch.Tensor:
             cap.acts.clear()
-            with _autocast(dev, precision):
-                with contextlib.suppress(_StopForward):  # raised once every layer read is computed
-                    model(normalize(x))
+            # _StopForward is raised once every layer the objective reads is computed
+            with _autocast(dev, precision), contextlib.suppress(_StopForward):
+                model(normalize(x))
             acts = dict(cap.acts)
             acts[INPUT] = img
             return objective({k: v.float() for k, v in acts.items()})  # (B,)

@@ -106,7 +106,7 @@ def test_factory_from_current_folder(tmp_path, monkeypatch):
     torch.save(model.state_dict(), path)
     again = kernelviz.load_model("mynets:tiny", weights=str(path), device="cpu")
     assert torch.equal(again[0].weight, model[0].weight)
-    with pytest.raises(KernelvizError, match="not a torch.nn.Module"):
+    with pytest.raises(KernelvizError, match=r"not a torch\.nn\.Module"):
         kernelviz.load_model("mynets:broken", device="cpu")
     with pytest.raises(KernelvizError, match="no callable"):
         kernelviz.load_model("mynets:missing", device="cpu")
