@@ -63,9 +63,7 @@ class capture:  # noqa: N801 - used like a function: ``with kernelviz.capture(..
         self._sliced: dict[str, tuple[torch.Tensor, nn.Conv2d, nn.Module | None]] = {}
 
     # -- the optimizer's fast path -------------------------------------------------
-    def slice_channels(
-        self, name: str, channels: torch.Tensor, conv: nn.Conv2d, relu: nn.Module | None = None
-    ) -> None:
+    def slice_channels(self, name: str, channels: torch.Tensor, conv: nn.Conv2d, relu: nn.Module | None = None) -> None:
         """Compute only some output channels of a convolution (the optimizer's fast path).
 
         Instead of running ``conv`` in full, compute for image ``i`` of the
@@ -171,7 +169,12 @@ class capture:  # noqa: N801 - used like a function: ``with kernelviz.capture(..
 
 def can_slice(module: nn.Module) -> bool:
     """Whether :meth:`capture.slice_channels` can compute ``module`` one channel at a time."""
-    return isinstance(module, nn.Conv2d) and module.groups == 1 and module.padding_mode == "zeros"
+    return (
+        isinstance(module, nn.Conv2d)
+        and type(module).forward is nn.Conv2d.forward  # subclasses may pad or reshape in forward
+        and module.groups == 1
+        and module.padding_mode == "zeros"
+    )
 
 
 def activations(

@@ -15,6 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import click
+import matplotlib
+
+matplotlib.use("Agg")  # files only: the CLI never opens a window
 
 from .errors import KernelvizError
 
@@ -176,9 +179,7 @@ def layers_cmd(model: str, weights: str, device: str, size: int | None) -> None:
     help="PNG file for one filter, or a folder for several [default: ./MODEL_LAYER_NNNN.png].",
 )
 @click.option("--steps", type=click.IntRange(min=0), default=256, show_default=True, help="Optimizer steps.")
-@click.option(
-    "--size", type=click.IntRange(min=8), default=None, help="Image side in pixels [default: the model's]."
-)
+@click.option("--size", type=click.IntRange(min=8), default=None, help="Image side in pixels [default: the model's].")
 @click.option("--lr", type=float, default=0.05, show_default=True, help="Adam learning rate.")
 @click.option(
     "--param",
@@ -309,9 +310,7 @@ def filter_cmd(
                     err=True,
                 )
         if result.interrupted:
-            click.echo(
-                f"interrupted after {result.steps_done} steps: the images above hold that state", err=True
-            )
+            click.echo(f"interrupted after {result.steps_done} steps: the images above hold that state", err=True)
             sys.exit(130)
 
 
@@ -321,6 +320,266 @@ def _run_filter(net, objective, init, count: int, kwargs: dict[str, Any]):  # ->
     if init is not None:
         init = init.unsqueeze(0).expand(count, -1, -1, -1)
     return visualize(net, objective, batch=count, init=init, **kwargs)
+
+
+def _output_paths(output: Path | None, stems: list[str], suffix: str) -> list[Path]:
+    """One output file per stem: ``-o file.png`` for a single one, else ``folder/stem + suffix``."""
+    if len(stems) == 1 and output is not None and output.suffix.lower() == ".png":
+        return [output]
+    folder = output if output is not None else Path(".")
+    if folder.suffix.lower() == ".png":
+        raise KernelvizError(f"-o {folder} is a file name, but there are {len(stems)} outputs: give a folder")
+    return [folder / f"{stem}{suffix}" for stem in stems]
+
+
+def _load_images(paths: tuple[Path, ...], size: int):  # -> (B, 3, size, size)
+    import torch
+
+    from .io import load_image
+
+    return torch.stack([load_image(p, size) for p in paths])
+
+
+def _unique_stems(paths: tuple[Path, ...]) -> list[str]:
+    stems = [p.stem for p in paths]
+    return [f"{s}_{i}" if stems.count(s) > 1 else s for i, s in enumerate(stems)]
+
+
+@main.command("maps")
+@click.argument("model")
+@click.argument("layer")
+@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="PNG file for one image, or a folder [default: ./IMAGE_LAYER_maps.png].",
+)
+@click.option(
+    "-k",
+    "--top",
+    "k",
+    type=click.IntRange(min=1),
+    default=16,
+    show_default=True,
+    help="Show the k channels with the largest mean activation.",
+)
+@click.option("--channels", default=None, help="Show these channels instead (e.g. 0-7,12).")
+@click.option(
+    "--scale",
+    type=click.Choice(["channel", "shared"]),
+    default="channel",
+    show_default=True,
+    help="Color scale per tile, or one scale shared by all tiles.",
+)
+@click.option("--cmap", default="viridis", show_default=True, help="matplotlib colormap.")
+@click.option("--raw", is_flag=True, help="Also save all channels' activations as .npy.")
+@click.option("--size", type=click.IntRange(min=8), default=None, help="Input side [default: the model's].")
+@model_options
+@_errors_to_click
+def maps_cmd(model, layer, images, output, k, channels, scale, cmap, raw, size, weights, device) -> None:
+    """Feature maps of LAYER for each IMAGE: a labelled grid of channels beside the image.
+
+    Pool layers work too: compare conv1_2 / relu1_2 with pool1 to see what max pooling keeps.
+    Writes a PNG and a JSON sidecar (model, weights, layer, image, channels and their statistics).
+    """
+    from .io import save_figure, save_json, save_npy, versions
+    from .maps import channel_stats, feature_maps, plot_feature_maps, top_channels
+    from .models import model_meta
+
+    net = _load(model, weights, device)
+    meta = model_meta(net)
+    side = size or meta.input_size
+    batch = _load_images(images, side)
+    acts = feature_maps(net, batch, layer)  # (B, C, H', W')
+    if acts.dim() != 4:
+        raise KernelvizError(
+            f"layer {layer!r} has no spatial maps (output {tuple(acts.shape[1:])}): pick a conv or pool layer"
+        )
+    chosen = parse_filters((channels,)) if channels else None
+    stems = _unique_stems(images)
+    paths = _output_paths(output, [f"{s}_{layer}_maps" for s in stems], ".png")
+    for i, path in enumerate(paths):
+        shown = chosen or top_channels(acts[i], k)
+        how = f"top {len(shown)} channels by mean activation" if chosen is None else "chosen channels"
+        title = f"{meta.name} {layer} on {images[i].name}: {how}"
+        fig = plot_feature_maps(acts[i], image=batch[i], channels=shown, scale=scale, cmap=cmap, title=title)
+        save_figure(fig, path)
+        stats = channel_stats(acts[i][shown])
+        record = {
+            "model": meta.name,
+            "weights": meta.weights,
+            "layer": layer,
+            "image": str(images[i]),
+            "input_size": side,
+            "shape": list(acts.shape[1:]),
+            "channels": shown,
+            "selection": "top-k by mean activation" if chosen is None else "user",
+            "scale": scale,
+            "stats": stats,
+            "versions": versions(),
+        }
+        if raw:
+            save_npy(acts[i], path.with_suffix(".npy"))
+            record["raw"] = path.with_suffix(".npy").name
+        save_json(record, path.with_suffix(".json"))
+        click.echo(f"wrote {path}")
+
+
+@main.command("heatmap")
+@click.argument("model")
+@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "-m",
+    "--method",
+    "methods",
+    multiple=True,
+    default=("gradcam",),
+    show_default=True,
+    help="gradcam, guided_gradcam, guided_backprop, saliency, integrated_gradients, smoothgrad, "
+    "occlusion; repeat for several side by side.",
+)
+@click.option(
+    "-t",
+    "--target",
+    "targets",
+    multiple=True,
+    help="Class index or name; once for all images or once per image [default: top-1].",
+)
+@click.option("--filter", "filter_spec", default=None, help="Explain a filter instead of a class: LAYER:INDEX.")
+@click.option("--layer", default=None, help="Layer of Grad-CAM methods [default: relu5_3 for VGG].")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path),
+    default=Path("."),
+    show_default=True,
+    help="Folder for the outputs.",
+)
+@click.option("--cmap", default=None, help="Colormap of the overlay [default: jet, or RdBu_r for signed maps].")
+@click.option("--alpha", type=click.FloatRange(0, 1), default=0.5, show_default=True, help="Overlay opacity.")
+@click.option(
+    "--scale",
+    type=click.Choice(["per-map", "shared"]),
+    default="per-map",
+    show_default=True,
+    help="Color range of side-by-side maps: each its own, or one shared.",
+)
+@click.option("--size", type=click.IntRange(min=8), default=None, help="Input side [default: the model's].")
+@model_options
+@_errors_to_click
+def heatmap_cmd(
+    model, images, methods, targets, filter_spec, layer, output, cmap, alpha, scale, size, weights, device
+) -> None:
+    """Which regions of each IMAGE drive a class (default: the top-1 prediction) or a filter.
+
+    Writes, per image and method, an overlay PNG, the raw map as .npy and a JSON sidecar; with several
+    methods, also IMAGE_methods.png with them side by side.
+    """
+    from .heatmaps import METHODS, attribute, plot_heatmap, predict
+    from .io import save_figure, save_json, save_npy, versions
+    from .models import model_meta
+
+    bad = [m for m in methods if m not in METHODS]
+    if bad:
+        raise KernelvizError(f"unknown method {bad[0]!r}: choose from {', '.join(METHODS)}")
+    if filter_spec and targets:
+        raise KernelvizError("give either --target (a class) or --filter (a filter), not both")
+    net = _load(model, weights, device)
+    meta = model_meta(net)
+    side = size or meta.input_size
+    batch = _load_images(images, side)
+    if targets and len(targets) not in (1, len(images)):
+        raise KernelvizError(f"{len(targets)} targets for {len(images)} images: give one, or one per image")
+    target = None if not targets else [t for t in targets] * (len(images) if len(targets) == 1 else 1)
+    if not filter_spec:
+        for path, preds in zip(images, predict(net, batch, 5), strict=True):
+            shown = ", ".join(f"{name or idx} {p:.3f}" for idx, name, p in preds)
+            click.echo(f"{path.name}: top-5 {shown}")
+    stems = _unique_stems(images)
+    results = []
+    for method in methods:
+        res = attribute(net, batch, method, target=target, filter=filter_spec, layer=layer)
+        results.append(res)
+        for i, stem in enumerate(stems):
+            what = filter_spec or (res.target_names[i] if res.target_names else f"class {res.targets[i]}")
+            base = output / f"{stem}_{method}"
+            fig = plot_heatmap(
+                batch[i : i + 1],
+                [res.maps[i : i + 1]],
+                cmap=cmap,
+                alpha=alpha,
+                titles=[f"{method}{' @ ' + res.layer if res.layer else ''}: {what}"],
+            )
+            save_figure(fig, base.with_suffix(".png"))
+            save_npy(res.maps[i], base.with_suffix(".npy"))
+            save_json(
+                {
+                    "model": meta.name,
+                    "weights": meta.weights,
+                    "image": str(images[i]),
+                    "input_size": side,
+                    **res.record(i),
+                    "overlay": {"cmap": cmap, "alpha": alpha},
+                    "versions": versions(),
+                },
+                base.with_suffix(".json"),
+            )
+            click.echo(f"wrote {base.with_suffix('.png')}")
+            if bool(res.zero[i]):
+                click.echo(
+                    f"warning: the {method} map of {images[i].name} is all zero (nothing drives {what} "
+                    "there); the overlay is empty",
+                    err=True,
+                )
+    if len(methods) > 1:
+        for i, stem in enumerate(stems):
+            fig = plot_heatmap(
+                batch[i : i + 1],
+                [r.maps[i : i + 1] for r in results],
+                titles=list(methods),
+                scale=scale,
+                cmap=cmap,
+                alpha=alpha,
+            )
+            path = output / f"{stem}_methods.png"
+            save_figure(fig, path)
+            click.echo(f"wrote {path}")
+
+
+@main.command("weights")
+@click.argument("model")
+@click.argument("layer")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="PNG file [default: ./MODEL_LAYER_kernels.png].",
+)
+@click.option("--filters", default=None, help="Filters to draw (e.g. 0-15) [default: all for RGB layers, else 0-15].")
+@click.option("--inputs", default=None, help="Input channels for deeper layers (e.g. 0-15) [default: 0-15].")
+@model_options
+@_errors_to_click
+def weights_cmd(model, layer, output, filters, inputs, weights, device) -> None:
+    """Draw the learned kernels of conv LAYER: RGB tiles for a first layer, per-input gray tiles deeper."""
+    from .io import save_figure
+    from .kernels import kernel_weights, plot_kernels
+    from .models import model_meta
+
+    net = _load(model, weights, device)
+    meta = model_meta(net)
+    w = kernel_weights(net, layer)
+    fig = plot_kernels(
+        w,
+        filters=parse_filters((filters,)) if filters else None,
+        inputs=parse_filters((inputs,)) if inputs else None,
+        title=f"{meta.name} {layer} kernels {tuple(w.shape)} ({meta.weights} weights)",
+    )
+    path = output or Path(f"{model_slug(meta.name)}_{layer}_kernels.png")
+    save_figure(fig, path)
+    click.echo(f"wrote {path}")
 
 
 if __name__ == "__main__":  # pragma: no cover

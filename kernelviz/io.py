@@ -80,6 +80,17 @@ def _json_default(obj: object) -> object:
     raise TypeError(f"not JSON serializable: {type(obj).__name__}")
 
 
+def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 150) -> Path:
+    """Save a matplotlib figure (format from the suffix), atomically, and close it."""
+    import matplotlib.pyplot as plt
+
+    fmt = Path(path).suffix.lstrip(".") or "png"
+    try:
+        return atomic_write(path, lambda tmp: fig.savefig(tmp, format=fmt, dpi=dpi, bbox_inches="tight"))
+    finally:
+        plt.close(fig)
+
+
 def versions() -> dict[str, str]:
     """Versions of Python and the libraries that shape a result."""
     import importlib.metadata as md

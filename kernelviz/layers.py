@@ -136,9 +136,7 @@ def check_filters(model: nn.Module, name: str, filters: list[int], input_size: i
     count = layer_channels(model, name, input_size)
     bad = [n for n in filters if not 0 <= n < count]
     if bad:
-        raise KernelvizError(
-            f"filter {bad[0]} is out of range: layer {name!r} has {count} filters (0-{count - 1})"
-        )
+        raise KernelvizError(f"filter {bad[0]} is out of range: layer {name!r} has {count} filters (0-{count - 1})")
 
 
 @dataclass(frozen=True)

@@ -86,13 +86,9 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     except RuntimeError as err:
         raise KernelvizError(f"unknown device {device!r}: use auto, cpu, cuda, cuda:N or mps") from err
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise KernelvizError(
-            "device 'cuda' was asked for, but no CUDA GPU is available here; use --device cpu"
-        )
+        raise KernelvizError("device 'cuda' was asked for, but no CUDA GPU is available here; use --device cpu")
     if dev.type == "mps" and not torch.backends.mps.is_available():
-        raise KernelvizError(
-            "device 'mps' was asked for, but Apple MPS is not available here; use --device cpu"
-        )
+        raise KernelvizError("device 'mps' was asked for, but Apple MPS is not available here; use --device cpu")
     return dev
 
 
@@ -134,9 +130,7 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike) -> nn.Module:
     result = model.load_state_dict(state, strict=False)
     problems = []
     if result.missing_keys:
-        problems.append(
-            f"{len(result.missing_keys)} missing key(s) (e.g. {', '.join(result.missing_keys[:3])})"
-        )
+        problems.append(f"{len(result.missing_keys)} missing key(s) (e.g. {', '.join(result.missing_keys[:3])})")
     if result.unexpected_keys:
         keys = result.unexpected_keys
         problems.append(f"{len(keys)} unexpected key(s) (e.g. {', '.join(keys[:3])})")

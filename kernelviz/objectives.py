@@ -151,9 +151,7 @@ def _select(act: torch.Tensor, layer: str, n: Need) -> torch.Tensor:
     if isinstance(n, int):
         return act[:, n]
     if len(n) != act.shape[0]:
-        raise KernelvizError(
-            f"{len(n)} channels listed for {layer!r} but the batch has {act.shape[0]} images"
-        )
+        raise KernelvizError(f"{len(n)} channels listed for {layer!r} but the batch has {act.shape[0]} images")
     index = torch.tensor(n, device=act.device)
     return act[torch.arange(act.shape[0], device=act.device), index]
 

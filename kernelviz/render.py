@@ -259,11 +259,7 @@ def visualize(
         raise KernelvizError(f"lr must be a positive number, got {lr}")
     meta = model_meta(model)
     first = next(iter(model.parameters()), None)
-    dev = (
-        torch.device(device)
-        if device is not None
-        else (first.device if first is not None else torch.device("cpu"))
-    )
+    dev = torch.device(device) if device is not None else (first.device if first is not None else torch.device("cpu"))
     precision = resolve_precision(precision, dev)
     side = int(size or meta.input_size)
     if side < 1:

@@ -122,9 +122,7 @@ def standard_transforms(generator: torch.Generator, size: int = 224) -> list[Tra
     ]
 
 
-def build_transforms(
-    spec: str | Sequence[Transform] | None, generator: torch.Generator, size: int
-) -> list[Transform]:
+def build_transforms(spec: str | Sequence[Transform] | None, generator: torch.Generator, size: int) -> list[Transform]:
     """Transforms by name: ``"standard"`` (Lucid's recipe), ``None``/``"none"``, or a list kept as is."""
     if spec is None or spec == "none":
         return []

