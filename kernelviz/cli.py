@@ -20,6 +20,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only: the CLI never opens a window
 
 from .errors import KernelvizError
+from .models import model_slug
 
 _FILTER_RANGE = re.compile(r"^(\d+)-(\d+)$")
 
@@ -58,6 +59,50 @@ def model_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return fn
 
 
+def optimize_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Optimization options shared by filter, grid, atlas and examples."""
+    for option in reversed(_OPTIMIZE_OPTIONS):
+        fn = option(fn)
+    return fn
+
+
+_OPTIMIZE_OPTIONS = [
+    click.option("--steps", type=click.IntRange(min=0), default=256, show_default=True, help="Optimizer steps."),
+    click.option(
+        "--size", type=click.IntRange(min=8), default=None, help="Image side in pixels [default: the model's]."
+    ),
+    click.option("--lr", type=float, default=0.05, show_default=True, help="Adam learning rate."),
+    click.option(
+        "--param",
+        type=click.Choice(["fourier", "pixel"]),
+        default="fourier",
+        show_default=True,
+        help="Image parameterization: fourier (decorrelated, 1/f spectrum) or pixel (the article's method).",
+    ),
+    click.option(
+        "--transforms",
+        type=click.Choice(["standard", "none"]),
+        default="standard",
+        show_default=True,
+        help="Random pad/jitter/scale/rotate each step (Lucid's recipe), or none.",
+    ),
+    click.option("--seed", type=int, default=0, show_default=True),
+    click.option(
+        "--precision",
+        type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
+        default="auto",
+        show_default=True,
+        help="auto = bf16 on a CUDA GPU that supports it, else fp32.",
+    ),
+    click.option(
+        "--batch-size",
+        type=click.IntRange(min=1),
+        default=None,
+        help="Filters optimized together [default: 8 on CPU; on a GPU as many as fit].",
+    ),
+]
+
+
 def _load(model: str, weights: str, device: str):  # -> nn.Module
     from .models import load_model
 
@@ -90,11 +135,6 @@ def parse_filters(values: tuple[str, ...]) -> list[int]:
     return list(dict.fromkeys(out))
 
 
-def model_slug(name: str) -> str:
-    """A file-name-safe short name: ``"pkg.mod:make_net"`` → ``"make_net"``."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name.rpartition(":")[2] or name)
-
-
 class _Progress:
     """A tqdm bar over optimizer steps showing the current objective value."""
 
@@ -105,6 +145,9 @@ class _Progress:
         self.done = 0
 
     def __call__(self, step: int, value: float) -> None:
+        if step < self.done:  # a new batch started
+            self.bar.reset()
+            self.done = 0
         self.bar.update(step - self.done)
         self.done = step
         self.bar.set_postfix(objective=f"{value:.4g}")
@@ -178,37 +221,7 @@ def layers_cmd(model: str, weights: str, device: str, size: int | None) -> None:
     default=None,
     help="PNG file for one filter, or a folder for several [default: ./MODEL_LAYER_NNNN.png].",
 )
-@click.option("--steps", type=click.IntRange(min=0), default=256, show_default=True, help="Optimizer steps.")
-@click.option("--size", type=click.IntRange(min=8), default=None, help="Image side in pixels [default: the model's].")
-@click.option("--lr", type=float, default=0.05, show_default=True, help="Adam learning rate.")
-@click.option(
-    "--param",
-    type=click.Choice(["fourier", "pixel"]),
-    default="fourier",
-    show_default=True,
-    help="Image parameterization: fourier (decorrelated, 1/f spectrum) or pixel (the article's method).",
-)
-@click.option(
-    "--transforms",
-    type=click.Choice(["standard", "none"]),
-    default="standard",
-    show_default=True,
-    help="Random pad/jitter/scale/rotate each step (Lucid's recipe), or none.",
-)
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option(
-    "--precision",
-    type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
-    default="auto",
-    show_default=True,
-    help="auto = bf16 on a CUDA GPU that supports it, else fp32.",
-)
-@click.option(
-    "--batch-size",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Filters optimized together in one batch [default: all on a GPU, 8 on CPU].",
-)
+@optimize_options
 @click.option(
     "--init",
     "init_image",
@@ -246,7 +259,6 @@ def filter_cmd(
     from .io import load_image
     from .layers import check_filters
     from .models import model_meta
-    from .objectives import channel
 
     indices = parse_filters(filters)
     net = _load(model, weights, device)
@@ -254,48 +266,14 @@ def filter_cmd(
     side = size or meta.input_size
     check_filters(net, layer, indices, side)  # fail on a bad name or index before any work
     init = load_image(init_image, side) if init_image is not None else None
-
     slug = model_slug(meta.name)
-    names = [f"{slug}_{layer}_{n:04d}.png" for n in indices]
-    if len(indices) == 1 and output is not None and output.suffix.lower() == ".png":
-        paths = [output]
-    else:
-        folder = output if output is not None else Path(".")
-        if folder.suffix.lower() == ".png":
-            raise KernelvizError(
-                f"-o {folder} is a file name, but {len(indices)} filters were asked for: give a folder"
-            )
-        paths = [folder / name for name in names]
+    paths = _output_paths(output, [f"{slug}_{layer}_{n:04d}" for n in indices], ".png")
+    where = dict(zip(indices, paths, strict=True))
 
-    device_type = next(net.parameters()).device.type
-    chunk = batch_size or (len(indices) if device_type == "cuda" else 8)
-    for start in range(0, len(indices), chunk):
-        group = indices[start : start + chunk]
-        label = f"{layer}:{group[0]}" if len(group) == 1 else f"{layer}:{group[0]}..{group[-1]}"
-        bar = _Progress(steps, label)
-        try:
-            result = _run_filter(
-                net,
-                channel(layer, group if len(group) > 1 else group[0]),
-                init,
-                len(group),
-                dict(
-                    steps=steps,
-                    size=side,
-                    lr=lr,
-                    param=param,
-                    seed=seed,
-                    transforms=None if transforms == "none" else transforms,
-                    precision=precision,
-                    progress=bar,
-                ),
-            )
-        finally:
-            bar.close()
+    def save(group: list[int], result: Any) -> None:
         for i, n in enumerate(group):
-            path = paths[start + i]
             result.save(
-                path,
+                where[n],
                 i,
                 model=meta.name,
                 weights=meta.weights,
@@ -303,23 +281,313 @@ def filter_cmd(
                 filter=n,
                 objective=f"channel({layer}:{n})",
             )
-            click.echo(f"wrote {path} (final mean activation {float(result.final[i]):.4g})")
-            if bool(result.dead[i]):
-                click.echo(
-                    f"warning: filter {n} of {layer} never activated (dead unit): its image shows no feature",
-                    err=True,
+            click.echo(f"wrote {where[n]} (final mean activation {float(result.final[i]):.4g})")
+            _warn_dead(result, i, layer, n)
+
+    settings = _settings(steps, side, lr, param, transforms, seed, precision)
+    grid = _grid(net, layer, indices, batch_size, save, init=init, **settings)
+    if grid.interrupted:
+        click.echo("interrupted: the images written hold the state reached", err=True)
+        sys.exit(130)
+
+
+def _settings(steps, size, lr, param, transforms, seed, precision) -> dict[str, Any]:
+    return dict(
+        steps=steps,
+        size=size,
+        lr=lr,
+        param=param,
+        seed=seed,
+        transforms=None if transforms == "none" else transforms,
+        precision=precision,
+    )
+
+
+def _grid(net, layer: str, filters: list[int], batch_size: int | None, on_batch, **kwargs: Any):  # -> GridResult
+    """Run :func:`layer_grid` with a progress bar over each batch's steps."""
+    from .figures import layer_grid
+
+    bar = _Progress(kwargs["steps"], f"{layer} ({len(filters)} filters)")
+    try:
+        return layer_grid(net, layer, filters, batch_size=batch_size, on_batch=on_batch, progress=bar, **kwargs)
+    finally:
+        bar.close()
+
+
+def _warn_dead(result: Any, i: int, layer: str, n: int) -> None:
+    if bool(result.dead[i]):
+        click.echo(f"warning: filter {n} of {layer} never activated (dead unit): its image shows no feature", err=True)
+
+
+@main.command("grid")
+@click.argument("model")
+@click.argument("layer")
+@click.option("--filters", default=None, help="Filters, e.g. 0-63 [default: every filter of the layer].")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Contact sheet PNG [default: ./MODEL_LAYER_grid.png].",
+)
+@click.option(
+    "--individual",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Also write each filter's PNG and JSON sidecar into this folder.",
+)
+@click.option("--cols", type=click.IntRange(min=1), default=None, help="Tiles per row [default: about square].")
+@optimize_options
+@model_options
+@_errors_to_click
+def grid_cmd(
+    model,
+    layer,
+    filters,
+    output,
+    individual,
+    cols,
+    steps,
+    size,
+    lr,
+    param,
+    transforms,
+    seed,
+    precision,
+    batch_size,
+    weights,
+    device,
+) -> None:
+    """Every requested filter of LAYER on one labelled contact sheet, optimized in batches."""
+    from .figures import plot_grid
+    from .io import save_figure, save_json
+    from .layers import layer_channels
+    from .models import model_meta
+
+    net = _load(model, weights, device)
+    meta = model_meta(net)
+    side = size or meta.input_size
+    indices = parse_filters((filters,)) if filters else list(range(layer_channels(net, layer, side)))
+    slug = model_slug(meta.name)
+
+    def save(group: list[int], result: Any) -> None:
+        for i, n in enumerate(group):
+            if individual is not None:
+                result.save(
+                    individual / f"{slug}_{layer}_{n:04d}.png",
+                    i,
+                    model=meta.name,
+                    weights=meta.weights,
+                    layer=layer,
+                    filter=n,
+                    objective=f"channel({layer}:{n})",
                 )
-        if result.interrupted:
-            click.echo(f"interrupted after {result.steps_done} steps: the images above hold that state", err=True)
-            sys.exit(130)
+            _warn_dead(result, i, layer, n)
+
+    settings = _settings(steps, side, lr, param, transforms, seed, precision)
+    grid = _grid(net, layer, indices, batch_size, save, **settings)
+    labels = [
+        f"{n}{' (dead)' if d else ''}\n{float(v):.3g}"
+        for n, v, d in zip(grid.filters, grid.final, grid.dead, strict=True)
+    ]
+    title = (
+        f"{meta.name} ({meta.weights}) {layer}: mean activation under each filter; "
+        f"{param} image, {steps} steps, lr {lr}, {side} px, transforms {transforms}, seed {seed}"
+    )
+    path = output or Path(f"{slug}_{layer}_grid.png")
+    save_figure(plot_grid(grid.images, labels, title=title, cols=cols), path)
+    save_json(
+        {
+            "model": meta.name,
+            "weights": meta.weights,
+            "layer": layer,
+            "filters": grid.filters,
+            "final_values": grid.final.tolist(),
+            "dead_units": [n for n, d in zip(grid.filters, grid.dead, strict=True) if d],
+            "settings": grid.settings,
+            "interrupted": grid.interrupted,
+        },
+        path.with_suffix(".json"),
+    )
+    click.echo(f"wrote {path} ({len(grid.filters)} filters)")
+    if grid.interrupted:
+        sys.exit(130)
 
 
-def _run_filter(net, objective, init, count: int, kwargs: dict[str, Any]):  # -> VisResult
-    from .render import visualize
+@main.command("atlas")
+@click.argument("model")
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="Output folder.")
+@click.option("--layers", default=None, help="Comma-separated layers in order [default: every conv layer].")
+@click.option(
+    "--filters",
+    default="all",
+    show_default=True,
+    help="N (the first N filters of each layer), a list such as 0-7,12, or all.",
+)
+@click.option(
+    "--images",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Folder of natural images: add each filter's top dataset examples.",
+)
+@click.option("-k", type=click.IntRange(min=1), default=9, show_default=True, help="Dataset examples per filter.")
+@click.option("--shard", default=None, help="i/n: do only the i-th of n shares (job arrays without torchrun).")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+@optimize_options
+@model_options
+@_errors_to_click
+def atlas_cmd(
+    model,
+    output,
+    layers,
+    filters,
+    images,
+    k,
+    shard,
+    quiet,
+    steps,
+    size,
+    lr,
+    param,
+    transforms,
+    seed,
+    precision,
+    batch_size,
+    weights,
+    device,
+) -> None:
+    """A browsable atlas of MODEL: per-filter images and JSON, contact sheets, a static site.
 
-    if init is not None:
-        init = init.unsqueeze(0).expand(count, -1, -1, -1)
-    return visualize(net, objective, batch=count, init=init, **kwargs)
+    Rerunning the same command resumes (finished filters are skipped; files are written
+    atomically). Runs under `torchrun --nproc-per-node N` (one share per rank, rank 0 writes the
+    index) or as independent processes with --shard i/n.
+    """
+    from .atlas import atlas
+
+    net = _load(model, weights, device)
+    chosen: int | list[int] | None
+    if filters == "all":
+        chosen = None
+    elif filters.isdigit():
+        chosen = int(filters)
+    else:
+        chosen = parse_filters((filters,))
+    shard_pair = None
+    if shard is not None:
+        match = re.fullmatch(r"(\d+)/(\d+)", shard)
+        if not match:
+            raise KernelvizError(f"cannot read --shard {shard!r}: write i/n, e.g. 0/4")
+        shard_pair = (int(match[1]), int(match[2]))
+    report = atlas(
+        net,
+        output,
+        layers=layers.split(",") if layers else None,
+        filters=chosen,
+        images=images,
+        k=k,
+        shard=shard_pair,
+        batch_size=batch_size,
+        progress=not quiet,
+        **_settings(steps, size, lr, param, transforms, seed, precision),
+    )
+    click.echo(
+        f"{report.root}: {report.computed} filters computed, {report.skipped} already done, "
+        f"{report.remaining} left in the whole atlas"
+    )
+    if report.index_written:
+        click.echo(f"wrote {report.root / 'index.html'}")
+    if report.interrupted:
+        click.echo("interrupted: finished filters are saved; rerun the same command to resume", err=True)
+        sys.exit(130)
+
+
+@main.command("examples")
+@click.argument("model")
+@click.argument("layer")
+@click.argument("filter_index", metavar="FILTER", type=int)
+@click.option("--images", type=click.Path(path_type=Path), required=True, help="Folder of images to scan.")
+@click.option("-k", type=click.IntRange(min=1), default=9, show_default=True, help="Examples to keep.")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Sheet PNG [default: ./MODEL_LAYER_NNNN_examples.png].",
+)
+@optimize_options
+@model_options
+@_errors_to_click
+def examples_cmd(
+    model,
+    layer,
+    filter_index,
+    images,
+    k,
+    output,
+    steps,
+    size,
+    lr,
+    param,
+    transforms,
+    seed,
+    precision,
+    batch_size,
+    weights,
+    device,
+) -> None:
+    """The images in a folder that excite FILTER of LAYER most, cropped where it fires, beside its synthesized image.
+
+    Reports the ratio of the synthesized image's maximum activation to the best natural image's.
+    Unreadable files are skipped and counted.
+    """
+    from tqdm.auto import tqdm
+
+    from .atlas import _max_activation
+    from .examples import find_examples, image_files, plot_examples
+    from .io import save_figure, save_json, versions
+    from .layers import check_filters
+    from .models import model_meta
+
+    net = _load(model, weights, device)
+    meta = model_meta(net)
+    side = size or meta.input_size
+    check_filters(net, layer, [filter_index], side)
+    files = image_files(images)
+    with tqdm(total=len(files), desc="scanning", unit="image", file=sys.stderr) as bar:
+        scan = find_examples(
+            net, layer, [filter_index], files, k=k, size=side, batch_size=batch_size or 16, progress=bar.update
+        )
+    found = scan.examples[filter_index]
+    settings = _settings(steps, side, lr, param, transforms, seed, precision)
+    grid = _grid(net, layer, [filter_index], 1, None, **settings)
+    synth_max = float(_max_activation(net, layer, grid.images)[0, filter_index])
+    best = found[0].value if found else float("nan")
+    ratio = synth_max / best if found and best > 0 else float("nan")
+    title = (
+        f"{meta.name} {layer}:{filter_index}: synthesized vs top {len(found)} of {scan.scanned} images "
+        f"(ratio {ratio:.2f}x)"
+    )
+    path = output or Path(f"{model_slug(meta.name)}_{layer}_{filter_index:04d}_examples.png")
+    save_figure(plot_examples(found, grid.images[0], synthesized_value=synth_max, title=title), path)
+    save_json(
+        {
+            "model": meta.name,
+            "weights": meta.weights,
+            "layer": layer,
+            "filter": filter_index,
+            "scanned": scan.scanned,
+            "skipped": [[str(p), why] for p, why in scan.skipped],
+            "synthesized_max": synth_max,
+            "ratio_to_best_natural": ratio,
+            "examples": [{"image": str(e.path), "max": e.value, "position": e.position, "box": e.box} for e in found],
+            "settings": grid.settings,
+            "versions": versions(),
+        },
+        path.with_suffix(".json"),
+    )
+    click.echo(f"scanned {scan.scanned} images, skipped {len(scan.skipped)} unreadable")
+    click.echo(f"synthesized / best natural maximum activation: {synth_max:.4g} / {best:.4g} = {ratio:.2f}x")
+    click.echo(f"wrote {path}")
 
 
 def _output_paths(output: Path | None, stems: list[str], suffix: str) -> list[Path]:

@@ -155,6 +155,9 @@ class LayerInfo:
             (fully connected, adaptive pooling).
         trainable: whether the layer counts toward the classic depth
             (a convolution or a fully connected layer with weights).
+        stride: input pixels between neighbouring output positions (``None`` without a grid).
+        offset: input x (= y) coordinate of the center of output position 0, pixel 0 spanning
+            ``[0, 1)``; position ``i`` is centered at ``offset + i * stride``.
     """
 
     name: str
@@ -164,21 +167,34 @@ class LayerInfo:
     channels: int
     receptive_field: int | None
     trainable: bool
+    stride: int | None = None
+    offset: float | None = None
 
 
-def _rf_step(module: nn.Module, rf: float, jump: float) -> tuple[float, float]:
-    """Receptive field and input-pixel stride after ``module``, given them before it."""
+_Field = tuple[float, float, float]  # (receptive field, stride in input pixels, center of unit 0)
+
+
+def _first(value: int | tuple[int, ...] | str) -> int:
+    return value[0] if isinstance(value, tuple) else value if isinstance(value, int) else 0
+
+
+def _rf_step(module: nn.Module, field: _Field) -> _Field:
+    """Receptive field, input-pixel stride and center of the first unit after ``module``.
+
+    Standard receptive-field arithmetic along the first spatial axis (square kernels assumed);
+    centers are in input pixel coordinates where pixel 0 spans [0, 1).
+    """
+    rf, jump, start = field
     if isinstance(module, (nn.Linear, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)):
-        return math.inf, jump
+        return math.inf, jump, start
     if isinstance(module, _CONV_TYPES + _POOL_TYPES):
-        k = module.kernel_size
-        s = module.stride
-        d = getattr(module, "dilation", 1)
-        k = k[0] if isinstance(k, tuple) else k
-        s = s[0] if isinstance(s, tuple) else s
-        d = d[0] if isinstance(d, tuple) else d
-        return rf + (k - 1) * d * jump, jump * s
-    return rf, jump
+        k = _first(module.kernel_size)
+        s = _first(module.stride)
+        d = _first(getattr(module, "dilation", 1))
+        p = _first(getattr(module, "padding", 0))
+        span = (k - 1) * d
+        return rf + span * jump, jump * s, start + (span / 2 - p) * jump
+    return field
 
 
 def count_depth(model: nn.Module) -> int:
@@ -222,21 +238,21 @@ def list_layers(
         device = next((p.device for p in model.parameters()), torch.device("cpu"))
     aliases = {path: name for name, path in layer_names(model).items() if name != path}
 
-    info: dict[int, tuple[float, float]] = {}  # id(tensor) -> (rf, jump)
+    info: dict[int, _Field] = {}  # id(tensor) -> its receptive field
     keep: list[torch.Tensor] = []  # keeps tensors alive so their ids stay unique
-    last = (1.0, 1.0)
+    last: _Field = (1.0, 1.0, 0.5)
     rows: list[LayerInfo] = []
 
     def hook(path: str, module: nn.Module, inputs: tuple, output: object) -> None:
         nonlocal last
         src = next((t for t in inputs if isinstance(t, torch.Tensor)), None)
-        rf, jump = info.get(id(src), last) if src is not None else last
-        rf, jump = _rf_step(module, rf, jump)
+        field = _rf_step(module, info.get(id(src), last) if src is not None else last)
+        rf, jump, start = field
         if isinstance(output, torch.Tensor):
-            info[id(output)] = (rf, jump)
+            info[id(output)] = field
             keep.append(output)
             shape = tuple(output.shape[1:])
-            last = (rf, jump)
+            last = field
             rows.append(
                 LayerInfo(
                     name=aliases.get(path, path),
@@ -245,6 +261,8 @@ def list_layers(
                     shape=shape,
                     channels=shape[0] if shape else 0,
                     receptive_field=None if math.isinf(rf) else int(min(rf, max(h, w))),
+                    stride=None if math.isinf(rf) else int(jump),
+                    offset=None if math.isinf(rf) else start,
                     trainable=isinstance(module, (*_CONV_TYPES, nn.Linear)),
                 )
             )
@@ -256,7 +274,7 @@ def list_layers(
             with torch.no_grad():
                 x = torch.zeros(1, 3, h, w, device=device)
                 keep.append(x)
-                info[id(x)] = (1.0, 1.0)
+                info[id(x)] = (1.0, 1.0, 0.5)
                 model(x)
         finally:
             for handle in handles:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import os
+import re
 import sys
 import urllib.error
 from collections.abc import Iterator
@@ -71,6 +72,11 @@ def set_model_meta(model: nn.Module, meta: ModelMeta | None = None, **changes: o
     meta = replace(meta or model_meta(model), **changes)  # type: ignore[arg-type]
     object.__setattr__(model, _META_ATTR, meta)
     return model
+
+
+def model_slug(name: str) -> str:
+    """A file-name-safe short name: ``"pkg.mod:make_net"`` → ``"make_net"``."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name.rpartition(":")[2] or name)
 
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:

