@@ -186,6 +186,25 @@ def peak_memory(config: str, args: argparse.Namespace) -> float | None:
         return None
 
 
+def precision_effect(model: nn.Module, layer: str, n: int, size: int, steps: int) -> None:
+    """What lower precision does to the result: objective reached and image difference vs fp32."""
+    print(f"\nprecision effect ({layer}:{n}, {size} px, {steps} steps, same seed):")
+    base = kernelviz.visualize(model, f"{layer}:{n}", steps=steps, size=size, precision="fp32")
+    print(f"  fp32  final objective {float(base.final[0]):.4f}  {base.seconds / steps:.3f} s/step")
+    for precision in ("bf16", "fp16"):
+        try:
+            other = kernelviz.visualize(model, f"{layer}:{n}", steps=steps, size=size, precision=precision)
+        except RuntimeError as err:  # fp16 autocast is not supported on every CPU build
+            print(f"  {precision}  not available here: {str(err).splitlines()[0]}")
+            continue
+        diff = (other.images - base.images).abs()
+        print(
+            f"  {precision}  final objective {float(other.final[0]):.4f} ({float(other.final[0] / base.final[0]):.3f}x"
+            f" fp32), image mean |diff| {float(diff.mean()):.4f}, max {float(diff.max()):.3f};"
+            f" {other.seconds / steps:.3f} s/step"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=224)
@@ -194,10 +213,16 @@ def main() -> None:
     parser.add_argument("--layer", default="conv3_2")
     parser.add_argument("--filter", type=int, default=17)
     parser.add_argument("--bf16", action="store_true", help="also time precision=bf16")
+    parser.add_argument(
+        "--precision-effect", action="store_true", help="only compare fp32 with bf16/fp16 results (at --size, --steps)"
+    )
     parser.add_argument("--memory-of", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     model = make_model()
 
+    if args.precision_effect:
+        precision_effect(model, args.layer, args.filter, args.size, args.steps)
+        return
     if args.memory_of:  # child process: one configuration, report peak RSS growth over the loaded model
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")  # reset the peak-RSS mark (VmHWM) to the current RSS

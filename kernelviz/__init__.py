@@ -20,6 +20,35 @@ from .models import ModelMeta, load_checkpoint, load_model, model_meta, set_mode
 from .objectives import Objective, channel, class_logit, direction, diversity, neuron
 from .render import NonFiniteObjectiveError, VisResult, visualize
 
+# Exporters and figure sets import matplotlib (and captum) on first use, not with the package.
+_LAZY = {
+    "feature_maps": "maps",
+    "plot_feature_maps": "maps",
+    "attribute": "heatmaps",
+    "heatmap": "heatmaps",
+    "plot_heatmap": "heatmaps",
+    "overlay": "heatmaps",
+    "predict": "heatmaps",
+    "kernel_weights": "kernels",
+    "plot_kernels": "kernels",
+    "layer_grid": "figures",
+    "plot_grid": "figures",
+    "find_examples": "examples",
+    "plot_examples": "examples",
+}
+_SUBMODULES = {"maps", "heatmaps", "kernels", "figures", "atlas", "examples", "zoo", "perf", "cli"}
+
+
+def __getattr__(name: str) -> object:
+    import importlib
+
+    if name in _LAZY:
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    if name in _SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'kernelviz' has no attribute {name!r}")
+
+
 try:
     __version__ = version("kernelviz")
 except PackageNotFoundError:  # running from a source tree that is not installed
@@ -54,4 +83,5 @@ __all__ = [
     "set_model_meta",
     "transforms",
     "visualize",
+    *_LAZY,
 ]

@@ -152,7 +152,7 @@ def atlas(
     if dist_shard is not None and device.type == "cuda":
         model.to(torch.device("cuda", torch.cuda.current_device()))
 
-    rows = list_layers(model, size)
+    rows = list_layers(model, size, include=layers or ())
     names = list(layers) if layers else _default_layers(model, rows)
     by_path = {r.path: r for r in rows}
     plan: list[tuple[str, LayerInfo, list[int]]] = []

@@ -74,10 +74,11 @@ _OPTIMIZE_OPTIONS = [
     click.option("--lr", type=float, default=0.05, show_default=True, help="Adam learning rate."),
     click.option(
         "--param",
-        type=click.Choice(["fourier", "pixel"]),
+        type=click.Choice(["fourier", "pixel", "maco"]),
         default="fourier",
         show_default=True,
-        help="Image parameterization: fourier (decorrelated, 1/f spectrum) or pixel (the article's method).",
+        help="Image parameterization: fourier (decorrelated, 1/f spectrum), pixel (the article's method), "
+        "or maco (phase only, natural 1/f magnitude).",
     ),
     click.option(
         "--transforms",

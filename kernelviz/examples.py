@@ -66,7 +66,7 @@ def receptive_box(model: nn.Module, layer: str, size: int) -> Callable[[int, int
     clipped to the ``size`` x ``size`` input.
     """
     path = resolve_layer(model, layer)
-    row = next((r for r in list_layers(model, size) if r.path == path), None)
+    row = next((r for r in list_layers(model, size, include=[layer]) if r.path == path), None)
     if row is None or row.receptive_field is None or row.stride is None or row.offset is None:
         raise KernelvizError(f"layer {layer!r} has no spatial receptive field to crop")
     rf, stride, offset = row.receptive_field, row.stride, row.offset

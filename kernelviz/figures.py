@@ -33,7 +33,7 @@ def auto_batch_size(model: nn.Module, layer: str, size: int, device: torch.devic
     if device.type != "cuda":
         return min(count, 8)
     path = resolve_layer(model, layer)
-    rows = list_layers(model, size, device=device)
+    rows = list_layers(model, size, device=device, include=[layer])
     per_image = 0
     for row in rows:
         per_image += int(np.prod(row.shape)) * 4

@@ -31,11 +31,18 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
     os.close(fd)
     try:
         write(Path(tmp))
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; outputs get the usual permissions
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def to_uint8(image: torch.Tensor) -> np.ndarray:
@@ -102,6 +109,16 @@ def versions() -> dict[str, str]:
         except md.PackageNotFoundError:
             out[pkg] = "not installed"
     return out
+
+
+def square(image: torch.Tensor, size: int) -> torch.Tensor:
+    """Resize ``(3, H, W)`` so its shorter side is ``size`` (antialiased), then center-crop to ``(3, size, size)``."""
+    h, w = image.shape[-2:]
+    scale = size / min(h, w)
+    new = (max(size, round(h * scale)), max(size, round(w * scale)))
+    resized = torch.nn.functional.interpolate(image[None], size=new, mode="bilinear", antialias=True)[0]
+    top, left = (new[0] - size) // 2, (new[1] - size) // 2
+    return resized[:, top : top + size, left : left + size].clamp(0, 1)
 
 
 def load_image(path: str | os.PathLike, size: int | tuple[int, int] | None = None) -> torch.Tensor:

@@ -13,6 +13,7 @@ batch norm of ``_bn`` variants, ``pool3`` the max pool that ends block 3, and
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -36,6 +37,7 @@ LOGITS = "logits"
 
 _CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _POOL_TYPES = (nn.MaxPool2d, nn.AvgPool2d)
+_LAYER_TYPES = (*_CONV_TYPES, *_POOL_TYPES, nn.Linear, nn.modules.batchnorm._BatchNorm)
 
 
 def _vgg_aliases(model: nn.Module) -> dict[str, str]:
@@ -174,8 +176,13 @@ class LayerInfo:
 _Field = tuple[float, float, float]  # (receptive field, stride in input pixels, center of unit 0)
 
 
-def _first(value: int | tuple[int, ...] | str) -> int:
-    return value[0] if isinstance(value, tuple) else value if isinstance(value, int) else 0
+def _first(value: int | Sequence[int] | str) -> int:
+    """The first spatial entry of a size setting; 0 for a padding given as a string ("same")."""
+    if isinstance(value, int):
+        return value
+    if isinstance(value, Sequence) and not isinstance(value, str) and value:
+        return int(value[0])
+    return 0
 
 
 def _rf_step(module: nn.Module, field: _Field) -> _Field:
@@ -185,6 +192,8 @@ def _rf_step(module: nn.Module, field: _Field) -> _Field:
     centers are in input pixel coordinates where pixel 0 spans [0, 1).
     """
     rf, jump, start = field
+    if isinstance(module, nn.modules.padding._ConstantPadNd | nn.ReflectionPad2d | nn.ReplicationPad2d):
+        return rf, jump, start - _first(module.padding) * jump  # (left, right, top, bottom): left first
     if isinstance(module, (nn.Linear, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)):
         return math.inf, jump, start
     if isinstance(module, _CONV_TYPES + _POOL_TYPES):
@@ -212,6 +221,7 @@ def list_layers(
     input_size: int | tuple[int, int] | None = None,
     *,
     device: torch.device | str | None = None,
+    include: Sequence[str] = (),
 ) -> list[LayerInfo]:
     """Describe every leaf layer of ``model`` in execution order.
 
@@ -224,9 +234,12 @@ def list_layers(
         input_size: ``H`` or ``(H, W)``; default: the model's own input size
             (224 for torchvision classifiers).
         device: where to run the pass; default: the model's device.
+        include: also describe these layers (names or paths) when they are blocks
+            (modules with children, such as ``layer3.0`` or ``_blocks.9``).
 
     Returns:
-        One :class:`LayerInfo` per leaf module that ran, in execution order.
+        One :class:`LayerInfo` per layer that ran (every leaf module, every conv, linear, pool
+        and batch-norm layer, and the blocks in ``include``), in the order their outputs were made.
     """
     from .guard import guarded
     from .models import model_meta
@@ -246,7 +259,15 @@ def list_layers(
     def hook(path: str, module: nn.Module, inputs: tuple, output: object) -> None:
         nonlocal last
         src = next((t for t in inputs if isinstance(t, torch.Tensor)), None)
-        field = _rf_step(module, info.get(id(src), last) if src is not None else last)
+        if list(module.children()) and not isinstance(module, _LAYER_TYPES):
+            # a block: its output's field was set by the child that made it, else by the last child
+            field = info.get(id(output), last)
+        elif list(module.children()):
+            # a layer that first runs a helper child on its input (a conv padding "same" itself):
+            # the child's output, the most recent one, is what the layer computes on
+            field = _rf_step(module, last)
+        else:
+            field = _rf_step(module, info.get(id(src), last) if src is not None else last)
         rf, jump, start = field
         if isinstance(output, torch.Tensor):
             info[id(output)] = field
@@ -267,7 +288,14 @@ def list_layers(
                 )
             )
 
-    leaves = [(p, m) for p, m in model.named_modules() if p and not list(m.children())]
+    # leaves, and layers that compute themselves around a helper child (e.g. a Conv2d subclass
+    # that pads with its own ZeroPad2d module first)
+    wanted = {resolve_layer(model, name) for name in include}
+    leaves = [
+        (p, m)
+        for p, m in model.named_modules()
+        if p and (not list(m.children()) or isinstance(m, _LAYER_TYPES) or p in wanted)
+    ]
     with guarded(model):
         handles = [m.register_forward_hook(lambda mod, i, o, p=p: hook(p, mod, i, o)) for p, m in leaves]
         try:

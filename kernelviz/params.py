@@ -8,6 +8,8 @@ step (a no-op except for plain pixels, which are clipped to the pixel box).
 
 from __future__ import annotations
 
+import math
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -15,7 +17,7 @@ import torch
 
 from .errors import KernelvizError
 
-__all__ = ["PARAMS", "ImageParam", "fourier_image", "image_param", "pixel_image"]
+__all__ = ["PARAMS", "ImageParam", "fourier_image", "image_param", "maco_image", "natural_magnitude", "pixel_image"]
 
 # Square root of ImageNet's RGB color covariance (rows = RGB), as used by Lucid;
 # normalized below by its largest column norm so no channel can exceed the sigmoid's range.
@@ -143,7 +145,83 @@ def fourier_image(
     return ImageParam([spec], render, _noop, "fourier")
 
 
-PARAMS = {"pixel": pixel_image, "fourier": fourier_image}
+def natural_magnitude(
+    size: tuple[int, int], *, decay: float = 1.0, images: str | os.PathLike | None = None, limit: int = 256
+) -> torch.Tensor:
+    """A natural-image amplitude spectrum on the ``rfft2`` grid, ``(H, W//2+1)``, unit mean.
+
+    Args:
+        size: ``(H, W)``.
+        decay: exponent of the ``1/f`` model used without ``images``.
+        images: a folder of photos: the mean amplitude spectrum of their gray levels
+            (each resized and center-cropped to ``size``, mean removed), up to ``limit`` files.
+    """
+    h, w = size
+    if images is None:
+        mag = _frequency_scale(h, w, decay, torch.device("cpu"))
+    else:
+        from .examples import image_files
+        from .io import load_image
+
+        files = image_files(images)[:limit]
+        total, count = torch.zeros(h, w // 2 + 1), 0
+        for path in files:
+            try:
+                gray = load_image(path, h if h == w else None).mean(0)
+            except KernelvizError:
+                continue
+            if gray.shape != (h, w):
+                gray = torch.nn.functional.interpolate(gray[None, None], size=(h, w), mode="bilinear")[0, 0]
+            total += torch.fft.rfft2(gray - gray.mean(), norm="ortho").abs()
+            count += 1
+        if count == 0:
+            raise KernelvizError(f"no readable images in {images} to measure a spectrum from")
+        mag = total / count
+    mag[0, 0] = 0.0  # no DC term: the mean is set by the sigmoid's center
+    return mag / mag.mean()
+
+
+def maco_image(
+    batch: int,
+    size: tuple[int, int],
+    *,
+    generator: Generators,
+    device: torch.device,
+    magnitude: torch.Tensor | None = None,
+    init: torch.Tensor | None = None,
+) -> ImageParam:
+    """MACO (Fel et al., 2023): only the spectrum's phase is optimized, under a fixed natural magnitude.
+
+    Each color channel (in the decorrelated color space of :func:`fourier_image`) is
+    ``irfft2(magnitude * exp(i * phase))``, standardized to zero mean and unit variance, mapped
+    to RGB and squashed by a sigmoid. Keeping a natural amplitude spectrum keeps the image's
+    energy spread over frequencies like a photo's, however the phase moves.
+
+    Args:
+        magnitude: ``(H, W//2+1)`` amplitude; default: :func:`natural_magnitude` (a ``1/f`` model).
+        init: start from this image's phase (its magnitude is replaced by ``magnitude``).
+    """
+    h, w = size
+    mag = (magnitude if magnitude is not None else natural_magnitude(size)).to(device)
+    if mag.shape != (h, w // 2 + 1):
+        raise KernelvizError(f"magnitude must be {(h, w // 2 + 1)} for a {h}x{w} image, got {tuple(mag.shape)}")
+    color = _COLOR.to(device)
+    if init is None:
+        phase = (2 * _draw(torch.rand, batch, (3, h, w // 2 + 1), generator) - 1) * math.pi
+    else:
+        z = torch.einsum("ij,bjhw->bihw", torch.linalg.inv(color.cpu()), _logit(init.to(torch.float32)))
+        phase = torch.angle(torch.fft.rfft2(z, norm="ortho"))
+    phase = phase.to(device).requires_grad_(True)
+
+    def render() -> torch.Tensor:
+        z = torch.fft.irfft2(torch.polar(mag.expand_as(phase), phase), s=(h, w), norm="ortho")  # (B, 3, H, W)
+        z = (z - z.mean((2, 3), keepdim=True)) / (z.std((2, 3), keepdim=True) + 1e-8)
+        return torch.sigmoid(torch.einsum("ij,bjhw->bihw", color, z))
+
+    return ImageParam([phase], render, _noop, "maco")
+
+
+PARAMS = {"pixel": pixel_image, "fourier": fourier_image, "maco": maco_image}
 
 
 def image_param(
@@ -155,7 +233,7 @@ def image_param(
     device: torch.device,
     init: torch.Tensor | None = None,
 ) -> ImageParam:
-    """Build a parameterization by name (``"pixel"`` or ``"fourier"``)."""
+    """Build a parameterization by name (``"pixel"``, ``"fourier"`` or ``"maco"``)."""
     try:
         factory = PARAMS[name]
     except KeyError:

@@ -12,12 +12,14 @@ from __future__ import annotations
 import contextlib
 import io
 
+import torch
 from torch import nn
 
 from .errors import KernelvizError
+from .io import square
 from .models import IMAGENET_MEAN, IMAGENET_STD, set_model_meta
 
-__all__ = ["efficientnet_lite0", "imagenet_categories"]
+__all__ = ["efficientnet_lite0", "imagenet_categories", "photo"]
 
 
 def imagenet_categories() -> tuple[str, ...]:
@@ -55,3 +57,24 @@ def efficientnet_lite0() -> nn.Module:
         input_size=224,
         categories=imagenet_categories(),
     )
+
+
+def photo(name: str, size: int | None = 224) -> torch.Tensor:
+    """One of scikit-image's sample photos (``"chelsea"``, ``"coffee"``, ``"astronaut"``...) as
+    ``(3, size, size)`` RGB in ``[0, 1]`` (shorter side resized, center crop; ``size=None`` keeps it).
+
+    Gray photos are repeated over the three channels.
+
+    Raises:
+        KernelvizError: scikit-image is missing or has no such photo.
+    """
+    try:
+        import skimage.data
+    except ImportError as err:
+        raise KernelvizError('sample photos need scikit-image: pip install "kernelviz[real]"') from err
+    loader = getattr(skimage.data, name, None)
+    if loader is None:
+        raise KernelvizError(f"scikit-image has no sample photo {name!r}")
+    arr = torch.as_tensor(loader()).float() / 255
+    img = arr.expand(3, *arr.shape) if arr.dim() == 2 else arr[..., :3].permute(2, 0, 1)
+    return square(img.contiguous(), size) if size else img.contiguous()

@@ -171,3 +171,15 @@ def test_weights_command(tmp_path):
     result = invoke("weights", "vgg16", "conv1_1", "-o", str(path), "--weights", "random")
     assert result.exit_code == 0, result.output
     assert Image.open(path).size[0] > 300
+
+
+def test_written_files_have_usual_permissions(tmp_path):
+    import os
+    import stat
+
+    from kernelviz.io import save_json
+
+    path = save_json({"a": 1}, tmp_path / "x.json")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~mask

@@ -92,3 +92,32 @@ def test_non_vgg_models_use_module_paths():
 def test_unknown_layer_suggests_names(vgg16):
     with pytest.raises(KernelvizError, match=r"conv3_2.*kernelviz layers"):
         resolve_layer(vgg16, "conv3_22")
+
+
+class PadConv(torch.nn.Conv2d):
+    """A conv that pads with its own child module first (as TF-"same" ports such as EfficientNet do)."""
+
+    def __init__(self, cin: int, cout: int, k: int, stride: int) -> None:
+        super().__init__(cin, cout, k, stride=[stride, stride], padding=0)  # a list, as such ports store it
+        self.static_padding = torch.nn.ZeroPad2d(k // 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(self.static_padding(x))
+
+
+def test_self_padding_convs_and_blocks_have_true_fields():
+    """Receptive field, stride and offset equal those of plain padded convs; a block can be listed."""
+    padded = torch.nn.Sequential(torch.nn.Sequential(PadConv(3, 4, 3, 2), torch.nn.ReLU()), PadConv(4, 4, 5, 2))
+    plain = torch.nn.Sequential(
+        torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, 2, padding=1), torch.nn.ReLU()), torch.nn.Conv2d(4, 4, 5, 2, 2)
+    )
+    a = {r.path: r for r in list_layers(padded, 32, include=["0"])}
+    b = {r.path: r for r in list_layers(plain, 32, include=["0"])}
+    for path in ("0.0", "0", "1"):
+        assert (a[path].receptive_field, a[path].stride, a[path].offset) == (
+            b[path].receptive_field,
+            b[path].stride,
+            b[path].offset,
+        ), path
+    assert (b["1"].receptive_field, b["1"].stride, b["1"].offset) == (11, 4, 0.5)
+    assert a["0"].shape == (4, 16, 16) and kernelviz.count_depth(padded) == 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -187,3 +188,26 @@ def test_speed_paths_reach_the_same_objective(vgg16):
     noise = torch.tensor(plain).std()
     assert abs(sum(fast) - sum(plain)) / 3 < noise
     assert min(fast) > -0.05  # both climbed from about -0.09
+
+
+def test_maco_keeps_its_magnitude_and_climbs(vgg16, tmp_path):
+    """MACO optimizes only the phase: the spectrum's magnitude stays the natural one it was given."""
+    from kernelviz.params import maco_image, natural_magnitude
+
+    g = torch.Generator().manual_seed(0)
+    mag = natural_magnitude((32, 32))
+    assert mag.shape == (32, 17) and mag[0, 0] == 0 and abs(float(mag.mean()) - 1) < 1e-5
+    assert mag[0, 1] > mag[0, 8] > mag[0, 16]  # 1/f: low frequencies carry more amplitude
+    image = maco_image(2, (32, 32), generator=g, device=torch.device("cpu"), magnitude=mag)
+    rendered = image.render()
+    assert rendered.shape == (2, 3, 32, 32) and rendered.min() > 0 and rendered.max() < 1
+    result = kernelviz.visualize(vgg16, "conv2_1:3", steps=12, size=32, param="maco")
+    assert result.settings["param"] == "maco" and result.history[-1] > result.history[0]
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    from PIL import Image
+
+    Image.fromarray((np.random.default_rng(0).random((40, 40, 3)) * 255).astype("uint8")).save(photos / "a.png")
+    (photos / "b.png").write_text("unreadable")  # skipped
+    measured = natural_magnitude((32, 32), images=photos)
+    assert measured.shape == (32, 17) and torch.isfinite(measured).all()

