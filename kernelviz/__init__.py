@@ -17,7 +17,7 @@ from .guard import guarded
 from .io import load_image
 from .layers import LayerInfo, count_depth, layer_names, list_layers, resolve_layer
 from .models import ModelMeta, load_checkpoint, load_model, model_meta, set_model_meta
-from .objectives import Objective, channel, class_logit, direction, diversity, neuron
+from .objectives import Objective, channel, class_logit, class_logprob, direction, diversity, neuron
 from .render import NonFiniteObjectiveError, VisResult, visualize
 
 # Exporters and figure sets import matplotlib (and captum) on first use, not with the package.
@@ -66,6 +66,7 @@ __all__ = [
     "capture",
     "channel",
     "class_logit",
+    "class_logprob",
     "count_depth",
     "direction",
     "diversity",

@@ -27,6 +27,7 @@ __all__ = [
     "as_objective",
     "channel",
     "class_logit",
+    "class_logprob",
     "direction",
     "diversity",
     "l1",
@@ -202,6 +203,21 @@ def class_logit(n: int | Sequence[int]) -> Objective:
     obj = channel(LOGITS, n)
     obj.description = f"class_logit({n})"
     return obj
+
+
+def class_logprob(n: int | Sequence[int]) -> Objective:
+    """The log-probability (log-softmax) of class ``n``.
+
+    Unlike :func:`class_logit`, raising it also lowers the other classes' logits, so the image is
+    pushed toward what tells class ``n`` apart rather than toward whatever raises every logit.
+    """
+    need = _per_image(n, "class index")
+
+    def fn(acts: Acts) -> torch.Tensor:
+        return _select(acts[LOGITS].log_softmax(1), LOGITS, need)  # (B, classes) -> (B,)
+
+    # the logits are never computed one class at a time, so declaring the classes read is safe
+    return Objective(fn, f"class_logprob({n})", {LOGITS: need})
 
 
 def direction(layer: str, vector: torch.Tensor | Sequence[float]) -> Objective:

@@ -49,7 +49,7 @@ def toy_model():
     """TinyVGG trained on generated gratings and shapes (a few seconds), cached for the session."""
     from .toy import train
 
-    return train(epochs=12)
+    return train()
 
 
 @pytest.fixture(scope="session")

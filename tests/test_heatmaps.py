@@ -97,24 +97,26 @@ def test_all_zero_map_is_reported_and_drawn():
 def test_toy_gradcam_finds_the_shape(toy_model):
     """On held-out images of a CNN trained in the session, Grad-CAM points at the object.
 
-    Measured (seed 0): pointing game 100% (the map's maximum falls in the object's box, 1 px tolerance);
-    share of the map's mass inside the 12x12 box (14% of the image) 0.22-0.61 by class (gratings most,
-    square/plus ~0.26: Grad-CAM also spreads a weak plateau over the background); the heat density
-    inside the box is 2.1x to 9x the density outside.
+    Measured (seed 0, 60 images with an object): pointing game 97% (the map's maximum falls in the
+    object's 12x12 box, 1 px tolerance); share of the map's mass inside the box (14% of the image)
+    0.32 (square) to 0.60 by class; heat density inside the box 2.2x to 9x the density outside,
+    6.9x on average. Thresholds: 90%, every ratio >= 1.5, mean >= 3.
     """
-    from .toy import make_data
+    from .toy import NOTHING, make_data
 
     model, _ = toy_model
     data = make_data(10, seed=555)
-    result = attribute(model, data.images, "gradcam", target=data.labels.tolist(), layer="relu3_1")
+    has_object = data.labels != NOTHING
+    images, labels, boxes = data.images[has_object], data.labels[has_object], data.boxes[has_object]
+    result = attribute(model, images, "gradcam", target=labels.tolist(), layer="relu3_1")
     hits, ratios = [], []
-    for heat, (x0, y0, x1, y1) in zip(result.maps, data.boxes.tolist(), strict=True):
+    for heat, (x0, y0, x1, y1) in zip(result.maps, boxes.tolist(), strict=True):
         row, col = divmod(int(heat.argmax()), heat.shape[1])
         hits.append(x0 - 1 <= col <= x1 and y0 - 1 <= row <= y1)
         inside = heat[y0:y1, x0:x1]
         outside = (heat.sum() - inside.sum()) / (heat.numel() - inside.numel())
         ratios.append(float(inside.mean() / outside.clamp(min=1e-12)))
-    assert sum(hits) / len(hits) >= 0.95
+    assert sum(hits) / len(hits) >= 0.9
     assert min(ratios) >= 1.5
     assert sum(ratios) / len(ratios) >= 3.0
 

@@ -32,17 +32,17 @@ class TinyVGG(nn.Module):
     def __init__(self, classes: int = len(CLASSES)) -> None:
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(3, 12, 5, padding=2),
+            nn.Conv2d(3, 16, 5, padding=2),
             nn.ReLU(inplace=True),
             nn.MaxPool2d(2),
-            nn.Conv2d(12, 24, 3, padding=1),
+            nn.Conv2d(16, 32, 3, padding=1),
             nn.ReLU(inplace=True),
             nn.MaxPool2d(2),
-            nn.Conv2d(24, 32, 3, padding=1),
+            nn.Conv2d(32, 48, 3, padding=1),
             nn.ReLU(inplace=True),
         )
         self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.classifier = nn.Sequential(nn.Linear(32, classes))
+        self.classifier = nn.Sequential(nn.Linear(48, classes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
@@ -108,13 +108,13 @@ def make_data(per_class: int, seed: int) -> Data:
     return Data(torch.stack(images), torch.tensor(labels), torch.tensor(boxes))
 
 
-def train(seed: int = 0, epochs: int = 6) -> tuple[TinyVGG, float]:
+def train(seed: int = 0, epochs: int = 12, per_class: int = 300) -> tuple[TinyVGG, float]:
     """Train TinyVGG; returns the model (eval mode, with class names attached) and held-out accuracy."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # bitwise reproducible
     try:
         torch.manual_seed(seed)
-        data = make_data(160, seed)
+        data = make_data(per_class, seed)
         model = TinyVGG()
         opt = torch.optim.Adam(model.parameters(), lr=3e-3)
         g = torch.Generator().manual_seed(seed)
