@@ -23,44 +23,14 @@ import statistics
 import time
 
 import torch
-import torch.nn.functional as F
 
 import kernelviz
 from kernelviz.capture import activations
-from kernelviz.zoo import efficientnet_lite0, photo
+from kernelviz.transforms import random_views
+from kernelviz.zoo import PHOTOS, efficientnet_lite0, photos
 
 BLOCKS = ["_blocks.2", "_blocks.5", "_blocks.9", "_blocks.13"]
 CLASSES = {285: "Egyptian cat", 967: "espresso", 1: "goldfish", 417: "balloon"}
-
-
-def photos(size: int = 224) -> tuple[torch.Tensor, list[str]]:
-    """scikit-image's photos, resized (shorter side) and center-cropped: ``(N, 3, size, size)``."""
-    names = [
-        "astronaut",
-        "chelsea",
-        "coffee",
-        "rocket",
-        "cat",
-        "hubble_deep_field",
-        "immunohistochemistry",
-        "retina",
-        "colorwheel",
-        "camera",
-        "coins",
-        "grass",
-        "gravel",
-        "brick",
-        "moon",
-        "page",
-    ]
-    out, kept = [], []
-    for name in names:
-        try:
-            out.append(photo(name, size))
-        except Exception:  # a photo that needs a download (pooch) is skipped
-            continue
-        kept.append(name)
-    return torch.stack(out), kept
 
 
 def mean_activation(model, images: torch.Tensor, layer: str) -> torch.Tensor:
@@ -70,25 +40,8 @@ def mean_activation(model, images: torch.Tensor, layer: str) -> torch.Tensor:
     return acts.flatten(2).mean(2)
 
 
-def random_views(images: torch.Tensor, n: int, seed: int = 0) -> torch.Tensor:
-    """``(N * n, 3, H, W)``: random crops (50-100% of the side), rescaled back, shifted up to 10%."""
-    g = torch.Generator().manual_seed(seed)
-    size = images.shape[-1]
-    views = []
-    for img in images:
-        for _ in range(n):
-            frac = 0.5 + 0.5 * float(torch.rand(1, generator=g))
-            side = max(8, int(size * frac))
-            top, left = (int(v) for v in torch.randint(0, size - side + 1, (2,), generator=g))
-            crop = img[:, top : top + side, left : left + side]
-            view = F.interpolate(crop[None], size=(size, size), mode="bilinear", align_corners=False)[0]
-            dx, dy = (int(v) for v in torch.randint(-size // 10, size // 10 + 1, (2,), generator=g))
-            views.append(torch.roll(view, shifts=(dy, dx), dims=(1, 2)))
-    return torch.stack(views)
-
-
 def filters_vs_photos(model, steps: int, per_block: int) -> list[tuple[str, int, float, float]]:
-    pics, names = photos()
+    pics, names = photos(), PHOTOS
     rows = []
     for block in BLOCKS:
         natural = mean_activation(model, pics, block)  # (N, C)

@@ -131,3 +131,31 @@ def build_transforms(spec: str | Sequence[Transform] | None, generator: torch.Ge
     if isinstance(spec, str):
         raise KernelvizError(f"unknown transforms {spec!r}: use 'standard' or 'none'")
     return list(spec)
+
+
+def random_views(images: torch.Tensor, n: int, seed: int = 0) -> torch.Tensor:
+    """``n`` random views of each image, to test whether a result survives being looked at differently.
+
+    Each view crops 50-100% of the side at a random place, rescales it back to the full size
+    (bilinear) and shifts it by up to 10% (wrapping around).
+
+    Args:
+        images: ``(B, 3, H, W)``.
+        n: views per image.
+        seed: seeds the draws.
+
+    Returns:
+        ``(B * n, 3, H, W)``: the views of image 0, then of image 1, ...
+    """
+    g = torch.Generator().manual_seed(seed)
+    size = images.shape[-1]
+    views = []
+    for img in images:
+        for _ in range(n):
+            side = max(8, int(size * (0.5 + 0.5 * float(torch.rand(1, generator=g)))))
+            top, left = (int(v) for v in torch.randint(0, size - side + 1, (2,), generator=g))
+            crop = img[None, :, top : top + side, left : left + side]
+            view = F.interpolate(crop, size=images.shape[-2:], mode="bilinear", align_corners=False)[0]
+            dx, dy = (int(v) for v in torch.randint(-size // 10, size // 10 + 1, (2,), generator=g))
+            views.append(torch.roll(view, shifts=(dy, dx), dims=(1, 2)))
+    return torch.stack(views)

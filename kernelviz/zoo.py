@@ -19,7 +19,27 @@ from .errors import KernelvizError
 from .io import square
 from .models import IMAGENET_MEAN, IMAGENET_STD, set_model_meta
 
-__all__ = ["efficientnet_lite0", "imagenet_categories", "photo"]
+__all__ = ["PHOTOS", "efficientnet_lite0", "imagenet_categories", "photo", "photos"]
+
+#: scikit-image sample photos that ship with the package (no download), color and gray.
+PHOTOS = (
+    "astronaut",
+    "chelsea",
+    "coffee",
+    "rocket",
+    "cat",
+    "hubble_deep_field",
+    "immunohistochemistry",
+    "retina",
+    "colorwheel",
+    "camera",
+    "coins",
+    "grass",
+    "gravel",
+    "brick",
+    "moon",
+    "page",
+)
 
 
 def imagenet_categories() -> tuple[str, ...]:
@@ -78,3 +98,8 @@ def photo(name: str, size: int | None = 224) -> torch.Tensor:
     arr = torch.as_tensor(loader()).float() / 255
     img = arr.expand(3, *arr.shape) if arr.dim() == 2 else arr[..., :3].permute(2, 0, 1)
     return square(img.contiguous(), size) if size else img.contiguous()
+
+
+def photos(names: tuple[str, ...] = PHOTOS, size: int = 224) -> torch.Tensor:
+    """Several sample photos stacked: ``(N, 3, size, size)``; see :func:`photo`."""
+    return torch.stack([photo(name, size) for name in names])

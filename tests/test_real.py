@@ -11,35 +11,18 @@ import torch
 
 import kernelviz
 from kernelviz.figures import layer_grid
+from kernelviz.transforms import random_views
 
 pytestmark = pytest.mark.slow
-
-PHOTOS = [
-    "astronaut",
-    "chelsea",
-    "coffee",
-    "rocket",
-    "cat",
-    "hubble_deep_field",
-    "immunohistochemistry",
-    "retina",
-    "colorwheel",
-    "camera",
-    "coins",
-    "grass",
-    "gravel",
-    "brick",
-    "moon",
-    "page",
-]
 
 
 @pytest.fixture(scope="module")
 def photos():
-    from kernelviz.zoo import photo
-
+    """16 real photos (scikit-image's sample data, shipped with the package)."""
     pytest.importorskip("skimage")
-    return torch.stack([photo(name) for name in PHOTOS])
+    from kernelviz.zoo import photos
+
+    return photos()
 
 
 def mean_activation(model, images, layer):
@@ -60,23 +43,6 @@ def test_filter_pictures_beat_the_best_photo(real_model, photos, layer):
     best = mean_activation(real_model, photos, layer).amax(0)
     for i, n in enumerate(filters):
         assert synth[i, n] > 2 * best[n], (layer, n, float(synth[i, n]), float(best[n]))
-
-
-def random_views(images, n, seed=0):
-    """Random crops of 50-100% of the side, rescaled back, shifted by up to 10%."""
-    g = torch.Generator().manual_seed(seed)
-    size = images.shape[-1]
-    out = []
-    for img in images:
-        for _ in range(n):
-            side = max(8, int(size * (0.5 + 0.5 * float(torch.rand(1, generator=g)))))
-            top, left = (int(v) for v in torch.randint(0, size - side + 1, (2,), generator=g))
-            view = torch.nn.functional.interpolate(
-                img[None, :, top : top + side, left : left + side], size=(size, size), mode="bilinear"
-            )[0]
-            dx, dy = (int(v) for v in torch.randint(-size // 10, size // 10 + 1, (2,), generator=g))
-            out.append(torch.roll(view, (dy, dx), (1, 2)))
-    return torch.stack(out)
 
 
 def test_class_visualizations_are_features_not_adversarial_noise(real_model):
