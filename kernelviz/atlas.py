@@ -149,8 +149,6 @@ def atlas(
     if not 0 <= rank < world:
         raise KernelvizError(f"shard {rank}/{world} is not valid: use i/n with 0 <= i < n")
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    if dist_shard is not None and device.type == "cuda":
-        model.to(torch.device("cuda", torch.cuda.current_device()))
 
     rows = list_layers(model, size, include=layers or ())
     names = list(layers) if layers else _default_layers(model, rows)

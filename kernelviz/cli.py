@@ -463,8 +463,14 @@ def atlas_cmd(
     atomically). Runs under `torchrun --nproc-per-node N` (one share per rank, rank 0 writes the
     index) or as independent processes with --shard i/n.
     """
+    import os
+
+    import torch
+
     from .atlas import atlas
 
+    if device == "auto" and "LOCAL_RANK" in os.environ and torch.cuda.is_available():
+        device = f"cuda:{os.environ['LOCAL_RANK']}"  # under torchrun: one GPU per rank
     net = _load(model, weights, device)
     chosen: int | list[int] | None
     if filters == "all":
