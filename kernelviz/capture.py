@@ -140,6 +140,7 @@ class capture:  # noqa: N801 - used like a function: ``with kernelviz.capture(..
 
     def _sliced_hook(self, names: Sequence[str], sliced: str):
         channels, conv, relu = self._sliced[sliced]
+        rows = torch.arange(channels.numel(), device=channels.device)  # made once, not every step
 
         def hook(module: nn.Module, inputs: tuple) -> None:
             x = inputs[0]  # (B, Cin, H, W)
@@ -161,7 +162,7 @@ class capture:  # noqa: N801 - used like a function: ``with kernelviz.capture(..
             if relu is not None:
                 y = relu(y)
             full = y.new_zeros(b, conv.out_channels, *y.shape[2:])  # (B, C, H', W'), others zero
-            full = full.index_put((torch.arange(b, device=y.device), channels), y[:, 0])
+            full = full.index_put((rows, channels), y[:, 0])
             self._store(names, full)
 
         return hook
