@@ -176,11 +176,13 @@ def atlas(
     for key, default in (
         ("lr", 0.05),
         ("param", "fourier"),
-        ("transforms", "standard"),
         ("seed", 0),
         ("precision", "fp32"),
     ):
         settings[key] = settings[key] if settings[key] is not None else default
+    # transforms: absent means the default recipe, None (or "none") means no transforms at all
+    given = kwargs.get("transforms", "standard")
+    settings["transforms"] = "none" if given in (None, "none") else given
     kwargs.update({key: settings[key] for key in ("steps", "lr", "param", "seed", "precision")})
     kwargs["transforms"] = None if settings["transforms"] == "none" else settings["transforms"]
     root.mkdir(parents=True, exist_ok=True)

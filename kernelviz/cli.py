@@ -60,10 +60,22 @@ def model_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def optimize_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Optimization options shared by filter, grid, atlas and examples."""
+    """Optimization options shared by filter, grid, atlas and examples, handed to the command as one
+    ``opt`` dict (keys: steps, size, lr, param, transforms, seed, precision, batch_size)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        opt = {name: kwargs.pop(name) for name in _OPTIMIZE_NAMES}
+        if opt["transforms"] == "none":
+            opt["transforms"] = None
+        return fn(*args, opt=opt, **kwargs)
+
     for option in reversed(_OPTIMIZE_OPTIONS):
-        fn = option(fn)
-    return fn
+        wrapper = option(wrapper)
+    return wrapper
+
+
+_OPTIMIZE_NAMES = ("steps", "size", "lr", "param", "transforms", "seed", "precision", "batch_size")
 
 
 _OPTIMIZE_OPTIONS = [
@@ -237,17 +249,10 @@ def filter_cmd(
     layer: str,
     filters: tuple[str, ...],
     output: Path | None,
-    steps: int,
-    size: int | None,
-    lr: float,
-    param: str,
-    transforms: str,
-    seed: int,
-    precision: str,
-    batch_size: int | None,
     init_image: Path | None,
     weights: str,
     device: str,
+    opt: dict[str, Any],
 ) -> None:
     """Synthesize the image that FILTER(s) of LAYER respond to most.
 
@@ -264,7 +269,7 @@ def filter_cmd(
     indices = parse_filters(filters)
     net = _load(model, weights, device)
     meta = model_meta(net)
-    side = size or meta.input_size
+    side = opt["size"] = opt["size"] or meta.input_size
     check_filters(net, layer, indices, side)  # fail on a bad name or index before any work
     init = load_image(init_image, side) if init_image is not None else None
     slug = model_slug(meta.name)
@@ -285,32 +290,19 @@ def filter_cmd(
             click.echo(f"wrote {where[n]} (final mean activation {float(result.final[i]):.4g})")
             _warn_dead(result, i, layer, n)
 
-    settings = _settings(steps, side, lr, param, transforms, seed, precision)
-    grid = _grid(net, layer, indices, batch_size, save, init=init, **settings)
+    grid = _grid(net, layer, indices, save, opt, init=init)
     if grid.interrupted:
         click.echo("interrupted: the images written hold the state reached", err=True)
         sys.exit(130)
 
 
-def _settings(steps, size, lr, param, transforms, seed, precision) -> dict[str, Any]:
-    return dict(
-        steps=steps,
-        size=size,
-        lr=lr,
-        param=param,
-        seed=seed,
-        transforms=None if transforms == "none" else transforms,
-        precision=precision,
-    )
-
-
-def _grid(net, layer: str, filters: list[int], batch_size: int | None, on_batch, **kwargs: Any):  # -> GridResult
-    """Run :func:`layer_grid` with a progress bar over each batch's steps."""
+def _grid(net, layer: str, filters: list[int], on_batch, opt: dict[str, Any], **kwargs: Any):  # -> GridResult
+    """Run :func:`layer_grid` with the command's options and a progress bar over each batch's steps."""
     from .figures import layer_grid
 
-    bar = _Progress(kwargs["steps"], f"{layer} ({len(filters)} filters)")
+    bar = _Progress(opt["steps"], f"{layer} ({len(filters)} filters)")
     try:
-        return layer_grid(net, layer, filters, batch_size=batch_size, on_batch=on_batch, progress=bar, **kwargs)
+        return layer_grid(net, layer, filters, on_batch=on_batch, progress=bar, **opt, **kwargs)
     finally:
         bar.close()
 
@@ -348,16 +340,9 @@ def grid_cmd(
     output,
     individual,
     cols,
-    steps,
-    size,
-    lr,
-    param,
-    transforms,
-    seed,
-    precision,
-    batch_size,
     weights,
     device,
+    opt: dict[str, Any],
 ) -> None:
     """Every requested filter of LAYER on one labelled contact sheet, optimized in batches."""
     from .figures import plot_grid
@@ -367,7 +352,7 @@ def grid_cmd(
 
     net = _load(model, weights, device)
     meta = model_meta(net)
-    side = size or meta.input_size
+    side = opt["size"] = opt["size"] or meta.input_size
     indices = parse_filters((filters,)) if filters else list(range(layer_channels(net, layer, side)))
     slug = model_slug(meta.name)
 
@@ -385,15 +370,15 @@ def grid_cmd(
                 )
             _warn_dead(result, i, layer, n)
 
-    settings = _settings(steps, side, lr, param, transforms, seed, precision)
-    grid = _grid(net, layer, indices, batch_size, save, **settings)
+    grid = _grid(net, layer, indices, save, opt)
     labels = [
         f"{n}{' (dead)' if d else ''}\n{float(v):.3g}"
         for n, v, d in zip(grid.filters, grid.final, grid.dead, strict=True)
     ]
     title = (
         f"{meta.name} ({meta.weights}) {layer}: mean activation under each filter; "
-        f"{param} image, {steps} steps, lr {lr}, {side} px, transforms {transforms}, seed {seed}"
+        f"{opt['param']} image, {opt['steps']} steps, lr {opt['lr']}, {side} px, "
+        f"transforms {opt['transforms'] or 'none'}, seed {opt['seed']}"
     )
     path = output or Path(f"{slug}_{layer}_grid.png")
     save_figure(plot_grid(grid.images, labels, title=title, cols=cols), path)
@@ -446,16 +431,9 @@ def atlas_cmd(
     k,
     shard,
     quiet,
-    steps,
-    size,
-    lr,
-    param,
-    transforms,
-    seed,
-    precision,
-    batch_size,
     weights,
     device,
+    opt: dict[str, Any],
 ) -> None:
     """A browsable atlas of MODEL: per-filter images and JSON, contact sheets, a static site.
 
@@ -493,9 +471,8 @@ def atlas_cmd(
         images=images,
         k=k,
         shard=shard_pair,
-        batch_size=batch_size,
         progress=not quiet,
-        **_settings(steps, size, lr, param, transforms, seed, precision),
+        **opt,
     )
     click.echo(
         f"{report.root}: {report.computed} filters computed, {report.skipped} already done, "
@@ -531,16 +508,9 @@ def examples_cmd(
     images,
     k,
     output,
-    steps,
-    size,
-    lr,
-    param,
-    transforms,
-    seed,
-    precision,
-    batch_size,
     weights,
     device,
+    opt: dict[str, Any],
 ) -> None:
     """The images in a folder that excite FILTER of LAYER most, cropped where it fires, beside its synthesized image.
 
@@ -557,16 +527,15 @@ def examples_cmd(
 
     net = _load(model, weights, device)
     meta = model_meta(net)
-    side = size or meta.input_size
+    side = opt["size"] = opt["size"] or meta.input_size
     check_filters(net, layer, [filter_index], side)
     files = image_files(images)
     with tqdm(total=len(files), desc="scanning", unit="image", file=sys.stderr) as bar:
         scan = find_examples(
-            net, layer, [filter_index], files, k=k, size=side, batch_size=batch_size or 16, progress=bar.update
+            net, layer, [filter_index], files, k=k, size=side, batch_size=opt["batch_size"] or 16, progress=bar.update
         )
     found = scan.examples[filter_index]
-    settings = _settings(steps, side, lr, param, transforms, seed, precision)
-    grid = _grid(net, layer, [filter_index], 1, None, **settings)
+    grid = _grid(net, layer, [filter_index], None, {**opt, "batch_size": 1})
     synth_max = float(_max_activation(net, layer, grid.images)[0, filter_index])
     best = found[0].value if found else float("nan")
     ratio = synth_max / best if found and best > 0 else float("nan")

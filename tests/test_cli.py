@@ -134,3 +134,37 @@ def test_filter_is_reproducible(run, tmp_path):
     a = Image.open(tmp_path / "a" / "vgg16_conv1_2_0001.png").tobytes()
     b = Image.open(tmp_path / "b" / "vgg16_conv1_2_0001.png").tobytes()
     assert a == b
+
+
+def test_grid_command_writes_sheet_and_individual_files(run, tmp_path):
+    result = run(
+        "grid",
+        "vgg16",
+        "conv2_1",
+        "--filters",
+        "0-3",
+        "-o",
+        "g.png",
+        "--individual",
+        "each",
+        "--transforms",
+        "none",
+        *SMALL,
+    )
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / "g.json").read_text())
+    assert record["filters"] == [0, 1, 2, 3] and len(record["final_values"]) == 4
+    assert record["settings"]["transforms"] is None and record["settings"]["steps"] == 4
+    assert sorted(p.name for p in (tmp_path / "each").glob("*.png")) == [f"vgg16_conv2_1_{n:04d}.png" for n in range(4)]
+    assert Image.open(tmp_path / "g.png").size[0] > 200
+
+
+def test_atlas_command_keeps_transforms_none(run, tmp_path):
+    result = run(
+        "atlas", "vgg16", "-o", "at", "--layers", "conv1_1", "--filters", "2", "--transforms", "none", "--quiet", *SMALL
+    )
+    assert result.exit_code == 0, result.output
+    settings = json.loads((tmp_path / "at" / "vgg16" / "settings.json").read_text())
+    assert settings["transforms"] == "none"
+    record = json.loads((tmp_path / "at" / "vgg16" / "conv1_1" / "0001.json").read_text())
+    assert record["settings"]["transforms"] is None
