@@ -73,7 +73,7 @@ def _remove_stale_temporaries(root: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def _default_layers(model: nn.Module, rows: list[LayerInfo]) -> list[str]:
+def _default_layers(rows: list[LayerInfo]) -> list[str]:
     """Every convolution, by its preferred name."""
     return [r.name for r in rows if r.type.startswith("Conv")]
 
@@ -151,7 +151,7 @@ def atlas(
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
 
     rows = list_layers(model, size, include=layers or ())
-    names = list(layers) if layers else _default_layers(model, rows)
+    names = list(layers) if layers else _default_layers(rows)
     by_path = {r.path: r for r in rows}
     plan: list[tuple[str, LayerInfo, list[int]]] = []
     for name in names:
@@ -244,7 +244,7 @@ def atlas(
     remaining = sum(not _done(root, name, n) for name, _, chosen in plan for n in chosen)
     written = False
     if not interrupted and remaining == 0 and (dist_shard is None or rank == 0):
-        write_index(root, plan, settings, has_examples=images is not None)
+        write_index(root, plan, settings)
         written = True
     if dist_shard is not None:
         import torch.distributed as dist
@@ -328,9 +328,7 @@ def _e(text: object) -> str:
     return html.escape(str(text))
 
 
-def write_index(
-    root: Path, plan: list[tuple[str, LayerInfo, list[int]]], settings: dict[str, Any], has_examples: bool = False
-) -> Path:
+def write_index(root: Path, plan: list[tuple[str, LayerInfo, list[int]]], settings: dict[str, Any]) -> Path:
     """Write contact sheets, ``manifest.json``, ``index.html`` and one page per layer under ``root``."""
     from .figures import plot_grid
 
