@@ -140,6 +140,19 @@ def _per_image(n: int | Sequence[int], what: str) -> Need:
     return values
 
 
+_INDEX_CACHE: dict[tuple[tuple[int, ...], str], tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def _indices(n: tuple[int, ...], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(arange(B), tensor(n))`` on ``device``, made once per (channels, device): the optimizer asks every step."""
+    key = (n, str(device))
+    if key not in _INDEX_CACHE:
+        if len(_INDEX_CACHE) > 256:
+            _INDEX_CACHE.clear()
+        _INDEX_CACHE[key] = (torch.arange(len(n), device=device), torch.tensor(n, device=device))
+    return _INDEX_CACHE[key]
+
+
 def _select(act: torch.Tensor, layer: str, n: Need) -> torch.Tensor:
     """Channel ``n`` of ``act`` for each image: ``(B, C, ...)`` -> ``(B, ...)``."""
     channels = act.shape[1]
@@ -153,8 +166,8 @@ def _select(act: torch.Tensor, layer: str, n: Need) -> torch.Tensor:
         return act[:, n]
     if len(n) != act.shape[0]:
         raise KernelvizError(f"{len(n)} channels listed for {layer!r} but the batch has {act.shape[0]} images")
-    index = torch.tensor(n, device=act.device)
-    return act[torch.arange(act.shape[0], device=act.device), index]
+    rows, index = _indices(n, act.device)
+    return act[rows, index]
 
 
 def channel(layer: str, n: int | Sequence[int]) -> Objective:

@@ -297,7 +297,7 @@ def visualize(
 
     norm_mean = tuple(mean) if mean is not None else meta.mean
     norm_std = tuple(std) if std is not None else meta.std
-    normalize = type(meta)(mean=norm_mean, std=norm_std).normalize
+    normalize = _normalizer(norm_mean, norm_std, dev)
 
     generator = torch.Generator().manual_seed(seed)
     starts: torch.Generator | list[torch.Generator] = generator
@@ -399,6 +399,17 @@ def visualize(
         steps_done=len(history),
         seconds=seconds,
     )
+
+
+def _normalizer(
+    mean: Sequence[float] | None, std: Sequence[float] | None, device: torch.device
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``x -> (x - mean) / std`` with the constants made once on ``device`` (not every step)."""
+    if mean is None or std is None:
+        return lambda x: x
+    m = torch.tensor(mean, device=device).view(1, -1, 1, 1)
+    s = torch.tensor(std, device=device).view(1, -1, 1, 1)
+    return lambda x: (x - m) / s
 
 
 def filter_seed(seed: int, index: int) -> int:
