@@ -67,6 +67,7 @@ def class_robustness(model, steps: int, views: int) -> None:
     settings = {
         "defaults (fourier + transforms)": dict(param="fourier", transforms="standard"),
         "MACO + transforms": dict(param="maco", transforms="standard"),
+        "pixel + transforms": dict(param="pixel", transforms="standard"),
         "article: pixel, no transforms": dict(param="pixel", transforms=None),
     }
     meta = kernelviz.model_meta(model)
@@ -108,13 +109,18 @@ def parameterizations(model, steps: int, views: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--sections", default="1,2,3", help="which measurements to run, e.g. 2")
     args = parser.parse_args()
     steps, per_block, views = (48, 3, 8) if args.quick else (160, 8, 16)
     model = efficientnet_lite0()
     print(f"EfficientNet-Lite0 (ImageNet), torch {torch.__version__}, {torch.get_num_threads()} threads")
-    filters_vs_photos(model, steps, per_block)
-    class_robustness(model, steps, views)
-    parameterizations(model, steps, views)
+    sections = {s.strip() for s in args.sections.split(",")}
+    if "1" in sections:
+        filters_vs_photos(model, steps, per_block)
+    if "2" in sections:
+        class_robustness(model, steps, views)
+    if "3" in sections:
+        parameterizations(model, steps, views)
 
 
 if __name__ == "__main__":
