@@ -32,7 +32,8 @@ from torch import nn
 from .errors import KernelvizError
 from .io import atomic_write, load_image, save_figure, save_json, save_png, versions
 from .layers import LayerInfo, list_layers, resolve_layer
-from .models import model_meta, model_slug
+from .maps import feature_maps
+from .models import model_device, model_meta, model_slug
 
 __all__ = ["AtlasReport", "atlas", "distributed_shard", "write_index"]
 
@@ -148,7 +149,7 @@ def atlas(
     rank, world = shard or dist_shard or (0, 1)
     if not 0 <= rank < world:
         raise KernelvizError(f"shard {rank}/{world} is not valid: use i/n with 0 <= i < n")
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    device = model_device(model)
 
     rows = list_layers(model, size, include=layers or ())
     names = list(layers) if layers else _default_layers(rows)
@@ -207,7 +208,7 @@ def atlas(
             if result.interrupted:  # unfinished pictures are not written: a rerun redoes this batch
                 interrupted = True
                 break
-            peak = _max_activation(model, name, result.images)  # (B, C)
+            peak = feature_maps(model, result.images, name).flatten(2).amax(2)  # (B, C): max over positions
             d = _layer_dir(root, name)
             for i, n in enumerate(group):
                 if _done(root, name, n):
@@ -262,16 +263,6 @@ def _bars(enabled: bool, layers: int, filters: int, rank: int) -> list:
         tqdm(total=layers, desc="layers", unit="layer", position=2 * rank, leave=True),
         tqdm(total=filters, desc="filters", unit="filter", position=2 * rank + 1, leave=True),
     ]
-
-
-def _max_activation(model: nn.Module, layer: str, images: torch.Tensor) -> torch.Tensor:
-    """``(B, C)``: the maximum over positions of each channel of ``layer`` for ``images``."""
-    from .capture import activations
-
-    meta = model_meta(model)
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    act = activations(model, meta.normalize(images.to(device)), layer)[layer].float().cpu()
-    return act.flatten(2).amax(2)  # (B, C)
 
 
 def _write_examples(

@@ -519,10 +519,10 @@ def examples_cmd(
     """
     from tqdm.auto import tqdm
 
-    from .atlas import _max_activation
     from .examples import find_examples, image_files, plot_examples
     from .io import save_figure, save_json, versions
     from .layers import check_filters
+    from .maps import feature_maps
     from .models import model_meta
 
     net = _load(model, weights, device)
@@ -536,7 +536,7 @@ def examples_cmd(
         )
     found = scan.examples[filter_index]
     grid = _grid(net, layer, [filter_index], None, {**opt, "batch_size": 1})
-    synth_max = float(_max_activation(net, layer, grid.images)[0, filter_index])
+    synth_max = float(feature_maps(net, grid.images, layer)[0, filter_index].max())
     best = found[0].value if found else float("nan")
     ratio = synth_max / best if found and best > 0 else float("nan")
     title = (

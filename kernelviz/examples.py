@@ -15,7 +15,7 @@ from .capture import activations
 from .errors import KernelvizError
 from .io import load_image
 from .layers import list_layers, resolve_layer
-from .models import model_meta
+from .models import model_device, model_meta
 
 __all__ = ["Example", "ExampleScan", "find_examples", "image_files", "plot_examples", "receptive_box"]
 
@@ -129,7 +129,7 @@ def find_examples(
         raise KernelvizError(f"no image files found in {images}")
     side = size or model_meta(model).input_size
     meta = model_meta(model)
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    device = model_device(model)
     box = receptive_box(model, layer, side)
     heaps: dict[int, list[tuple[float, int, Path, tuple[int, int]]]] = {f: [] for f in filters}
     skipped: list[tuple[Path, str]] = []

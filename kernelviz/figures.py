@@ -15,7 +15,7 @@ from torch import nn
 
 from .errors import KernelvizError
 from .layers import check_filters, list_layers, resolve_layer
-from .models import model_meta
+from .models import model_device, model_meta
 from .objectives import channel
 from .render import VisResult, filter_seed, visualize
 
@@ -109,7 +109,7 @@ def layer_grid(
     if not filters:
         raise KernelvizError("no filters to draw")
     check_filters(model, layer, filters, size)
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    device = model_device(model)
     chunk = batch_size or auto_batch_size(model, layer, size, device, len(filters))
     images, finals, dead, results, where = [], [], [], [], []
     interrupted = False

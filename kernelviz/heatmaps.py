@@ -26,17 +26,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import matplotlib.pyplot as plt
-import numpy as np
 import torch
 import torch.nn.functional as F
 from matplotlib.figure import Figure
 from torch import nn
 
-from .capture import _StopForward, capture
+from .capture import capture
 from .errors import KernelvizError, close_matches
 from .guard import guarded
 from .layers import LOGITS, get_module, layer_names, list_layers, resolve_layer
-from .models import ModelMeta, model_meta
+from .models import ModelMeta, model_device, model_meta
 
 __all__ = [
     "METHODS",
@@ -153,7 +152,7 @@ def default_layer(model: nn.Module) -> str:
 def predict(model: nn.Module, images: torch.Tensor, k: int = 5) -> list[list[tuple[int, str, float]]]:
     """Top-``k`` predictions per image: ``[(index, name, probability), ...]``; names are ``""`` when unknown."""
     meta = model_meta(model)
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    device = model_device(model)
     with guarded(model), torch.no_grad():
         logits = model(meta.normalize(images.to(device)))
     probs = logits.float().softmax(1).cpu()
@@ -254,10 +253,8 @@ def attribute(
     if images.dim() == 3:
         images = images.unsqueeze(0)
     meta = model_meta(model)
-    norm = ModelMeta(
-        mean=tuple(mean) if mean is not None else meta.mean, std=tuple(std) if std is not None else meta.std
-    )
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    norm = meta.with_normalization(mean, std)
+    device = model_device(model)
     x = images.to(device, torch.float32)
     b, _, h, w = x.shape
 
@@ -345,8 +342,6 @@ def attribute(
                 )
                 maps = _reduce(attr, method)
                 settings.update(window=win, stride=stride, baseline="gray 0.5")
-        except _StopForward as err:  # pragma: no cover - defensive
-            raise KernelvizError("the forward pass stopped early; check the layer order") from err
         except (AssertionError, RuntimeError) as err:
             if filter_layer is not None and layer_name is not None:
                 raise KernelvizError(
@@ -496,9 +491,3 @@ def plot_heatmap(
         mappable = plt.cm.ScalarMappable(norm=plt.Normalize(*shared), cmap=_cmap(cmap, signed))
         fig.colorbar(mappable, ax=axes.ravel().tolist(), fraction=0.02, pad=0.02, label="attribution (shared scale)")
     return fig
-
-
-def normalized(maps: torch.Tensor) -> np.ndarray:
-    """Maps rescaled to ``[0, 1]`` per map (all-zero maps stay zero), for saving as images."""
-    peak = maps.flatten(1).abs().amax(1).clamp(min=1e-12).view(-1, 1, 1)
-    return (maps.abs() / peak).numpy()

@@ -149,14 +149,8 @@ def load_image(path: str | os.PathLike, size: int | tuple[int, int] | None = Non
             rgb = im.convert("RGB")
     except (UnidentifiedImageError, OSError, ValueError) as err:
         raise KernelvizError(f"cannot read image {path}: {err}") from err
-    if isinstance(size, int):
-        w, h = rgb.size
-        scale = size / min(w, h)
-        rgb = rgb.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.BICUBIC)
-        w, h = rgb.size
-        left, top = (w - size) // 2, (h - size) // 2
-        rgb = rgb.crop((left, top, left + size, top + size))
-    elif size is not None:
+    if size is not None and not isinstance(size, int):
         rgb = rgb.resize((size[1], size[0]), Image.BICUBIC)
     arr = np.asarray(rgb, dtype=np.float32) / 255.0  # (H, W, 3)
-    return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
+    image = torch.from_numpy(arr).permute(2, 0, 1).contiguous()  # (3, H, W)
+    return square(image, size) if isinstance(size, int) else image

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from .errors import KernelvizError, close_matches
+from .models import model_device
 
 __all__ = [
     "LOGITS",
@@ -128,7 +129,7 @@ def layer_channels(model: nn.Module, name: str, input_size: int = 224) -> int:
             return getattr(module, attr)
     from .capture import activations
 
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    device = model_device(model)
     act = activations(model, torch.zeros(1, 3, input_size, input_size, device=device), [name])[name]
     return act.shape[1]
 
@@ -248,7 +249,7 @@ def list_layers(
         input_size = model_meta(model).input_size
     h, w = (input_size, input_size) if isinstance(input_size, int) else input_size
     if device is None:
-        device = next((p.device for p in model.parameters()), torch.device("cpu"))
+        device = model_device(model)
     aliases = {path: name for name, path in layer_names(model).items() if name != path}
 
     info: dict[int, _Field] = {}  # id(tensor) -> its receptive field

@@ -12,17 +12,9 @@ from torch import nn
 
 from .capture import activations
 from .errors import KernelvizError
-from .models import ModelMeta, model_meta
+from .models import model_device, model_meta
 
 __all__ = ["channel_stats", "feature_maps", "plot_feature_maps", "top_channels"]
-
-
-def _normalizer(model: nn.Module, mean: Sequence[float] | None, std: Sequence[float] | None) -> ModelMeta:
-    meta = model_meta(model)
-    return ModelMeta(
-        mean=tuple(mean) if mean is not None else meta.mean,
-        std=tuple(std) if std is not None else meta.std,
-    )
 
 
 def feature_maps(
@@ -49,8 +41,8 @@ def feature_maps(
         images = images.unsqueeze(0)
     if images.dim() != 4 or images.shape[1] != 3:
         raise KernelvizError(f"images must be (B, 3, H, W), got {tuple(images.shape)}")
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    x = _normalizer(model, mean, std).normalize(images.to(device, torch.float32))
+    device = model_device(model)
+    x = model_meta(model).with_normalization(mean, std).normalize(images.to(device, torch.float32))
     return activations(model, x, [layer])[layer].float().cpu()
 
 

@@ -8,7 +8,7 @@ import os
 import re
 import sys
 import urllib.error
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -44,6 +44,14 @@ class ModelMeta:
     input_size: int = 224
     categories: tuple[str, ...] = field(default=(), repr=False)
 
+    def with_normalization(self, mean: Sequence[float] | None, std: Sequence[float] | None) -> ModelMeta:
+        """This metadata with ``mean``/``std`` replacing the model's own where given (``None`` keeps it)."""
+        return replace(
+            self,
+            mean=tuple(mean) if mean is not None else self.mean,
+            std=tuple(std) if std is not None else self.std,
+        )
+
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """Map a ``(B, 3, H, W)`` image in ``[0, 1]`` to the model's input space."""
         if self.mean is None or self.std is None:
@@ -65,6 +73,11 @@ def model_meta(model: nn.Module) -> ModelMeta:
     """
     meta = getattr(model, _META_ATTR, None)
     return meta if isinstance(meta, ModelMeta) else ModelMeta(name=type(model).__name__)
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """Where the model's weights are (the CPU for a model without parameters)."""
+    return next((p.device for p in model.parameters()), torch.device("cpu"))
 
 
 def set_model_meta(model: nn.Module, meta: ModelMeta | None = None, **changes: object) -> nn.Module:

@@ -18,7 +18,7 @@ from .errors import KernelvizError
 from .guard import guarded
 from .io import save_json, save_png, versions
 from .layers import LOGITS, get_module
-from .models import model_meta
+from .models import model_device, model_meta
 from .objectives import INPUT, Objective, as_objective
 from .params import ImageParam, image_param
 from .perf import keep_heap
@@ -279,8 +279,7 @@ def visualize(
     if lr <= 0 or not math.isfinite(lr):
         raise KernelvizError(f"lr must be a positive number, got {lr}")
     meta = model_meta(model)
-    first = next(iter(model.parameters()), None)
-    dev = torch.device(device) if device is not None else (first.device if first is not None else torch.device("cpu"))
+    dev = torch.device(device) if device is not None else model_device(model)
     precision = resolve_precision(precision, dev)
     side = int(size or meta.input_size)
     if side < 1:
@@ -295,9 +294,8 @@ def visualize(
         side = init.shape[-1]
     hw = (init.shape[-2], init.shape[-1]) if init is not None else (side, side)
 
-    norm_mean = tuple(mean) if mean is not None else meta.mean
-    norm_std = tuple(std) if std is not None else meta.std
-    normalize = _normalizer(norm_mean, norm_std, dev)
+    norm = meta.with_normalization(mean, std)
+    normalize = _normalizer(norm.mean, norm.std, dev)
 
     generator = torch.Generator().manual_seed(seed)
     starts: torch.Generator | list[torch.Generator] = generator
@@ -323,7 +321,7 @@ def visualize(
         "batch": b,
         "precision": precision,
         "device": str(dev),
-        "normalization": {"mean": norm_mean, "std": norm_std},
+        "normalization": {"mean": norm.mean, "std": norm.std},
         "redirect_steps": redirect_steps,
         "init": "image" if init is not None else "noise",
     }
