@@ -21,8 +21,8 @@ import time
 import torch
 import torchvision
 
-from kernelviz.figures import layer_grid
-from kernelviz.models import IMAGENET_MEAN, IMAGENET_STD, set_model_meta
+from kernelviz import layer_grid
+from kernelviz.core.models import IMAGENET_MEAN, IMAGENET_STD, set_model_meta
 
 
 def grid_rate(model, layer: str, filters: list[int], batch: int, size: int, steps: int) -> float:

@@ -34,7 +34,7 @@ import torchvision
 from torch import nn
 
 import kernelviz
-from kernelviz.models import IMAGENET_MEAN, IMAGENET_STD, ModelMeta, set_model_meta
+from kernelviz.core.models import IMAGENET_MEAN, IMAGENET_STD, ModelMeta, set_model_meta
 
 CONFIGS = ("naive", "kv_pixel", "lucent", "kv_default", "kv_bf16")
 
@@ -98,8 +98,8 @@ def run(config: str, model: nn.Module, layer: str, n: int, size: int, steps: int
 
 def overhead(size: int, steps: int) -> float:
     """Seconds per step of everything but the network: render, transforms, normalization, Adam."""
-    from kernelviz.params import image_param
-    from kernelviz.transforms import standard_transforms
+    from kernelviz.optvis.params import image_param
+    from kernelviz.optvis.transforms import standard_transforms
 
     g = torch.Generator().manual_seed(0)
     image = image_param("fourier", 1, (size, size), generator=g, device=torch.device("cpu"))
@@ -150,7 +150,7 @@ def conv_gflop(model: nn.Module, layer: str, size: int) -> float:
 
 def transformed_size(size: int) -> int:
     """Side of the image the network sees after kernelviz's standard transforms (padding adds pixels)."""
-    from kernelviz.transforms import standard_transforms
+    from kernelviz.optvis.transforms import standard_transforms
 
     x = torch.zeros(1, 3, size, size)
     for t in standard_transforms(torch.Generator().manual_seed(0), size):

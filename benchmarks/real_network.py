@@ -25,8 +25,8 @@ import time
 import torch
 
 import kernelviz
-from kernelviz.capture import activations
-from kernelviz.transforms import random_views
+from kernelviz import activations
+from kernelviz.optvis.transforms import random_views
 from kernelviz.zoo import PHOTOS, efficientnet_lite0, photos
 
 BLOCKS = ["_blocks.2", "_blocks.5", "_blocks.9", "_blocks.13"]
@@ -46,7 +46,7 @@ def filters_vs_photos(model, steps: int, per_block: int) -> list[tuple[str, int,
     for block in BLOCKS:
         natural = mean_activation(model, pics, block)  # (N, C)
         filters = list(range(per_block))
-        grid = kernelviz.figures.layer_grid(model, block, filters, steps=steps)
+        grid = kernelviz.layer_grid(model, block, filters, steps=steps)
         synth = mean_activation(model, grid.images, block)
         for i, n in enumerate(filters):
             rows.append((block, n, float(synth[i, n]), float(natural[:, n].max())))
@@ -95,7 +95,7 @@ def parameterizations(model, steps: int, views: int) -> None:
     print("|---|---|---|---|")
     for param in ("pixel", "fourier", "maco"):
         start = time.perf_counter()
-        grid = kernelviz.figures.layer_grid(model, layer, filters, steps=steps, param=param)
+        grid = kernelviz.layer_grid(model, layer, filters, steps=steps, param=param)
         per_step = (time.perf_counter() - start) / steps
         act = mean_activation(model, grid.images, layer)[torch.arange(8), filters]
         v = random_views(grid.images, views)

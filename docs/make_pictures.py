@@ -23,11 +23,17 @@ import torch
 from torch import nn
 
 import kernelviz
-from kernelviz.figures import layer_grid, plot_grid
-from kernelviz.heatmaps import attribute, plot_heatmap
-from kernelviz.io import save_figure
-from kernelviz.kernels import kernel_weights, plot_kernels
-from kernelviz.maps import feature_maps, plot_feature_maps
+from kernelviz import (
+    attribute,
+    feature_maps,
+    kernel_weights,
+    layer_grid,
+    plot_feature_maps,
+    plot_grid,
+    plot_heatmap,
+    plot_kernels,
+)
+from kernelviz.files.write import save_figure
 from kernelviz.zoo import photo
 
 OUT = Path(__file__).resolve().parent / "img"
@@ -85,7 +91,7 @@ def main() -> None:
     chromium = shutil.which("chromium")
     if chromium:  # a screenshot of an atlas page
         with tempfile.TemporaryDirectory() as tmp:
-            kernelviz.atlas.atlas(model, tmp, layers=["_blocks.9"], filters=6, steps=128, size=128, progress=False)
+            kernelviz.atlas(model, tmp, layers=["_blocks.9"], filters=6, steps=128, size=128, progress=False)
             page = Path(tmp) / "efficientnet_lite0" / "_blocks.9" / "index.html"
             subprocess.run(
                 [

@@ -6,47 +6,53 @@ Quick use::
     model = kernelviz.load_model("vgg16")             # pretrained, with its preprocessing
     result = kernelviz.visualize(model, "conv3_2:17")  # gradient ascent on the pixels
     result.save("vgg16_conv3_2_0017.png")
+
+The package is layered (each layer imports only those above it):
+
+* ``core``: models and weights, layer names and the layer table, activation capture, the model guard;
+* ``optvis``: the optimizer (objectives, parameterizations, transforms, settings, batches);
+* ``explain``: feature maps, heatmaps, kernels, dataset examples, as tensors;
+* ``plot``: every matplotlib figure;
+* ``files``: atomic writes, image input, JSON records;
+* ``sets``: the atlas and its static site;
+* ``jobs``: what a front-end asks for, computed and written in one call;
+* ``cli``: the ``kernelviz`` command, a thin shell over ``jobs`` and ``sets``.
 """
 
 from importlib.metadata import PackageNotFoundError, version
 
-from . import objectives, params, transforms
-from .capture import activations, capture
-from .errors import KernelvizError
-from .guard import guarded
-from .io import load_image
-from .layers import LayerInfo, count_depth, layer_names, list_layers, resolve_layer
-from .models import ModelMeta, load_checkpoint, load_model, model_meta, set_model_meta
-from .objectives import Objective, channel, class_logit, class_logprob, direction, diversity, neuron
-from .render import NonFiniteObjectiveError, VisResult, visualize
+from .core.capture import activations, capture
+from .core.guard import guarded
+from .core.layers import LayerInfo, count_depth, list_layers
+from .core.models import ModelMeta, load_checkpoint, load_model, model_meta, set_model_meta
+from .core.names import layer_names, resolve_layer
+from .errors import KernelvizError, NonFiniteObjectiveError
+from .explain.examples import find_examples
+from .explain.heatmaps import METHODS, attribute, heatmap, predict
+from .explain.kernels import kernel_weights
+from .explain.maps import feature_maps
+from .files.images import load_image
+from .optvis import objectives, params, transforms
+from .optvis.batch import GridResult, layer_grid
+from .optvis.objectives import Objective, channel, class_logit, class_logprob, direction, diversity, neuron
+from .optvis.render import VisResult, visualize
+from .optvis.settings import DEFAULTS, OptimSettings
+from .sets.atlas import atlas
 
-# Exporters and figure sets import matplotlib (and captum) on first use, not with the package.
-_LAZY = {
-    "feature_maps": "maps",
-    "plot_feature_maps": "maps",
-    "attribute": "heatmaps",
-    "heatmap": "heatmaps",
-    "plot_heatmap": "heatmaps",
-    "overlay": "heatmaps",
-    "predict": "heatmaps",
-    "kernel_weights": "kernels",
-    "plot_kernels": "kernels",
-    "layer_grid": "figures",
-    "plot_grid": "figures",
-    "find_examples": "examples",
-    "plot_examples": "examples",
-}
-_SUBMODULES = {"maps", "heatmaps", "kernels", "figures", "atlas", "examples", "zoo", "perf", "cli"}
+# Drawing functions import matplotlib on first use, not with the package.
+_PLOTS = ("overlay", "plot_examples", "plot_feature_maps", "plot_grid", "plot_heatmap", "plot_kernels")
 
 
 def __getattr__(name: str) -> object:
-    import importlib
+    if name in _PLOTS:
+        from . import plot
 
-    if name in _LAZY:
-        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-    if name in _SUBMODULES:
-        return importlib.import_module(f".{name}", __name__)
+        return getattr(plot, name)
     raise AttributeError(f"module 'kernelviz' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
 
 
 try:
@@ -55,14 +61,20 @@ except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0"
 
 __all__ = [
+    "DEFAULTS",
+    "METHODS",
+    "GridResult",
     "KernelvizError",
     "LayerInfo",
     "ModelMeta",
     "NonFiniteObjectiveError",
     "Objective",
+    "OptimSettings",
     "VisResult",
     "__version__",
     "activations",
+    "atlas",
+    "attribute",
     "capture",
     "channel",
     "class_logit",
@@ -70,7 +82,12 @@ __all__ = [
     "count_depth",
     "direction",
     "diversity",
+    "feature_maps",
+    "find_examples",
     "guarded",
+    "heatmap",
+    "kernel_weights",
+    "layer_grid",
     "layer_names",
     "list_layers",
     "load_checkpoint",
@@ -80,9 +97,10 @@ __all__ = [
     "neuron",
     "objectives",
     "params",
+    "predict",
     "resolve_layer",
     "set_model_meta",
     "transforms",
     "visualize",
-    *_LAZY,
+    *_PLOTS,
 ]

@@ -15,9 +15,9 @@ import io
 import torch
 from torch import nn
 
+from .core.models import IMAGENET_MEAN, IMAGENET_STD, set_model_meta
 from .errors import KernelvizError
-from .io import square
-from .models import IMAGENET_MEAN, IMAGENET_STD, set_model_meta
+from .files.images import square
 
 __all__ = ["PHOTOS", "efficientnet_lite0", "imagenet_categories", "photo", "photos"]
 

@@ -104,7 +104,7 @@ Several filters are optimized together as one batch; `plot_grid` draws a labelle
     ),
     (
         "code",
-        """from kernelviz.figures import layer_grid, plot_grid
+        """from kernelviz import layer_grid, plot_grid
 
 grid = layer_grid(model, LAYER, FILTERS, steps=96, size=128)
 fig = plot_grid(grid.images, [f"{n}\\n{v:.3g}" for n, v in zip(grid.filters, grid.final.tolist())],
@@ -119,7 +119,7 @@ each tile labelled with its index and value range.""",
     ),
     (
         "code",
-        """from kernelviz.maps import feature_maps, plot_feature_maps
+        """from kernelviz import feature_maps, plot_feature_maps
 
 maps = feature_maps(model, cat, LAYER)  # (1, C, H, W)
 fig = plot_feature_maps(maps[0], image=cat, k=8, title=f"{LAYER} on a cat photo")""",
@@ -133,7 +133,7 @@ side by side. The same call explains a filter with `filter="layer:index"`.""",
     ),
     (
         "code",
-        """from kernelviz.heatmaps import attribute, plot_heatmap, predict
+        """from kernelviz import attribute, plot_heatmap, predict
 
 print([(name, round(p, 3)) for _, name, p in predict(model, coffee[None], 3)[0]])
 cam = attribute(model, coffee, "gradcam", layer=CAM_LAYER)
@@ -149,7 +149,7 @@ The first layer's kernels as color tiles on one symmetric scale (gray = 0).""",
     ),
     (
         "code",
-        """from kernelviz.kernels import kernel_weights, plot_kernels
+        """from kernelviz import kernel_weights, plot_kernels
 
 first = next(r.name for r in rows if r.type.startswith("Conv"))
 fig = plot_kernels(kernel_weights(model, first), title=f"{meta.name} {first}")""",
@@ -212,7 +212,7 @@ intensity changes along x: vertical edges light up, flat areas and horizontal ed
     (
         "code",
         """from torch import nn
-from kernelviz.maps import feature_maps
+from kernelviz import feature_maps
 
 SOBEL_X = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
 sobel = nn.Conv2d(3, 1, 3, padding=1, bias=False)

@@ -1,13 +1,24 @@
-"""Shared fixtures: small models with random or hand-set weights. Nothing here needs the network."""
+"""Shared fixtures: small models with random or hand-set weights, a CLI runner. Nothing here needs the network."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import torch
 import torchvision
+from click.testing import CliRunner, Result
 from torch import nn
 
-from kernelviz.models import IMAGENET_MEAN, IMAGENET_STD, set_model_meta
+from kernelviz.core.models import IMAGENET_MEAN, IMAGENET_STD, set_model_meta
+
+from .nets import TINY_MODEL, sobel_net, tiny_vgg
+
+#: Options that make any optimizing command quick on the tiny network.
+FAST = ["--weights", "random", "--steps", "4", "--device", "cpu"]
+#: The same on VGG-16 itself, at a small size.
+VGG_FAST = [*FAST, "--size", "32"]
 
 
 @pytest.fixture(autouse=True)
@@ -21,6 +32,32 @@ def vgg16() -> nn.Module:
     torch.manual_seed(0)
     model = torchvision.models.vgg16(weights=None).eval()
     return set_model_meta(model, name="vgg16", weights="random", mean=IMAGENET_MEAN, std=IMAGENET_STD)
+
+
+@pytest.fixture
+def tiny() -> nn.Module:
+    """A fresh VGG-shaped network with 8-32 filters per layer (tests.nets:tiny_vgg)."""
+    return tiny_vgg()
+
+
+@pytest.fixture
+def sobel() -> nn.Sequential:
+    """The article's vertical Sobel kernel followed by a ReLU."""
+    return sobel_net()
+
+
+@pytest.fixture
+def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Result]:
+    """Run ``kernelviz ARGS...`` in a fresh folder; "MODEL" in ARGS stands for the tiny network."""
+    monkeypatch.chdir(tmp_path)
+
+    def invoke(*args: str) -> Result:
+        words = [TINY_MODEL if a == "MODEL" else str(a) for a in args]
+        from kernelviz.cli import main
+
+        return CliRunner().invoke(main, words, catch_exceptions=False)
+
+    return invoke
 
 
 def snapshot(model: nn.Module) -> dict:

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 import kernelviz
-from kernelviz.figures import layer_grid
-from kernelviz.transforms import random_views
+from kernelviz.optvis.batch import layer_grid
+from kernelviz.optvis.transforms import random_views
 
 pytestmark = pytest.mark.slow
 

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 import kernelviz
-from kernelviz.examples import find_examples
+from kernelviz.explain.examples import find_examples
 
 from .toy import CLASSES, ORIENTATIONS, make_data
 

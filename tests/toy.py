@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from kernelviz.models import set_model_meta
+from kernelviz.core.models import set_model_meta
 
 SIZE = 32
 SHAPE = 12

@@ -1,0 +1,214 @@
+"""Commands that look at a network without optimizing: ``layers``, ``maps``, ``heatmap``, ``weights``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .options import LOG, errors_to_click, load, model_options
+
+__all__ = ["heatmap_cmd", "layers_cmd", "maps_cmd", "weights_cmd"]
+
+
+@click.command("layers")
+@click.argument("model")
+@model_options
+@click.option("--size", type=click.IntRange(min=1), default=None, help="Input side in pixels [default: the model's].")
+@errors_to_click
+def layers_cmd(model: str, weights: str, device: str, size: int | None) -> None:
+    """List MODEL's layers: name, module path, type, output shape, channels, receptive field.
+
+    Ends with the depth counted the classic way (conv + fully connected layers).
+    Shapes do not depend on the weights, so --weights random avoids loading them.
+    """
+    from ..jobs.inspect import layer_table
+
+    for line in layer_table(load(model, weights, device), size).lines():
+        click.echo(line)
+
+
+@click.command("maps")
+@click.argument("model")
+@click.argument("layer")
+@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="PNG file for one image, or a folder [default: ./IMAGE_LAYER_maps.png].",
+)
+@click.option(
+    "-k",
+    "--top",
+    "k",
+    type=click.IntRange(min=1),
+    default=16,
+    show_default=True,
+    help="Show the k channels with the largest mean activation.",
+)
+@click.option("--channels", default=None, help="Show these channels instead (e.g. 0-7,12).")
+@click.option(
+    "--scale",
+    type=click.Choice(["channel", "shared"]),
+    default="channel",
+    show_default=True,
+    help="Color scale per tile, or one scale shared by all tiles.",
+)
+@click.option("--cmap", default="viridis", show_default=True, help="matplotlib colormap.")
+@click.option("--raw", is_flag=True, help="Also save all channels' activations as .npy.")
+@click.option("--size", type=click.IntRange(min=8), default=None, help="Input side [default: the model's].")
+@model_options
+@errors_to_click
+def maps_cmd(
+    model: str,
+    layer: str,
+    images: tuple[Path, ...],
+    output: Path | None,
+    k: int,
+    channels: str | None,
+    scale: str,
+    cmap: str,
+    raw: bool,
+    size: int | None,
+    weights: str,
+    device: str,
+) -> None:
+    """Feature maps of LAYER for each IMAGE: a labelled grid of channels beside the image.
+
+    Pool layers work too: compare conv1_2 / relu1_2 with pool1 to see what max pooling keeps.
+    Writes a PNG and a JSON sidecar (model, weights, layer, image, channels and their statistics).
+    """
+    from ..jobs.inspect import export_maps
+    from ..jobs.specs import parse_filters
+
+    chosen = parse_filters(channels) if channels else None
+    net = load(model, weights, device)
+    export_maps(
+        net,
+        layer,
+        images,
+        output=output,
+        k=k,
+        channels=chosen,
+        scale=scale,
+        cmap=cmap,
+        raw=raw,
+        size=size,
+        log=LOG,
+    )
+
+
+@click.command("heatmap")
+@click.argument("model")
+@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "-m",
+    "--method",
+    "methods",
+    multiple=True,
+    default=("gradcam",),
+    show_default=True,
+    help="gradcam, guided_gradcam, guided_backprop, saliency, integrated_gradients, smoothgrad, "
+    "occlusion; repeat for several side by side.",
+)
+@click.option(
+    "-t",
+    "--target",
+    "targets",
+    multiple=True,
+    help="Class index or name; once for all images or once per image [default: top-1].",
+)
+@click.option("--filter", "filter_spec", default=None, help="Explain a filter instead of a class: LAYER:INDEX.")
+@click.option("--layer", default=None, help="Layer of Grad-CAM methods [default: relu5_3 for VGG].")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path),
+    default=Path("."),
+    show_default=True,
+    help="Folder for the outputs.",
+)
+@click.option("--cmap", default=None, help="Colormap of the overlay [default: jet, or RdBu_r for signed maps].")
+@click.option("--alpha", type=click.FloatRange(0, 1), default=0.5, show_default=True, help="Overlay opacity.")
+@click.option(
+    "--scale",
+    type=click.Choice(["per-map", "shared"]),
+    default="per-map",
+    show_default=True,
+    help="Color range of side-by-side maps: each its own, or one shared.",
+)
+@click.option("--size", type=click.IntRange(min=8), default=None, help="Input side [default: the model's].")
+@model_options
+@errors_to_click
+def heatmap_cmd(
+    model: str,
+    images: tuple[Path, ...],
+    methods: tuple[str, ...],
+    targets: tuple[str, ...],
+    filter_spec: str | None,
+    layer: str | None,
+    output: Path,
+    cmap: str | None,
+    alpha: float,
+    scale: str,
+    size: int | None,
+    weights: str,
+    device: str,
+) -> None:
+    """Which regions of each IMAGE drive a class (default: the top-1 prediction) or a filter.
+
+    Writes, per image and method, an overlay PNG, the raw map as .npy and a JSON sidecar; with several
+    methods, also IMAGE_methods.png with them side by side.
+    """
+    from ..explain.heatmaps import check_methods
+    from ..jobs.inspect import export_heatmaps
+
+    check_methods(methods)  # a typo fails before the model loads
+    net = load(model, weights, device)
+    export_heatmaps(
+        net,
+        images,
+        methods,
+        targets=targets,
+        filter=filter_spec,
+        layer=layer,
+        output=output,
+        cmap=cmap,
+        alpha=alpha,
+        scale=scale,
+        size=size,
+        log=LOG,
+    )
+
+
+@click.command("weights")
+@click.argument("model")
+@click.argument("layer")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="PNG file [default: ./MODEL_LAYER_kernels.png].",
+)
+@click.option("--filters", default=None, help="Filters to draw (e.g. 0-15) [default: all for RGB layers, else 0-15].")
+@click.option("--inputs", default=None, help="Input channels for deeper layers (e.g. 0-15) [default: 0-15].")
+@model_options
+@errors_to_click
+def weights_cmd(
+    model: str, layer: str, output: Path | None, filters: str | None, inputs: str | None, weights: str, device: str
+) -> None:
+    """Draw the learned kernels of conv LAYER: RGB tiles for a first layer, per-input gray tiles deeper."""
+    from ..jobs.inspect import export_kernels
+    from ..jobs.specs import parse_filters
+
+    export_kernels(
+        load(model, weights, device),
+        layer,
+        output=output,
+        filters=parse_filters(filters) if filters else None,
+        inputs=parse_filters(inputs) if inputs else None,
+        log=LOG,
+    )

@@ -1,0 +1,245 @@
+"""Commands that optimize images: ``filter``, ``grid``, ``atlas``, ``examples``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from ..optvis.settings import OptimSettings
+from .options import LOG, Progress, errors_to_click, load, model_options, optimize_options
+
+__all__ = ["atlas_cmd", "examples_cmd", "filter_cmd", "grid_cmd"]
+
+
+@click.command("filter", context_settings={"ignore_unknown_options": True})
+@click.argument("model")
+@click.argument("layer")
+@click.argument("filters", nargs=-1, required=True)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="PNG file for one filter, or a folder for several [default: ./MODEL_LAYER_NNNN.png].",
+)
+@optimize_options
+@click.option(
+    "--init",
+    "init_image",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Start from this image instead of noise (feature accentuation).",
+)
+@model_options
+@errors_to_click
+def filter_cmd(
+    model: str,
+    layer: str,
+    filters: tuple[str, ...],
+    output: Path | None,
+    init_image: Path | None,
+    weights: str,
+    device: str,
+    settings: OptimSettings,
+) -> None:
+    """Synthesize the image that FILTER(s) of LAYER respond to most.
+
+    Gradient ascent changes only the pixels of an image (weights frozen) until
+    the filter's mean response is as large as it can be. FILTERS are indices
+    and ranges: 17, 0-15, 3,5. Writes a PNG and a JSON sidecar per filter.
+
+    Example: kernelviz filter vgg16 conv3_2 17
+    """
+    from ..jobs.optimize import synthesize_filters
+    from ..jobs.specs import parse_filters
+
+    indices = parse_filters(filters)
+    net = load(model, weights, device)
+    with Progress(settings.steps, f"{layer} ({len(indices)} filters)") as bar:
+        report = synthesize_filters(
+            net, layer, indices, settings, output=output, init=init_image, progress=bar, log=LOG
+        )
+    if report.interrupted:
+        click.echo("interrupted: the images written hold the state reached", err=True)
+        sys.exit(130)
+
+
+@click.command("grid")
+@click.argument("model")
+@click.argument("layer")
+@click.option("--filters", default=None, help="Filters, e.g. 0-63 [default: every filter of the layer].")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Contact sheet PNG [default: ./MODEL_LAYER_grid.png].",
+)
+@click.option(
+    "--individual",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Also write each filter's PNG and JSON sidecar into this folder.",
+)
+@click.option("--cols", type=click.IntRange(min=1), default=None, help="Tiles per row [default: about square].")
+@optimize_options
+@model_options
+@errors_to_click
+def grid_cmd(
+    model: str,
+    layer: str,
+    filters: str | None,
+    output: Path | None,
+    individual: Path | None,
+    cols: int | None,
+    weights: str,
+    device: str,
+    settings: OptimSettings,
+) -> None:
+    """Every requested filter of LAYER on one labelled contact sheet, optimized in batches."""
+    from ..jobs.optimize import grid_sheet
+    from ..jobs.specs import parse_filters
+
+    indices = parse_filters(filters) if filters else None
+    net = load(model, weights, device)
+    count = "all" if indices is None else len(indices)
+    with Progress(settings.steps, f"{layer} ({count} filters)") as bar:
+        report = grid_sheet(
+            net, layer, indices, settings, output=output, individual=individual, cols=cols, progress=bar, log=LOG
+        )
+    if report.interrupted:
+        sys.exit(130)
+
+
+@click.command("atlas")
+@click.argument("model")
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="Output folder.")
+@click.option("--layers", default=None, help="Comma-separated layers in order [default: every conv layer].")
+@click.option(
+    "--filters",
+    default="all",
+    show_default=True,
+    help="N (the first N filters of each layer), a list such as 0-7,12, or all.",
+)
+@click.option(
+    "--images",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Folder of natural images: add each filter's top dataset examples.",
+)
+@click.option("-k", type=click.IntRange(min=1), default=9, show_default=True, help="Dataset examples per filter.")
+@click.option("--shard", default=None, help="i/n: do only the i-th of n shares (job arrays without torchrun).")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+@optimize_options
+@model_options
+@errors_to_click
+def atlas_cmd(
+    model: str,
+    output: Path,
+    layers: str | None,
+    filters: str,
+    images: Path | None,
+    k: int,
+    shard: str | None,
+    quiet: bool,
+    weights: str,
+    device: str,
+    settings: OptimSettings,
+) -> None:
+    """A browsable atlas of MODEL: per-filter images and JSON, contact sheets, a static site.
+
+    Rerunning the same command resumes (finished filters are skipped; files are written
+    atomically). Runs under `torchrun --nproc-per-node N` (one share per rank, rank 0 writes the
+    index) or as independent processes with --shard i/n.
+    """
+    from ..jobs.outputs import check_writable
+    from ..jobs.specs import parse_filter_choice, parse_shard, runtime_device
+    from ..sets.atlas import atlas
+
+    chosen = parse_filter_choice(filters)
+    shard_pair = parse_shard(shard)
+    check_writable([output / "x"])
+    net = load(model, weights, runtime_device(device))
+    report = atlas(
+        net,
+        output,
+        settings,
+        layers=layers.split(",") if layers else None,
+        filters=chosen,
+        images=images,
+        k=k,
+        shard=shard_pair,
+        progress=not quiet,
+    )
+    click.echo(
+        f"{report.root}: {report.computed} filters computed, {report.skipped} already done, "
+        f"{report.remaining} left in the whole atlas"
+    )
+    if report.index_written:
+        click.echo(f"wrote {report.root / 'index.html'}")
+    if report.interrupted:
+        click.echo("interrupted: finished filters are saved; rerun the same command to resume", err=True)
+        sys.exit(130)
+
+
+@click.command("examples")
+@click.argument("model")
+@click.argument("layer")
+@click.argument("filter_index", metavar="FILTER", type=click.IntRange(min=0))
+@click.option("--images", type=click.Path(path_type=Path), required=True, help="Folder of images to scan.")
+@click.option("-k", type=click.IntRange(min=1), default=9, show_default=True, help="Examples to keep.")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Sheet PNG [default: ./MODEL_LAYER_NNNN_examples.png].",
+)
+@optimize_options
+@model_options
+@errors_to_click
+def examples_cmd(
+    model: str,
+    layer: str,
+    filter_index: int,
+    images: Path,
+    k: int,
+    output: Path | None,
+    weights: str,
+    device: str,
+    settings: OptimSettings,
+) -> None:
+    """The images in a folder that excite FILTER of LAYER most, cropped where it fires, beside its synthesized image.
+
+    Reports the ratio of the synthesized image's maximum activation to the best natural image's.
+    Unreadable files are skipped and counted.
+    """
+    from tqdm.auto import tqdm
+
+    from ..jobs.optimize import dataset_examples
+
+    net = load(model, weights, device)
+    scan_bar = tqdm(desc="scanning", unit="image", file=sys.stderr)
+
+    def scanned(done: int, total: int) -> None:
+        scan_bar.total = total
+        scan_bar.update(done - scan_bar.n)
+
+    try:
+        with Progress(settings.steps, f"{layer} (1 filter)") as bar:
+            dataset_examples(
+                net,
+                layer,
+                filter_index,
+                images,
+                settings,
+                k=k,
+                output=output,
+                scan_progress=scanned,
+                progress=bar,
+                log=LOG,
+            )
+    finally:
+        scan_bar.close()

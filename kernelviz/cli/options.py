@@ -1,0 +1,138 @@
+"""Options shared by several commands, each declared once, with defaults read from the library."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from ..errors import KernelvizError
+from ..jobs.outputs import Log
+from ..optvis.settings import DEFAULTS, PARAM_NAMES, PRECISIONS, TRANSFORM_NAMES, OptimSettings
+
+__all__ = ["LOG", "Progress", "errors_to_click", "load", "model_options", "optimize_options"]
+
+#: Jobs report through this: what was written on stdout, warnings on stderr.
+LOG = Log(info=click.echo, warn=lambda message: click.echo(message, err=True))
+
+
+def errors_to_click(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn library errors into ``click.ClickException`` (one line, exit 1)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except KernelvizError as err:
+            raise click.ClickException(str(err)) from None
+
+    return wrapper
+
+
+def model_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``--weights`` and ``--device``, shared by every command that loads a model."""
+    fn = click.option(
+        "--device",
+        default="auto",
+        show_default=True,
+        help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps.",
+    )(fn)
+    fn = click.option(
+        "--weights",
+        default="default",
+        show_default=True,
+        help="default (torchvision's pretrained weights), random, a weights name such as "
+        "IMAGENET1K_V1, or PATH to a local checkpoint.",
+    )(fn)
+    return fn
+
+
+def load(model: str, weights: str, device: str) -> Any:  # -> nn.Module
+    """Load MODEL with the shared options (imported late: ``--help`` stays fast)."""
+    from ..core.models import load_model
+
+    return load_model(model, weights=weights, device=device)
+
+
+_OPTIMIZE_OPTIONS = [
+    click.option(
+        "--steps", type=click.IntRange(min=0), default=DEFAULTS.steps, show_default=True, help="Optimizer steps."
+    ),
+    click.option(
+        "--size", type=click.IntRange(min=8), default=DEFAULTS.size, help="Image side in pixels [default: the model's]."
+    ),
+    click.option("--lr", type=float, default=DEFAULTS.lr, show_default=True, help="Adam learning rate."),
+    click.option(
+        "--param",
+        type=click.Choice(PARAM_NAMES),
+        default=DEFAULTS.param,
+        show_default=True,
+        help="Image parameterization: fourier (decorrelated, 1/f spectrum), pixel (the article's method), "
+        "or maco (phase only, natural 1/f magnitude).",
+    ),
+    click.option(
+        "--transforms",
+        type=click.Choice(TRANSFORM_NAMES),
+        default=DEFAULTS.transforms or "none",
+        show_default=True,
+        help="Random pad/jitter/scale/rotate each step (Lucid's recipe), or none.",
+    ),
+    click.option("--seed", type=int, default=DEFAULTS.seed, show_default=True),
+    click.option(
+        "--precision",
+        type=click.Choice(PRECISIONS),
+        default=DEFAULTS.precision,
+        show_default=True,
+        help="auto = bf16 on a CUDA GPU that supports it, else fp32.",
+    ),
+    click.option(
+        "--batch-size",
+        type=click.IntRange(min=1),
+        default=DEFAULTS.batch_size,
+        help="Filters optimized together [default: 8 on CPU; on a GPU as many as fit].",
+    ),
+]
+
+
+def optimize_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The optimization options (one per field of :class:`~kernelviz.OptimSettings`), handed to the
+    command as one validated ``settings`` object."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            settings = DEFAULTS.with_(**{name: kwargs.pop(name) for name in OptimSettings.names()})
+        except KernelvizError as err:
+            raise click.ClickException(str(err)) from None
+        return fn(*args, settings=settings, **kwargs)
+
+    for option in reversed(_OPTIMIZE_OPTIONS):
+        wrapper = option(wrapper)
+    return wrapper
+
+
+class Progress:
+    """A tqdm bar over optimizer steps showing the current objective value (restarts for each batch)."""
+
+    def __init__(self, total: int, desc: str) -> None:
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=total, desc=desc, unit="step", file=sys.stderr, dynamic_ncols=True)
+        self.done = 0
+
+    def __call__(self, step: int, value: float) -> None:
+        if step < self.done:  # a new batch started
+            self.bar.reset()
+            self.done = 0
+        self.bar.update(step - self.done)
+        self.done = step
+        self.bar.set_postfix(objective=f"{value:.4g}")
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.close()

@@ -1,0 +1,198 @@
+"""Capture the activations of named layers with hooks that never outlive a ``with`` block."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from types import TracebackType
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import KernelvizError
+from .guard import guarded, no_inplace
+from .names import get_module, resolve_layer
+
+__all__ = ["StopForward", "activations", "can_slice", "capture"]
+
+
+class StopForward(Exception):  # noqa: N818 - a control-flow signal, not an error
+    """Raised by a hook once every requested layer is captured, to skip the rest of the forward."""
+
+
+class capture:  # noqa: N801 - used like a function: ``with kernelviz.capture(...)``
+    """Record the outputs of layers during a forward pass.
+
+    Example::
+
+        with kernelviz.capture(model, ["conv3_2", "relu3_2"]) as acts:
+            model(x)
+        acts["conv3_2"]  # (B, 256, 56, 56), pre-ReLU
+
+    Hooks are registered on entry and removed on exit, also when the block
+    raises. In-place activations are switched off inside the block (and
+    switched back on exit), so ``conv3_2`` holds the true pre-ReLU values even
+    though torchvision's VGG applies ``ReLU(inplace=True)`` right after it.
+
+    Args:
+        model: the network.
+        layers: layer names (``"conv3_2"``, ``"features.12"``, ``"logits"``).
+        stop: when true, the forward pass ends as soon as every requested layer
+            has been computed (``model(x)`` then returns nothing: use this when
+            only the activations are wanted; the rest of the network is not run).
+        detach: store detached tensors (for inspection) instead of tensors
+            that carry gradients (for optimization).
+
+    The mapping yielded by the block is keyed by the names as given.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        layers: str | Iterable[str],
+        *,
+        stop: bool = False,
+        detach: bool = False,
+    ) -> None:
+        self.model = model
+        self.layers = [layers] if isinstance(layers, str) else list(layers)
+        self.paths = {name: resolve_layer(model, name) for name in self.layers}
+        self.stop = stop
+        self.detach = detach
+        self.acts: dict[str, torch.Tensor] = {}
+        self._handles: list[torch.utils.hooks.RemovableHandle] = []
+        self._inplace = contextlib.ExitStack()
+        self._sliced: dict[str, tuple[torch.Tensor, nn.Conv2d, nn.Module | None]] = {}
+
+    # -- the optimizer's fast path -------------------------------------------------
+    def slice_channels(self, name: str, channels: torch.Tensor, conv: nn.Conv2d, relu: nn.Module | None = None) -> None:
+        """Compute only some output channels of a convolution (the optimizer's fast path).
+
+        Instead of running ``conv`` in full, compute for image ``i`` of the
+        batch only channel ``channels[i]`` (one grouped convolution), apply
+        ``relu`` when ``name`` is the activation that follows ``conv``, and
+        store it under ``name`` with the layer's full shape, every other
+        channel zero. Only valid with ``stop=True`` and a single layer.
+
+        Args:
+            name: the requested layer (``conv`` itself or the activation after it).
+            channels: ``(B,)`` long tensor, one channel per image.
+            conv: a module for which :func:`can_slice` is true.
+            relu: the activation module to apply, or ``None``.
+        """
+        if not can_slice(conv):
+            raise KernelvizError(f"channel slicing needs a plain Conv2d, got {type(conv).__name__}")
+        self._sliced[name] = (channels, conv, relu)
+
+    # -- context manager ---------------------------------------------------------------
+    def __enter__(self) -> dict[str, torch.Tensor]:
+        try:
+            self._inplace.enter_context(no_inplace(self.model))
+            by_path: dict[str, list[str]] = {}
+            for name, path in self.paths.items():
+                by_path.setdefault(path, []).append(name)
+            for path, names in by_path.items():
+                sliced = next((n for n in names if n in self._sliced), None)
+                if sliced is not None:
+                    conv = self._sliced[sliced][1]
+                    self._handles.append(conv.register_forward_pre_hook(self._sliced_hook(names, sliced)))
+                else:
+                    module = get_module(self.model, path)
+                    self._handles.append(module.register_forward_hook(self._hook(names)))
+        except BaseException:
+            self._cleanup()
+            raise
+        return self.acts
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        self._cleanup()
+        return exc_type is StopForward  # swallow only our own signal
+
+    def _cleanup(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+        self._inplace.close()
+
+    def _store(self, names: Sequence[str], value: torch.Tensor) -> None:
+        if self.detach:
+            value = value.detach()
+        for name in names:
+            self.acts[name] = value
+        if self.stop and len(self.acts) == len(self.paths):
+            raise StopForward
+
+    def _hook(self, names: Sequence[str]) -> Callable[[nn.Module, tuple, object], None]:
+        def hook(module: nn.Module, inputs: tuple, output: object) -> None:
+            if not isinstance(output, torch.Tensor):
+                raise KernelvizError(
+                    f"layer {names[0]!r} returns {type(output).__name__}, not a tensor: pick a layer inside it"
+                )
+            self._store(names, output)
+
+        return hook
+
+    def _sliced_hook(self, names: Sequence[str], sliced: str) -> Callable[[nn.Module, tuple], None]:
+        channels, conv, relu = self._sliced[sliced]
+        rows = torch.arange(channels.numel(), device=channels.device)  # made once, not every step
+
+        def hook(module: nn.Module, inputs: tuple) -> None:
+            x = inputs[0]  # (B, Cin, H, W)
+            b, cin = x.shape[:2]
+            if channels.numel() != b:
+                raise KernelvizError(f"{channels.numel()} channels given for a batch of {b}")
+            weight = conv.weight[channels]  # (B, Cin, k, k): one filter per image
+            bias = conv.bias[channels] if conv.bias is not None else None
+            x = F.conv2d(
+                x.reshape(1, b * cin, *x.shape[2:]),
+                weight,
+                bias,
+                conv.stride,
+                conv.padding,
+                conv.dilation,
+                groups=b,
+            )  # (1, B, H', W')
+            y = x.reshape(b, 1, *x.shape[2:])
+            if relu is not None:
+                y = relu(y)
+            full = y.new_zeros(b, conv.out_channels, *y.shape[2:])  # (B, C, H', W'), others zero
+            full = full.index_put((rows, channels), y[:, 0])
+            self._store(names, full)
+
+        return hook
+
+
+def can_slice(module: nn.Module) -> bool:
+    """Whether :meth:`capture.slice_channels` can compute ``module`` one channel at a time."""
+    return (
+        isinstance(module, nn.Conv2d)
+        and type(module).forward is nn.Conv2d.forward  # subclasses may pad or reshape in forward
+        and module.groups == 1
+        and module.padding_mode == "zeros"
+    )
+
+
+def activations(
+    model: nn.Module,
+    x: torch.Tensor,
+    layers: str | Iterable[str],
+) -> Mapping[str, torch.Tensor]:
+    """Run ``model`` on ``x`` just far enough to compute ``layers``; return their outputs, detached.
+
+    Args:
+        model: the network (left unchanged; run in eval mode for this call).
+        x: ``(B, 3, H, W)`` input, already normalized for the model.
+        layers: one or more layer names.
+
+    Returns:
+        ``{name: tensor}``, e.g. ``(B, C, H', W')`` for a conv layer.
+    """
+    with guarded(model), torch.no_grad(), capture(model, layers, stop=True, detach=True) as acts:
+        model(x)
+    return acts

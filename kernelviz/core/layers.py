@@ -1,0 +1,212 @@
+"""The layer table: output shapes, channels, receptive fields, and the classic depth count."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..errors import out_of_range
+from .capture import activations
+from .guard import guarded
+from .models import model_device, model_meta
+from .names import get_module, layer_names, resolve_layer
+
+__all__ = ["LayerInfo", "check_filters", "count_depth", "layer_channels", "list_layers"]
+
+_CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+_POOL_TYPES = (nn.MaxPool2d, nn.AvgPool2d)
+_LAYER_TYPES = (*_CONV_TYPES, *_POOL_TYPES, nn.Linear, nn.modules.batchnorm._BatchNorm)
+
+
+def layer_channels(model: nn.Module, name: str, input_size: int = 224) -> int:
+    """Number of output channels (filters) of layer ``name``.
+
+    Read from the module when it says (``Conv2d.out_channels``,
+    ``Linear.out_features``), else measured with a forward pass stopped at the layer.
+    """
+    path = resolve_layer(model, name)
+    module = get_module(model, path)
+    for attr in ("out_channels", "out_features"):
+        if isinstance(getattr(module, attr, None), int):
+            return getattr(module, attr)
+    device = model_device(model)
+    act = activations(model, torch.zeros(1, 3, input_size, input_size, device=device), [name])[name]
+    return act.shape[1]
+
+
+def check_filters(model: nn.Module, name: str, filters: list[int], input_size: int = 224) -> None:
+    """Raise :class:`KernelvizError` unless every index in ``filters`` is a filter of layer ``name``."""
+    count = layer_channels(model, name, input_size)
+    bad = [n for n in filters if not 0 <= n < count]
+    if bad:
+        raise out_of_range("filter", bad[0], count, f"layer {name!r}")
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """One row of the layer table.
+
+    Attributes:
+        name: the preferred name (VGG alias when there is one, else the path).
+        path: module path in ``model.named_modules()``.
+        type: the module's class name.
+        shape: output shape for one image at the table's input size, without
+            the batch dimension, e.g. ``(256, 56, 56)``.
+        channels: output channels (first entry of ``shape``).
+        receptive_field: side in input pixels of the region one output
+            position sees, or ``None`` when the layer sees the whole image
+            (fully connected, adaptive pooling).
+        trainable: whether the layer counts toward the classic depth
+            (a convolution or a fully connected layer with weights).
+        stride: input pixels between neighbouring output positions (``None`` without a grid).
+        offset: input x (= y) coordinate of the center of output position 0, pixel 0 spanning
+            ``[0, 1)``; position ``i`` is centered at ``offset + i * stride``.
+    """
+
+    name: str
+    path: str
+    type: str
+    shape: tuple[int, ...]
+    channels: int
+    receptive_field: int | None
+    trainable: bool
+    stride: int | None = None
+    offset: float | None = None
+
+
+_Field = tuple[float, float, float]  # (receptive field, stride in input pixels, center of unit 0)
+
+
+def _first(value: int | Sequence[int] | str) -> int:
+    """The first spatial entry of a size setting; 0 for a padding given as a string ("same")."""
+    if isinstance(value, int):
+        return value
+    if isinstance(value, Sequence) and not isinstance(value, str) and value:
+        return int(value[0])
+    return 0
+
+
+def _rf_step(module: nn.Module, field: _Field) -> _Field:
+    """Receptive field, input-pixel stride and center of the first unit after ``module``.
+
+    Standard receptive-field arithmetic along the first spatial axis (square kernels assumed);
+    centers are in input pixel coordinates where pixel 0 spans [0, 1).
+    """
+    rf, jump, start = field
+    if isinstance(module, nn.modules.padding._ConstantPadNd | nn.ReflectionPad2d | nn.ReplicationPad2d):
+        return rf, jump, start - _first(module.padding) * jump  # (left, right, top, bottom): left first
+    if isinstance(module, (nn.Linear, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)):
+        return math.inf, jump, start
+    if isinstance(module, _CONV_TYPES + _POOL_TYPES):
+        k = _first(module.kernel_size)
+        s = _first(module.stride)
+        d = _first(getattr(module, "dilation", 1))
+        p = _first(getattr(module, "padding", 0))
+        span = (k - 1) * d
+        return rf + span * jump, jump * s, start + (span / 2 - p) * jump
+    return field
+
+
+def count_depth(model: nn.Module) -> int:
+    """The network's depth counted the classic way: conv and fully connected layers.
+
+    Only layers with trainable weights count, and of those only convolutions
+    and linear layers (batch norm is not a layer in this count): VGG-16 has
+    13 + 3 = 16.
+    """
+    return sum(isinstance(m, (*_CONV_TYPES, nn.Linear)) for m in model.modules())
+
+
+def list_layers(
+    model: nn.Module,
+    input_size: int | tuple[int, int] | None = None,
+    *,
+    device: torch.device | str | None = None,
+    include: Sequence[str] = (),
+) -> list[LayerInfo]:
+    """Describe every leaf layer of ``model`` in execution order.
+
+    A forward pass on one zero image records each layer's output shape; the
+    receptive field follows each tensor through the network, so branches
+    (ResNet shortcuts) are measured along the path that produced them.
+
+    Args:
+        model: any ``nn.Module`` taking ``(B, 3, H, W)``.
+        input_size: ``H`` or ``(H, W)``; default: the model's own input size
+            (224 for torchvision classifiers).
+        device: where to run the pass; default: the model's device.
+        include: also describe these layers (names or paths) when they are blocks
+            (modules with children, such as ``layer3.0`` or ``_blocks.9``).
+
+    Returns:
+        One :class:`LayerInfo` per layer that ran (every leaf module, every conv, linear, pool
+        and batch-norm layer, and the blocks in ``include``), in the order their outputs were made.
+    """
+    if input_size is None:
+        input_size = model_meta(model).input_size
+    h, w = (input_size, input_size) if isinstance(input_size, int) else input_size
+    if device is None:
+        device = model_device(model)
+    aliases = {path: name for name, path in layer_names(model).items() if name != path}
+
+    info: dict[int, _Field] = {}  # id(tensor) -> its receptive field
+    keep: list[torch.Tensor] = []  # keeps tensors alive so their ids stay unique
+    last: _Field = (1.0, 1.0, 0.5)
+    rows: list[LayerInfo] = []
+
+    def hook(path: str, module: nn.Module, inputs: tuple, output: object) -> None:
+        nonlocal last
+        src = next((t for t in inputs if isinstance(t, torch.Tensor)), None)
+        if list(module.children()) and not isinstance(module, _LAYER_TYPES):
+            # a block: its output's field was set by the child that made it, else by the last child
+            field = info.get(id(output), last)
+        elif list(module.children()):
+            # a layer that first runs a helper child on its input (a conv padding "same" itself):
+            # the child's output, the most recent one, is what the layer computes on
+            field = _rf_step(module, last)
+        else:
+            field = _rf_step(module, info.get(id(src), last) if src is not None else last)
+        rf, jump, start = field
+        if isinstance(output, torch.Tensor):
+            info[id(output)] = field
+            keep.append(output)
+            shape = tuple(output.shape[1:])
+            last = field
+            rows.append(
+                LayerInfo(
+                    name=aliases.get(path, path),
+                    path=path,
+                    type=type(module).__name__,
+                    shape=shape,
+                    channels=shape[0] if shape else 0,
+                    receptive_field=None if math.isinf(rf) else int(min(rf, max(h, w))),
+                    stride=None if math.isinf(rf) else int(jump),
+                    offset=None if math.isinf(rf) else start,
+                    trainable=isinstance(module, (*_CONV_TYPES, nn.Linear)),
+                )
+            )
+
+    # leaves, and layers that compute themselves around a helper child (e.g. a Conv2d subclass
+    # that pads with its own ZeroPad2d module first)
+    wanted = {resolve_layer(model, name) for name in include}
+    leaves = [
+        (p, m)
+        for p, m in model.named_modules()
+        if p and (not list(m.children()) or isinstance(m, _LAYER_TYPES) or p in wanted)
+    ]
+    with guarded(model):
+        handles = [m.register_forward_hook(lambda mod, i, o, p=p: hook(p, mod, i, o)) for p, m in leaves]
+        try:
+            with torch.no_grad():
+                x = torch.zeros(1, 3, h, w, device=device)
+                keep.append(x)
+                info[id(x)] = (1.0, 1.0, 0.5)
+                model(x)
+        finally:
+            for handle in handles:
+                handle.remove()
+    return rows

@@ -1,0 +1,98 @@
+"""Layer names: VGG-style aliases and module paths, resolved once at the boundary.
+
+Every layer can be named by its module path (``"features.12"``), as
+``model.named_modules()`` spells it. VGG models (any torchvision VGG variant,
+or any network built the same way: a ``features`` ``nn.Sequential`` of
+conv/bn/relu/pool and a ``classifier`` of linear/relu/dropout) also get the
+classic names: ``conv3_2`` is the output of the second convolution of the
+third block **before** its ReLU, ``relu3_2`` the same after it, ``bn3_2`` the
+batch norm of ``_bn`` variants, ``pool3`` the max pool that ends block 3, and
+``fc6``, ``relu6``, ``fc7``, ``relu7``, ``fc8`` the classifier. ``"logits"`` is
+the model's own output.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from ..errors import KernelvizError, close_matches
+
+__all__ = ["LOGITS", "get_module", "layer_names", "resolve_layer"]
+
+#: Name of the model's own output (the class logits of a classifier).
+LOGITS = "logits"
+
+
+def _vgg_aliases(model: nn.Module) -> dict[str, str]:
+    """Map VGG-style names to module paths, or return ``{}`` for a non-VGG layout."""
+    features = getattr(model, "features", None)
+    classifier = getattr(model, "classifier", None)
+    if not isinstance(features, nn.Sequential) or not any(isinstance(m, nn.Conv2d) for m in features):
+        return {}
+    allowed = (nn.Conv2d, nn.BatchNorm2d, nn.ReLU, nn.MaxPool2d)
+    if not all(isinstance(m, allowed) for m in features):
+        return {}
+    aliases: dict[str, str] = {}
+    block, k = 1, 0
+    for idx, module in features.named_children():
+        path = f"features.{idx}"
+        if isinstance(module, nn.Conv2d):
+            k += 1
+            aliases[f"conv{block}_{k}"] = path
+        elif isinstance(module, nn.BatchNorm2d):
+            aliases[f"bn{block}_{k}"] = path
+        elif isinstance(module, nn.ReLU):
+            aliases[f"relu{block}_{k}"] = path
+        else:  # MaxPool2d ends the block
+            aliases[f"pool{block}"] = path
+            block, k = block + 1, 0
+    if isinstance(classifier, nn.Sequential):
+        fc = 5  # VGG's fully connected layers are numbered fc6, fc7, fc8
+        for idx, module in classifier.named_children():
+            path = f"classifier.{idx}"
+            if isinstance(module, nn.Linear):
+                fc += 1
+                aliases[f"fc{fc}"] = path
+            elif isinstance(module, nn.ReLU):
+                aliases[f"relu{fc}"] = path
+            elif isinstance(module, nn.Dropout):
+                aliases[f"drop{fc}"] = path
+    return aliases
+
+
+def layer_names(model: nn.Module) -> dict[str, str]:
+    """All names a layer of ``model`` can be called by, mapped to module paths.
+
+    Returns:
+        ``{name: module_path}``: the VGG aliases (when the model has a VGG
+        layout), then every named submodule's own path, then ``"logits"``
+        (the model output, path ``""``).
+    """
+    names = _vgg_aliases(model)
+    for path, _ in model.named_modules():
+        if path:
+            names.setdefault(path, path)
+    names[LOGITS] = ""
+    return names
+
+
+def resolve_layer(model: nn.Module, name: str) -> str:
+    """Turn a layer name or module path into a module path.
+
+    Raises:
+        KernelvizError: the name is unknown; the message suggests close names
+            and points to ``kernelviz layers``.
+    """
+    names = layer_names(model)
+    if name in names:
+        return names[name]
+    hint = close_matches(name, names)
+    raise KernelvizError(
+        f"unknown layer {name!r}.{hint} Run `kernelviz layers MODEL` "
+        "(or kernelviz.list_layers(model)) to see every layer name."
+    )
+
+
+def get_module(model: nn.Module, path: str) -> nn.Module:
+    """The submodule at ``path`` (``""`` is the model itself)."""
+    return model.get_submodule(path) if path else model

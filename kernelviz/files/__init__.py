@@ -1,0 +1,1 @@
+"""Files in and out: atomic writes (``write``), image input (``images``), JSON records (``records``)."""

@@ -1,0 +1,95 @@
+"""Writing files: every output is written atomically (complete or absent, never truncated)."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = ["atomic_write", "save_figure", "save_json", "save_npy", "save_png", "to_uint8"]
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[Path], object]) -> Path:
+    """Write a file so that it is either complete or absent: temp file in the same folder, then rename.
+
+    Args:
+        path: the final file.
+        write: called with the temporary path; writes the whole file there.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; outputs get the usual permissions
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def to_uint8(image: torch.Tensor) -> np.ndarray:
+    """``(3, H, W)`` float in ``[0, 1]`` → ``(H, W, 3)`` uint8."""
+    arr = image.detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy()
+    return (arr * 255 + 0.5).astype(np.uint8)
+
+
+def save_png(image: torch.Tensor, path: str | os.PathLike) -> Path:
+    """Save one ``(3, H, W)`` image in ``[0, 1]`` as an RGB PNG, atomically."""
+    from PIL import Image
+
+    pil = Image.fromarray(to_uint8(image))
+    return atomic_write(path, lambda tmp: pil.save(tmp, format="PNG"))
+
+
+def save_json(data: dict[str, Any], path: str | os.PathLike) -> Path:
+    """Save ``data`` as indented JSON, atomically."""
+    text = json.dumps(data, indent=2, default=_json_default)
+    return atomic_write(path, lambda tmp: tmp.write_text(text + "\n"))
+
+
+def save_npy(array: np.ndarray | torch.Tensor, path: str | os.PathLike) -> Path:
+    """Save an array as ``.npy``, atomically."""
+    if isinstance(array, torch.Tensor):
+        array = array.detach().cpu().numpy()
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            np.save(f, array)
+
+    return atomic_write(path, write)
+
+
+def _json_default(obj: object) -> object:
+    if isinstance(obj, torch.Tensor):
+        return obj.tolist()
+    if isinstance(obj, np.ndarray | np.generic):
+        return obj.tolist()
+    if isinstance(obj, Path | torch.device | torch.dtype):
+        return str(obj)
+    raise TypeError(f"not JSON serializable: {type(obj).__name__}")
+
+
+def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 150) -> Path:
+    """Save a matplotlib figure (format from the suffix), atomically, and close it."""
+    import matplotlib.pyplot as plt
+
+    fmt = Path(path).suffix.lstrip(".") or "png"
+    try:
+        return atomic_write(path, lambda tmp: fig.savefig(tmp, format=fmt, dpi=dpi, bbox_inches="tight"))
+    finally:
+        plt.close(fig)

@@ -1,0 +1,241 @@
+"""Jobs that look at a network without optimizing: its layer table, feature maps, heatmaps, kernels."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from torch import nn
+
+from ..core.layers import LayerInfo, count_depth, list_layers
+from ..core.models import model_meta, model_slug
+from ..errors import KernelvizError
+from ..explain.heatmaps import attribute, check_methods, predict
+from ..explain.kernels import kernel_weights
+from ..explain.maps import channel_stats, feature_maps, top_channels
+from ..files.images import load_images
+from ..files.records import provenance
+from ..files.write import save_figure, save_json, save_npy
+from .outputs import QUIET, Log, check_writable, output_paths, unique_stems
+
+__all__ = ["LayerTable", "export_heatmaps", "export_kernels", "export_maps", "layer_table"]
+
+
+@dataclass
+class LayerTable:
+    """The layer table of a model at one input size, with its classic depth count."""
+
+    model: str
+    size: int
+    rows: list[LayerInfo]
+    depth: int
+
+    def lines(self) -> list[str]:
+        """The table as aligned text lines, then a blank line and the depth footer."""
+        header = ("name", "path", "type", "output", "channels", "RF")
+        table = [header] + [
+            (
+                r.name,
+                r.path,
+                r.type,
+                "x".join(map(str, r.shape)),
+                str(r.channels),
+                "all" if r.receptive_field is None else str(r.receptive_field),
+            )
+            for r in self.rows
+        ]
+        widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+        out = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in table]
+        convs = sum(r.trainable and r.type.startswith("Conv") for r in self.rows)
+        fcs = sum(r.trainable and r.type == "Linear" for r in self.rows)
+        out.append(
+            f"\n{self.model}: input {self.size}x{self.size}; depth {self.depth} "
+            f"({convs} conv + {fcs} fully connected; only layers with trainable weights count, "
+            "batch norm excluded). RF = receptive field in input pixels."
+        )
+        return out
+
+
+def layer_table(model: nn.Module, size: int | None = None) -> LayerTable:
+    """Every layer of ``model`` at input side ``size`` (default: the model's) and its depth."""
+    meta = model_meta(model)
+    if size is not None and size < 1:
+        raise KernelvizError(f"size must be a positive number of pixels, got {size}")
+    side = size or meta.input_size
+    return LayerTable(meta.name, side, list_layers(model, side), count_depth(model))
+
+
+def export_maps(
+    model: nn.Module,
+    layer: str,
+    images: Sequence[Path],
+    *,
+    output: Path | None = None,
+    k: int = 16,
+    channels: Sequence[int] | None = None,
+    scale: str = "channel",
+    cmap: str = "viridis",
+    raw: bool = False,
+    size: int | None = None,
+    log: Log = QUIET,
+) -> list[Path]:
+    """Feature maps of ``layer`` for each image: a labelled grid PNG (top-``k`` channels by mean
+    activation, or ``channels``), a JSON record with the channels' statistics, and with ``raw`` every
+    channel as ``.npy``. Returns the PNG paths."""
+    from ..plot.maps import plot_feature_maps
+
+    meta = model_meta(model)
+    side = size or meta.input_size
+    paths = output_paths(output, [f"{s}_{layer}_maps" for s in unique_stems(images)])
+    batch = load_images(images, side)
+    check_writable(paths)
+    acts = feature_maps(model, batch, layer)  # (B, C, H', W')
+    if acts.dim() != 4:
+        raise KernelvizError(
+            f"layer {layer!r} has no spatial maps (output {tuple(acts.shape[1:])}): pick a conv or pool layer"
+        )
+    for i, path in enumerate(paths):
+        shown = list(channels) if channels else top_channels(acts[i], k)
+        how = f"top {len(shown)} channels by mean activation" if not channels else "chosen channels"
+        title = f"{meta.name} {layer} on {images[i].name}: {how}"
+        fig = plot_feature_maps(acts[i], image=batch[i], channels=shown, scale=scale, cmap=cmap, title=title)
+        save_figure(fig, path)
+        record = provenance(
+            meta,
+            layer=layer,
+            image=str(images[i]),
+            input_size=side,
+            shape=list(acts.shape[1:]),
+            channels=shown,
+            selection="top-k by mean activation" if not channels else "user",
+            scale=scale,
+            stats=channel_stats(acts[i][shown]),
+        )
+        if raw:
+            save_npy(acts[i], path.with_suffix(".npy"))
+            record["raw"] = path.with_suffix(".npy").name
+        save_json(record, path.with_suffix(".json"))
+        log.info(f"wrote {path}")
+    return paths
+
+
+def export_heatmaps(
+    model: nn.Module,
+    images: Sequence[Path],
+    methods: Sequence[str] = ("gradcam",),
+    *,
+    targets: Sequence[int | str] = (),
+    filter: str | None = None,
+    layer: str | None = None,
+    output: Path = Path("."),
+    cmap: str | None = None,
+    alpha: float = 0.5,
+    scale: str = "per-map",
+    size: int | None = None,
+    log: Log = QUIET,
+) -> list[Path]:
+    """Heatmaps of each image for each method: an overlay PNG, the raw map as ``.npy`` and a JSON
+    record per (image, method); with several methods, also ``IMAGE_methods.png`` side by side.
+
+    Args:
+        targets: class indices or names, one for all images or one per image; default top-1 (the top-5
+            predictions are logged).
+        filter: ``"layer:index"`` to explain a filter instead of a class.
+        layer: the layer of the Grad-CAM methods.
+
+    Returns:
+        The PNG paths written.
+    """
+    from ..plot.heatmaps import plot_heatmap
+
+    chosen = check_methods(methods)
+    if filter and targets:
+        raise KernelvizError("give either --target (a class) or --filter (a filter), not both")
+    if targets and len(targets) not in (1, len(images)):
+        raise KernelvizError(f"{len(targets)} targets for {len(images)} images: give one, or one per image")
+    meta = model_meta(model)
+    side = size or meta.input_size
+    stems = unique_stems(images)
+    batch = load_images(images, side)
+    check_writable([output / "x.png"])
+    target = list(targets) * (len(images) if len(targets) == 1 else 1) if targets else None
+    if not filter:
+        for path, preds in zip(images, predict(model, batch, 5), strict=True):
+            shown = ", ".join(f"{name or idx} {p:.3f}" for idx, name, p in preds)
+            log.info(f"{path.name}: top-5 {shown}")
+    results, written = [], []
+    for method in chosen:
+        res = attribute(model, batch, method, target=target, filter=filter, layer=layer)
+        results.append(res)
+        for i, stem in enumerate(stems):
+            what = filter or (res.target_names[i] if res.target_names else f"class {res.targets[i]}")  # type: ignore[index]
+            base = output / f"{stem}_{method}"
+            fig = plot_heatmap(
+                batch[i : i + 1],
+                [res.maps[i : i + 1]],
+                cmap=cmap,
+                alpha=alpha,
+                titles=[f"{method}{' @ ' + res.layer if res.layer else ''}: {what}"],
+            )
+            save_figure(fig, base.with_suffix(".png"))
+            save_npy(res.maps[i], base.with_suffix(".npy"))
+            save_json(
+                provenance(
+                    meta,
+                    image=str(images[i]),
+                    input_size=side,
+                    **res.record(i),
+                    overlay={"cmap": cmap, "alpha": alpha},
+                ),
+                base.with_suffix(".json"),
+            )
+            written.append(base.with_suffix(".png"))
+            log.info(f"wrote {base.with_suffix('.png')}")
+            if bool(res.zero[i]):
+                log.warn(
+                    f"warning: the {method} map of {images[i].name} is all zero (nothing drives {what} "
+                    "there); the overlay is empty"
+                )
+    if len(chosen) > 1:
+        for i, stem in enumerate(stems):
+            fig = plot_heatmap(
+                batch[i : i + 1],
+                [r.maps[i : i + 1] for r in results],
+                titles=chosen,
+                scale=scale,
+                cmap=cmap,
+                alpha=alpha,
+            )
+            path = output / f"{stem}_methods.png"
+            save_figure(fig, path)
+            written.append(path)
+            log.info(f"wrote {path}")
+    return written
+
+
+def export_kernels(
+    model: nn.Module,
+    layer: str,
+    *,
+    output: Path | None = None,
+    filters: Sequence[int] | None = None,
+    inputs: Sequence[int] | None = None,
+    log: Log = QUIET,
+) -> Path:
+    """The kernels of convolution ``layer`` drawn on one symmetric scale; returns the PNG path."""
+    from ..plot.kernels import plot_kernels
+
+    meta = model_meta(model)
+    w = kernel_weights(model, layer)
+    path = output_paths(output, [f"{model_slug(meta.name)}_{layer}_kernels"])[0]
+    check_writable([path])
+    fig = plot_kernels(
+        w,
+        filters=filters or None,
+        inputs=inputs or None,
+        title=f"{meta.name} {layer} kernels {tuple(w.shape)} ({meta.weights} weights)",
+    )
+    save_figure(fig, path)
+    log.info(f"wrote {path}")
+    return path

@@ -1,0 +1,262 @@
+"""Jobs that optimize images and write them: filter pictures, a layer's contact sheet, dataset examples.
+
+Each job takes a loaded model and the user's choices, checks everything it can before computing
+(names, indices, output folders), computes, writes its files with their JSON records, and returns a
+report; it speaks only through its :class:`~kernelviz.jobs.outputs.Log`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from torch import nn
+
+from ..core.layers import check_filters, layer_channels
+from ..core.models import model_meta, model_slug
+from ..explain.examples import find_examples, ratio_to_natural
+from ..explain.maps import feature_maps
+from ..files.images import image_files, load_image
+from ..files.records import provenance
+from ..files.write import save_figure, save_json
+from ..optvis.batch import GridResult, layer_grid
+from ..optvis.render import VisResult
+from ..optvis.settings import DEFAULTS, OptimSettings
+from .outputs import QUIET, Log, check_writable, output_paths
+
+__all__ = ["ExamplesReport", "FiltersReport", "GridReport", "dataset_examples", "grid_sheet", "synthesize_filters"]
+
+Progress = Callable[[int, float], None]
+
+
+def _filter_stem(model: nn.Module, layer: str, n: int) -> str:
+    return f"{model_slug(model_meta(model).name)}_{layer}_{n:04d}"
+
+
+def _warn_dead(log: Log, result: VisResult, i: int, layer: str, n: int) -> None:
+    if bool(result.dead[i]):
+        log.warn(f"warning: filter {n} of {layer} never activated (dead unit): its image shows no feature")
+
+
+@dataclass
+class FiltersReport:
+    """What :func:`synthesize_filters` wrote."""
+
+    paths: list[Path]
+    grid: GridResult
+
+    @property
+    def interrupted(self) -> bool:
+        return self.grid.interrupted
+
+
+def synthesize_filters(
+    model: nn.Module,
+    layer: str,
+    filters: Sequence[int],
+    settings: OptimSettings = DEFAULTS,
+    *,
+    output: Path | None = None,
+    init: str | os.PathLike | None = None,
+    progress: Progress | None = None,
+    log: Log = QUIET,
+) -> FiltersReport:
+    """The picture of each filter of ``layer``: a PNG and its JSON record per filter.
+
+    Args:
+        model: the network.
+        layer: a layer name.
+        filters: filter indices.
+        settings: optimization settings.
+        output: a ``.png`` file for one filter, or a folder; default: ``./MODEL_LAYER_NNNN.png``.
+        init: an image file to start from instead of noise.
+        progress: called as ``progress(step, objective)`` during each batch.
+        log: where to report written files and dead units.
+    """
+    meta = model_meta(model)
+    settings = settings.for_model(meta.input_size)
+    side = int(settings.size or 0)
+    indices = list(filters)
+    check_filters(model, layer, indices, side)  # a bad name or index fails before any work
+    start = load_image(init, side) if init is not None else None
+    paths = output_paths(output, [_filter_stem(model, layer, n) for n in indices])
+    check_writable(paths)
+    where = dict(zip(indices, paths, strict=True))
+
+    def save(group: list[int], result: VisResult) -> None:
+        for i, n in enumerate(group):
+            result.save(where[n], i, meta, layer=layer, filter=n, objective=f"channel({layer}:{n})")
+            log.info(f"wrote {where[n]} (final mean activation {float(result.final[i]):.4g})")
+            _warn_dead(log, result, i, layer, n)
+
+    grid = layer_grid(model, layer, indices, settings, on_batch=save, init=start, progress=progress)
+    return FiltersReport(paths, grid)
+
+
+@dataclass
+class GridReport:
+    """What :func:`grid_sheet` wrote."""
+
+    path: Path
+    grid: GridResult
+
+    @property
+    def interrupted(self) -> bool:
+        return self.grid.interrupted
+
+
+def grid_sheet(
+    model: nn.Module,
+    layer: str,
+    filters: Sequence[int] | None = None,
+    settings: OptimSettings = DEFAULTS,
+    *,
+    output: Path | None = None,
+    individual: Path | None = None,
+    cols: int | None = None,
+    progress: Progress | None = None,
+    log: Log = QUIET,
+) -> GridReport:
+    """Every requested filter of ``layer`` (default: all) on one labelled contact sheet, with its JSON.
+
+    Args:
+        output: the sheet's PNG; default ``./MODEL_LAYER_grid.png``.
+        individual: also write each filter's PNG and JSON record into this folder.
+        cols: tiles per row; default about square.
+    """
+    from ..plot.grid import plot_grid
+
+    meta = model_meta(model)
+    settings = settings.for_model(meta.input_size)
+    side = int(settings.size or 0)
+    indices = list(filters) if filters is not None else list(range(layer_channels(model, layer, side)))
+    check_filters(model, layer, indices, side)
+    path = output_paths(output, [f"{model_slug(meta.name)}_{layer}_grid"])[0]
+    singles = [individual / f"{_filter_stem(model, layer, n)}.png" for n in indices] if individual else []
+    check_writable([path, *singles])
+
+    def save(group: list[int], result: VisResult) -> None:
+        for i, n in enumerate(group):
+            if individual is not None:
+                result.save(
+                    individual / f"{_filter_stem(model, layer, n)}.png",
+                    i,
+                    meta,
+                    layer=layer,
+                    filter=n,
+                    objective=f"channel({layer}:{n})",
+                )
+            _warn_dead(log, result, i, layer, n)
+
+    grid = layer_grid(model, layer, indices, settings, on_batch=save, progress=progress)
+    labels = [
+        f"{n}{' (dead)' if d else ''}\n{float(v):.3g}"
+        for n, v, d in zip(grid.filters, grid.final, grid.dead, strict=True)
+    ]
+    title = (
+        f"{meta.name} ({meta.weights}) {layer}: mean activation under each filter; "
+        f"{settings.param} image, {settings.steps} steps, lr {settings.lr}, {side} px, "
+        f"transforms {settings.transforms or 'none'}, seed {settings.seed}"
+    )
+    save_figure(plot_grid(grid.images, labels, title=title, cols=cols), path)
+    save_json(
+        provenance(
+            meta,
+            layer=layer,
+            filters=grid.filters,
+            final_values=grid.final.tolist(),
+            dead_units=[n for n, d in zip(grid.filters, grid.dead, strict=True) if d],
+            settings=grid.settings,
+            interrupted=grid.interrupted,
+        ),
+        path.with_suffix(".json"),
+    )
+    log.info(f"wrote {path} ({len(grid.filters)} filters)")
+    return GridReport(path, grid)
+
+
+@dataclass
+class ExamplesReport:
+    """What :func:`dataset_examples` found and wrote."""
+
+    path: Path
+    scanned: int
+    skipped: int
+    synthesized_max: float
+    best_natural: float
+    ratio: float
+
+
+def dataset_examples(
+    model: nn.Module,
+    layer: str,
+    filter_index: int,
+    images: str | os.PathLike,
+    settings: OptimSettings = DEFAULTS,
+    *,
+    k: int = 9,
+    output: Path | None = None,
+    scan_progress: Callable[[int, int], None] | None = None,
+    progress: Progress | None = None,
+    log: Log = QUIET,
+) -> ExamplesReport:
+    """The images in a folder that excite a filter most, cropped where it fires, beside its synthesized
+    image; the sheet's JSON records the ratio of the synthesized maximum to the best natural one.
+
+    Args:
+        images: a folder, scanned recursively; unreadable files are skipped and counted.
+        k: examples to keep.
+        output: the sheet's PNG; default ``./MODEL_LAYER_NNNN_examples.png``.
+        scan_progress: called as ``scan_progress(files_done, files_total)`` while scanning.
+    """
+    from ..plot.examples import plot_examples
+
+    meta = model_meta(model)
+    settings = settings.for_model(meta.input_size)
+    side = int(settings.size or 0)
+    check_filters(model, layer, [filter_index], side)
+    path = output_paths(output, [f"{_filter_stem(model, layer, filter_index)}_examples"])[0]
+    check_writable([path])
+    files = image_files(images)
+    done = 0
+
+    def scanned(count: int) -> None:
+        nonlocal done
+        done += count
+        if scan_progress is not None:
+            scan_progress(done, len(files))
+
+    scan = find_examples(
+        model, layer, [filter_index], files, k=k, size=side, batch_size=settings.batch_size or 16, progress=scanned
+    )
+    found = scan.examples[filter_index]
+    grid = layer_grid(model, layer, [filter_index], settings.with_(batch_size=1), progress=progress)
+    synth_max = float(feature_maps(model, grid.images, layer)[0, filter_index].max())
+    best = found[0].value if found else math.nan
+    ratio = ratio_to_natural(synth_max, found)
+    title = (
+        f"{meta.name} {layer}:{filter_index}: synthesized vs top {len(found)} of {scan.scanned} images "
+        f"(ratio {ratio:.2f}x)"
+    )
+    save_figure(plot_examples(found, grid.images[0], synthesized_value=synth_max, title=title), path)
+    save_json(
+        provenance(
+            meta,
+            layer=layer,
+            filter=filter_index,
+            scanned=scan.scanned,
+            skipped=[[str(p), why] for p, why in scan.skipped],
+            synthesized_max=synth_max,
+            ratio_to_best_natural=ratio,
+            examples=[{"image": str(e.path), "max": e.value, "position": e.position, "box": e.box} for e in found],
+            settings=grid.settings,
+        ),
+        path.with_suffix(".json"),
+    )
+    log.info(f"scanned {scan.scanned} images, skipped {len(scan.skipped)} unreadable")
+    log.info(f"synthesized / best natural maximum activation: {synth_max:.4g} / {best:.4g} = {ratio:.2f}x")
+    log.info(f"wrote {path}")
+    return ExamplesReport(path, scan.scanned, len(scan.skipped), synth_max, best, ratio)

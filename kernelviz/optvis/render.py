@@ -1,0 +1,360 @@
+"""The optimizer: gradient ascent on an image, the network's weights frozen."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..core.capture import StopForward, can_slice, capture
+from ..core.guard import guarded
+from ..core.models import ModelMeta, model_device, model_meta
+from ..core.names import LOGITS, get_module
+from ..errors import KernelvizError, NonFiniteObjectiveError, out_of_range
+from ..files.records import provenance, versions
+from ..files.write import save_json, save_png
+from .objectives import INPUT, Objective, as_objective
+from .params import ImageParam, image_param
+from .perf import keep_heap
+from .relu import redirected_relus
+from .settings import DEFAULTS, OptimSettings
+from .transforms import Transform, build_transforms
+
+__all__ = ["VisResult", "filter_seed", "resolve_precision", "visualize"]
+
+
+# -- result --------------------------------------------------------------------------------------
+
+
+@dataclass
+class VisResult:
+    """The outcome of :func:`visualize`.
+
+    Attributes:
+        images: ``(B, 3, H, W)`` in ``[0, 1]``, on the CPU.
+        history: ``(steps_done, B)`` objective value per step (on the
+            transformed image the step saw).
+        final: ``(B,)`` objective value for the final image, untransformed.
+        objective: the objective's description.
+        settings: every setting used (steps, size, lr, param, transforms,
+            seed, precision, device, ...).
+        dead: ``(B,)`` true where the target never responded (the objective
+            stayed exactly zero: a unit that does not fire for any image tried).
+        interrupted: the run was stopped by Ctrl-C; ``images`` hold the last step.
+        steps_done: optimizer steps actually taken.
+        seconds: wall time of the optimization.
+    """
+
+    images: torch.Tensor
+    history: torch.Tensor
+    final: torch.Tensor
+    objective: str
+    settings: dict[str, Any]
+    dead: torch.Tensor
+    interrupted: bool = False
+    steps_done: int = 0
+    seconds: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def record(self, index: int = 0, meta: ModelMeta | None = None, **fields: Any) -> dict[str, Any]:
+        """The JSON-ready record of image ``index``: settings, curve, final value, versions.
+
+        With ``meta``, the record starts with the model and its weights
+        (:func:`~kernelviz.files.records.provenance`); extra keyword ``fields`` follow the run's own.
+        """
+        settings = dict(self.settings)
+        seeds = settings.pop("image_seeds", None)
+        settings["image_seed"] = seeds[index] if seeds is not None else None
+        body = {
+            "objective": self.objective,
+            "settings": settings,
+            "final_value": float(self.final[index]),
+            "curve": [round(float(v), 6) for v in self.history[:, index]],
+            "dead_unit": bool(self.dead[index]),
+            "interrupted": self.interrupted,
+            "steps_done": self.steps_done,
+            "wall_seconds": round(self.seconds, 3),
+            **self.extra,
+            **fields,
+        }
+        if meta is not None:
+            return provenance(meta, **body)
+        return {**body, "versions": versions()}
+
+    def save(self, path: str | Path, index: int = 0, meta: ModelMeta | None = None, **fields: Any) -> Path:
+        """Write image ``index`` as PNG at ``path`` and its record (:meth:`record`) as JSON beside it.
+
+        Both files are written atomically. Extra keyword fields go into the JSON.
+        """
+        path = Path(path)
+        save_png(self.images[index], path)
+        save_json(self.record(index, meta, **fields), path.with_suffix(".json"))
+        return path
+
+
+# -- the optimizer -------------------------------------------------------------------------------
+
+
+def _batch_size(objective: Objective, batch: int | None) -> int:
+    sizes = {len(n) for n in objective.needs.values() if isinstance(n, tuple)}
+    if len(sizes) > 1:
+        raise KernelvizError(f"the objective lists different numbers of per-image filters: {sorted(sizes)}")
+    if batch is None:
+        return sizes.pop() if sizes else 1
+    if sizes and batch not in sizes:
+        raise KernelvizError(f"batch={batch} but the objective lists {sizes.pop()} per-image filters")
+    return batch
+
+
+def _slicing(
+    model: nn.Module, objective: Objective, paths: dict[str, str]
+) -> tuple[str, nn.Module, nn.Module | None] | None:
+    """Whether only the objective's channels of its one target layer need computing.
+
+    Returns ``(layer, conv, relu)`` where ``conv`` is the ``Conv2d`` to slice and
+    ``relu`` the activation after it when the target is that activation.
+    """
+    layers = objective.layers
+    if len(layers) != 1 or objective.needs[layers[0]] is None or layers[0] == LOGITS:
+        return None
+    layer = layers[0]
+    path = paths[layer]
+    module = get_module(model, path)
+    if can_slice(module):
+        return layer, module, None
+    if isinstance(module, nn.ReLU) and "." in path:  # relu right after a conv in a Sequential
+        parent_path, _, idx = path.rpartition(".")
+        parent = get_module(model, parent_path)
+        if isinstance(parent, nn.Sequential) and idx.isdigit() and int(idx) > 0:
+            prev = parent[int(idx) - 1]
+            if can_slice(prev):
+                return layer, prev, module
+    return None
+
+
+def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``"auto"`` → bf16 on a CUDA GPU that supports it, else fp32; other values kept."""
+    if precision == "auto":
+        if device.type == "cuda" and torch.cuda.is_bf16_supported():
+            return "bf16"
+        return "fp32"
+    return precision
+
+
+def visualize(
+    model: nn.Module,
+    objective: Objective | str,
+    *,
+    steps: int = DEFAULTS.steps,
+    size: int | None = DEFAULTS.size,
+    lr: float = DEFAULTS.lr,
+    param: str | Callable[..., ImageParam] = DEFAULTS.param,
+    transforms: str | Sequence[Transform] | None = DEFAULTS.transforms,
+    seed: int = DEFAULTS.seed,
+    image_seeds: Sequence[int] | None = None,
+    device: str | torch.device | None = None,
+    batch: int | None = None,
+    init: torch.Tensor | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    precision: str = DEFAULTS.precision,
+    redirect_steps: int = 16,
+    channels_last: bool = True,
+    progress: Callable[[int, float], None] | None = None,
+) -> VisResult:
+    """Synthesize images that maximize ``objective``, changing only their pixels.
+
+    The model is borrowed unchanged (eval mode, weights frozen, no weight
+    gradients, everything restored on return); the forward pass stops at the
+    deepest layer the objective reads, and for a one-filter objective at a
+    convolution only that filter's output channel is computed. The defaults of
+    the optimization settings are :data:`~kernelviz.optvis.settings.DEFAULTS`
+    (an :class:`~kernelviz.OptimSettings` gives them all at once:
+    ``visualize(model, obj, **settings.visualize_kwargs())``).
+
+    Args:
+        model: any ``nn.Module`` taking ``(B, 3, H, W)``.
+        objective: an :class:`~kernelviz.objectives.Objective` or
+            ``"layer:filter"`` (``"conv3_2:17"``; ``"conv3_2:0,1,2"`` makes one
+            image per listed filter).
+        steps: optimizer steps (Adam).
+        size: image side in pixels; default: the model's input size.
+        lr: Adam learning rate.
+        param: ``"fourier"`` (default: decorrelated spectrum, far less noisy)
+            or ``"pixel"`` (the article's plain pixels), or a callable with
+            :func:`~kernelviz.params.pixel_image`'s signature.
+        transforms: ``"standard"`` (Lucid's pad/jitter/scale/rotate recipe),
+            ``None`` for none, or a list of functions ``tensor -> tensor``.
+        seed: seeds the start image and the transforms: the same seed and
+            settings give the same images on the CPU.
+        image_seeds: one seed per image for its start (the transforms still
+            use ``seed``): an image then comes out the same whatever batch it is
+            optimized in (used by the CLI, grids and atlases; see :func:`filter_seed`).
+        device: where to optimize; default: where the model's weights are.
+        batch: number of images; default: one per listed filter, else 1.
+        init: start from this image ``(B, 3, H, W)`` or ``(3, H, W)`` in
+            ``[0, 1]`` instead of noise (feature accentuation, DeepDream).
+        mean, std: input normalization; default: the model's own
+            (:func:`~kernelviz.model_meta`), none for a plain model.
+        precision: ``"auto"`` (bf16 on CUDA where supported, else fp32),
+            ``"fp32"``, ``"bf16"`` or ``"fp16"`` for the model's forward/backward.
+        redirect_steps: during the first steps, ReLU gradients are redirected
+            for images whose gradient is blocked entirely (dead units).
+        channels_last: feed the network channels-last tensors (faster convolutions; same values).
+        progress: called as ``progress(step, value)`` every few steps.
+
+    Returns:
+        A :class:`VisResult`. Ctrl-C stops early and returns what was reached
+        (``interrupted=True``).
+
+    Raises:
+        KernelvizError: bad layer, filter, or setting.
+        NonFiniteObjectiveError: the objective became NaN/inf (lower ``lr``
+            or use fp32).
+    """
+    objective = as_objective(objective)
+    keep_heap()  # no page faults from re-mapping activation buffers every step (see kernelviz.optvis.perf)
+    checked = OptimSettings(  # validates every setting, with one wording for every front-end
+        steps=steps, size=size, lr=lr, param=param, transforms=transforms, seed=seed, precision=precision
+    )
+    meta = model_meta(model)
+    dev = torch.device(device) if device is not None else model_device(model)
+    precision = resolve_precision(checked.precision, dev)
+    side = int(size or meta.input_size)
+    b = _batch_size(objective, batch)
+    if init is not None:
+        init = init.unsqueeze(0) if init.dim() == 3 else init
+        if init.shape[0] == 1 and b > 1:
+            init = init.expand(b, -1, -1, -1)
+        if init.shape[0] != b or init.shape[1] != 3:
+            raise KernelvizError(f"init must be (3, H, W) or ({b}, 3, H, W), got {tuple(init.shape)}")
+        side = init.shape[-1]
+    hw = (init.shape[-2], init.shape[-1]) if init is not None else (side, side)
+
+    norm = meta.with_normalization(mean, std)
+    normalize = norm.normalizer(dev)
+
+    generator = torch.Generator().manual_seed(seed)
+    starts: torch.Generator | list[torch.Generator] = generator
+    if image_seeds is not None:
+        if len(image_seeds) != b:
+            raise KernelvizError(f"{len(image_seeds)} image seeds for a batch of {b}")
+        starts = [torch.Generator().manual_seed(s) for s in image_seeds]
+    if callable(param):
+        image = param(b, hw, generator=starts, device=dev, init=init)
+    else:
+        image = image_param(param, b, hw, generator=starts, device=dev, init=init)
+    chain = build_transforms(transforms, generator, side)
+    optimizer = torch.optim.Adam(image.params, lr=lr)
+
+    settings = {
+        "steps": steps,
+        "size": list(hw),
+        "lr": lr,
+        "param": image.name,
+        "transforms": transforms if isinstance(transforms, str) or transforms is None else "custom",
+        "seed": seed,
+        "image_seeds": list(image_seeds) if image_seeds is not None else None,
+        "batch": b,
+        "precision": precision,
+        "device": str(dev),
+        "normalization": {"mean": norm.mean, "std": norm.std},
+        "redirect_steps": redirect_steps,
+        "init": "image" if init is not None else "noise",
+    }
+
+    history: list[torch.Tensor] = []
+    interrupted = False
+    start = time.perf_counter()
+    with guarded(model), torch.inference_mode(False), torch.enable_grad():  # even inside a caller's no_grad
+        cap = capture(model, objective.layers, stop=True)
+        sliced = _slicing(model, objective, cap.paths)
+        if sliced is not None:
+            layer, conv, relu = sliced
+            need = objective.needs[layer]
+            wanted = [need] * b if isinstance(need, int) else list(need)
+            bad = [c for c in wanted if c >= conv.out_channels]
+            if bad:
+                raise out_of_range("filter", bad[0], conv.out_channels, f"layer {layer!r}")
+            cap.slice_channels(layer, torch.tensor(wanted, device=dev), conv=conv, relu=relu)
+        settings["computed"] = "one channel of the target layer" if sliced else "full layers"
+        # channels-last makes oneDNN/cuDNN convolutions faster (measured: 24% less time per step on
+        # a 2-core AVX2 CPU at conv3_2); MPS gains nothing from it.
+        memory_format = torch.channels_last if channels_last and dev.type != "mps" else torch.contiguous_format
+        settings["channels_last"] = memory_format is torch.channels_last
+
+        def score(x: torch.Tensor, img: torch.Tensor) -> torch.Tensor:
+            cap.acts.clear()
+            # StopForward is raised once every layer the objective reads is computed
+            with _autocast(dev, precision), contextlib.suppress(StopForward):
+                model(normalize(x).contiguous(memory_format=memory_format))
+            acts = dict(cap.acts)
+            acts[INPUT] = img
+            return objective({k: v.float() for k, v in acts.items()})  # (B,)
+
+        with cap:
+            try:
+                for step in range(steps):
+                    with redirected_relus(model, enabled=step < redirect_steps):
+                        img = image.render()  # (B, 3, H, W) in [0, 1]
+                        x = img
+                        for t in chain:
+                            x = t(x)
+                        values = score(x, img)
+                    optimizer.zero_grad(set_to_none=True)
+                    (-values.sum()).backward()  # we maximize
+                    optimizer.step()
+                    with torch.no_grad():
+                        image.project()
+                    history.append(values.detach())
+                    if (step + 1) % 16 == 0 or step + 1 == steps:
+                        _check_finite(history, step)
+                        if progress is not None:
+                            progress(step + 1, float(values.detach().mean()))
+            except KeyboardInterrupt:
+                interrupted = True
+            with torch.no_grad():
+                img = image.render().detach()
+                final = score(img, img).detach()
+    seconds = time.perf_counter() - start
+    hist = torch.stack(history).float().cpu() if history else torch.zeros(0, b)
+    final = final.float().cpu()
+    dead = (final == 0) & ((hist == 0).all(0) if len(hist) else torch.ones(b, dtype=torch.bool))
+    return VisResult(
+        images=img.float().cpu(),
+        history=hist,
+        final=final,
+        objective=objective.description,
+        settings=settings,
+        dead=dead,
+        interrupted=interrupted,
+        steps_done=len(history),
+        seconds=seconds,
+    )
+
+
+def filter_seed(seed: int, index: int) -> int:
+    """The start seed of filter ``index``'s image under run seed ``seed`` (batch-independent)."""
+    return seed * 1_000_003 + index
+
+
+def _check_finite(history: list[torch.Tensor], step: int) -> None:
+    recent = torch.stack(history[-16:])
+    if not torch.isfinite(recent).all():
+        raise NonFiniteObjectiveError(
+            f"the objective became NaN or infinite by step {step + 1}; "
+            "try a lower --lr, --precision fp32, or check the model for overflow"
+        )

@@ -1,0 +1,120 @@
+"""The settings of an optimization run: defaults, validation and JSON form, in one place.
+
+:class:`OptimSettings` is what :func:`~kernelviz.visualize`, layer grids, the atlas, the CLI and the
+explorer share: the CLI's option defaults are read from :data:`DEFAULTS`, never restated.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+from ..errors import KernelvizError, unknown_choice
+
+__all__ = ["DEFAULTS", "PARAM_NAMES", "PRECISIONS", "TRANSFORM_NAMES", "OptimSettings"]
+
+#: Image parameterizations by name (see :mod:`kernelviz.optvis.params`).
+PARAM_NAMES = ("fourier", "pixel", "maco")
+#: Transform recipes by name; ``"none"`` (or ``None``) applies none.
+TRANSFORM_NAMES = ("standard", "none")
+#: ``"auto"`` = bf16 on a CUDA GPU that supports it, else fp32.
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+@dataclass(frozen=True)
+class OptimSettings:
+    """How an image is optimized. Every field has the default a user gets from every front-end.
+
+    Attributes:
+        steps: Adam steps. 256 reaches a stable picture at the default learning rate.
+        size: image side in pixels; ``None`` = the model's input size.
+        lr: Adam learning rate (Lucid's 0.05).
+        param: image parameterization: ``"fourier"`` (decorrelated 1/f spectrum, far less noisy than
+            pixels), ``"pixel"`` (the article's plain pixels) or ``"maco"`` (phase only).
+        transforms: ``"standard"`` (Lucid's pad/jitter/scale/rotate each step) or ``None`` for none.
+        seed: seeds the start images and the transforms: same seed and settings, same images on a CPU.
+        precision: ``"auto"``, ``"fp32"``, ``"bf16"`` or ``"fp16"`` for the model's forward/backward.
+        batch_size: images optimized together by grids and atlases; ``None`` = 8 on a CPU, as many as
+            fit on a GPU (see :func:`~kernelviz.optvis.batch.auto_batch_size`).
+    """
+
+    steps: int = 256
+    size: int | None = None
+    lr: float = 0.05
+    param: str = "fourier"
+    transforms: str | None = "standard"
+    seed: int = 0
+    precision: str = "auto"
+    batch_size: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.transforms == "none":  # the CLI's spelling of "no transforms"
+            object.__setattr__(self, "transforms", None)
+        _whole(self.steps, "steps", low=0)
+        if self.size is not None:
+            _whole(self.size, "size", low=8)
+        if (
+            isinstance(self.lr, bool)
+            or not isinstance(self.lr, int | float)
+            or not (self.lr > 0 and math.isfinite(self.lr))
+        ):
+            raise KernelvizError(f"lr must be a positive number, got {self.lr!r}")
+        if not callable(self.param) and self.param not in PARAM_NAMES:
+            raise unknown_choice("parameterization", self.param, PARAM_NAMES)
+        if isinstance(self.transforms, str) and self.transforms not in TRANSFORM_NAMES:
+            raise unknown_choice("transforms", self.transforms, TRANSFORM_NAMES)
+        _whole(self.seed, "seed", low=None)
+        if self.precision not in PRECISIONS:
+            raise unknown_choice("precision", self.precision, PRECISIONS)
+        if self.batch_size is not None:
+            _whole(self.batch_size, "batch_size", low=1)
+
+    def with_(self, **changes: Any) -> OptimSettings:
+        """A copy with ``changes``, validated (unknown names are an error)."""
+        unknown = sorted(set(changes) - {f.name for f in fields(self)})
+        if unknown:
+            raise KernelvizError(f"unknown optimization settings: {', '.join(unknown)}")
+        return replace(self, **changes)
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        """The field names, in order."""
+        return tuple(f.name for f in fields(cls))
+
+    def for_model(self, input_size: int) -> OptimSettings:
+        """These settings with ``size`` filled in from the model's input size when unset."""
+        return self if self.size is not None else replace(self, size=int(input_size))
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON form: every field; ``transforms`` is ``"none"`` rather than ``null``."""
+        data = asdict(self)
+        data["transforms"] = self.transforms if isinstance(self.transforms, str) else _custom(self.transforms)
+        data["param"] = self.param if isinstance(self.param, str) else "custom"
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> OptimSettings:
+        """Read :meth:`to_json`'s form back (unknown keys are an error: a record from another tool)."""
+        return DEFAULTS.with_(**data)
+
+    def visualize_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments of :func:`~kernelviz.visualize` these settings fix (all but batch_size)."""
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data.pop("batch_size")
+        return data
+
+
+def _custom(transforms: object) -> str:
+    return "none" if transforms is None else "custom"
+
+
+def _whole(value: object, name: str, low: int | None) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise KernelvizError(f"{name} must be a whole number, got {value!r}")
+    if low is not None and value < low:
+        raise KernelvizError(f"{name} must be >= {low}, got {value}")
+
+
+#: The defaults every front-end starts from.
+DEFAULTS = OptimSettings()

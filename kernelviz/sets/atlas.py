@@ -1,0 +1,272 @@
+"""The model atlas: every filter of chosen layers, on disk, resumable, browsable as a static site.
+
+Layout under ``DIR/<model>/``::
+
+    settings.json            the settings the atlas is made with (a rerun must match them)
+    manifest.json            what is done: layers, shapes, filters, final activations
+    index.html               layers in order with shapes and a contact sheet each
+    <layer>/index.html       every filter: thumbnail -> full image, settings, activation, examples
+    <layer>/NNNN.png .json   one filter's image and record (the .json is written last: it marks done)
+    <layer>/sheet.png        the layer's contact sheet
+    <layer>/examples.json    dataset examples per filter (with ``images=``), crops in examples/
+
+Every file is written atomically (temporary file, then rename), so a killed run leaves no
+truncated file; a rerun skips filters whose record exists. Work is split into shards by
+position in the full list of (layer, filter) pairs: ``shard=(i, n)`` for independent processes
+(job arrays), or the rank and world size of ``torch.distributed`` under ``torchrun``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..core.layers import LayerInfo, list_layers
+from ..core.models import model_device, model_meta, model_slug
+from ..core.names import resolve_layer
+from ..errors import KernelvizError
+from ..explain.examples import find_examples
+from ..explain.maps import feature_maps
+from ..files.write import save_json, save_png
+from ..optvis.batch import auto_batch_size, layer_grid
+from ..optvis.settings import DEFAULTS, OptimSettings
+from .site import layer_dir, write_index
+
+__all__ = ["AtlasReport", "atlas", "distributed_shard"]
+
+
+@dataclass
+class AtlasReport:
+    """What one atlas process did."""
+
+    root: Path
+    computed: int
+    skipped: int
+    remaining: int
+    index_written: bool
+    interrupted: bool = False
+
+
+def distributed_shard() -> tuple[int, int] | None:
+    """``(rank, world_size)`` when running under ``torchrun`` (initializing the process group), else ``None``."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1 or "RANK" not in os.environ:
+        return None
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        if backend == "nccl":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group(backend)
+    return dist.get_rank(), dist.get_world_size()
+
+
+def _barrier() -> None:
+    import torch.distributed as dist
+
+    dist.barrier()
+
+
+def _remove_stale_temporaries(root: Path) -> None:
+    """Delete temporary files a killed run left behind (finished files are never temporaries)."""
+    for tmp in root.rglob(".*.tmp*"):
+        tmp.unlink(missing_ok=True)
+
+
+def _done(root: Path, layer: str, n: int) -> bool:
+    d = layer_dir(root, layer)
+    return (d / f"{n:04d}.json").exists() and (d / f"{n:04d}.png").exists()
+
+
+def _check_settings(root: Path, settings: dict[str, Any]) -> None:
+    """Refuse to resume an atlas made with other settings; write ``settings.json`` for a new one."""
+    path = root / "settings.json"
+    if not path.exists():
+        save_json(settings, path)
+        return
+    try:
+        before = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise KernelvizError(
+            f"{path} is damaged ({err}), so the settings of the files already there are unknown: "
+            "use another output folder, or delete that folder to start over"
+        ) from err
+    if before != settings:
+        changed = [k for k in settings if not isinstance(before, dict) or before.get(k) != settings.get(k)]
+        raise KernelvizError(
+            f"{root} holds an atlas made with other settings ({', '.join(changed)} differ): "
+            "use another output folder, or the same settings to resume"
+        )
+
+
+def _plan(
+    model: nn.Module, size: int, layers: Sequence[str] | None, filters: int | Sequence[int] | None
+) -> list[tuple[str, LayerInfo, list[int]]]:
+    """``(layer, row of the layer table, filters)`` for each layer of the atlas, in order."""
+    rows = list_layers(model, size, include=layers or ())
+    names = list(layers) if layers else [r.name for r in rows if r.type.startswith("Conv")]
+    by_path = {r.path: r for r in rows}
+    plan = []
+    for name in names:
+        row = by_path.get(resolve_layer(model, name))
+        if row is None or len(row.shape) != 3:
+            raise KernelvizError(f"layer {name!r} has no spatial output: an atlas shows conv layers")
+        if filters is None:
+            chosen = list(range(row.channels))
+        elif isinstance(filters, int):
+            chosen = list(range(min(filters, row.channels)))
+        else:
+            chosen = [n for n in filters if n < row.channels]
+        plan.append((name, row, chosen))
+    return plan
+
+
+def atlas(
+    model: nn.Module,
+    out: str | os.PathLike,
+    settings: OptimSettings | None = None,
+    *,
+    layers: Sequence[str] | None = None,
+    filters: int | Sequence[int] | None = None,
+    images: str | os.PathLike | None = None,
+    k: int = 9,
+    shard: tuple[int, int] | None = None,
+    progress: bool = True,
+    **changes: Any,
+) -> AtlasReport:
+    """Write (or resume) an atlas of ``model`` under ``out/<model>/``.
+
+    Args:
+        model: the network (from :func:`~kernelviz.load_model` or any module with metadata).
+        out: the output folder.
+        settings: the optimization settings (default :data:`~kernelviz.optvis.settings.DEFAULTS`);
+            ``batch_size`` is the number of filters per optimization (default:
+            :func:`~kernelviz.optvis.batch.auto_batch_size`).
+        layers: layer names in order; default: every convolution.
+        filters: the first ``N`` filters of each layer (an int), explicit indices, or ``None`` for all.
+        images: a folder of natural images: adds each filter's top-``k`` dataset examples.
+        k: examples per filter.
+        shard: ``(i, n)``: do only the ``i``-th of ``n`` disjoint shares of the work; default:
+            the torch.distributed rank and world size under ``torchrun``, else everything.
+        progress: show progress bars (layers and filters, with rate and ETA).
+        **changes: settings to change (``steps=128``, ``size=160``...).
+
+    Returns:
+        An :class:`AtlasReport`. The index (contact sheets, manifest, HTML) is written by the
+        process that finds the whole atlas done: rank 0 after a barrier under torchrun, or
+        whichever shard finishes last.
+    """
+    meta = model_meta(model)
+    settings = (settings or DEFAULTS).with_(**changes).for_model(meta.input_size)
+    size = int(settings.size or 0)
+    root = Path(out) / model_slug(meta.name)
+    dist_shard = distributed_shard() if shard is None else None
+    rank, world = shard or dist_shard or (0, 1)
+    if not 0 <= rank < world:
+        raise KernelvizError(f"shard {rank}/{world} is not valid: use i/n with 0 <= i < n")
+    plan = _plan(model, size, layers, filters)
+
+    # batch composition changes pictures in detail (float rounding, amplified by Adam's first steps)
+    chunk = settings.batch_size or auto_batch_size(
+        model, plan[0][0], size, model_device(model), max(len(c) for _, _, c in plan)
+    )
+    settings = settings.with_(batch_size=chunk)
+    recorded = {**settings.to_json(), "model": meta.name, "weights": meta.weights}
+    root.mkdir(parents=True, exist_ok=True)
+    _check_settings(root, recorded)
+    if rank == 0 and dist_shard is None and shard is None:
+        _remove_stale_temporaries(root)
+
+    # The work is cut into batches first and the batches are shared out, so a filter is optimized
+    # in the same batch whatever the sharding: 1 or N processes make the same pictures.
+    batches = [(name, chosen[i : i + chunk]) for name, _, chosen in plan for i in range(0, len(chosen), chunk)]
+    mine = [b for i, b in enumerate(batches) if i % world == rank]
+    todo = [(name, group) for name, group in mine if not all(_done(root, name, n) for n in group)]
+    skipped = sum(_done(root, name, n) for name, group in mine for n in group)
+    computed, interrupted = 0, False
+    bars = _bars(progress, len({name for name, _ in todo}), sum(len(g) for _, g in todo), rank)
+    layers_left = {name: sum(n == name for n, _ in todo) for name, _ in todo}
+    try:
+        for name, group in todo:
+            if bars:
+                bars[0].set_description(f"[{rank}/{world}] {name}")
+            result = layer_grid(model, name, group, settings.with_(batch_size=len(group))).results[0]
+            if result.interrupted:  # unfinished pictures are not written: a rerun redoes this batch
+                interrupted = True
+                break
+            peak = feature_maps(model, result.images, name).flatten(2).amax(2)  # (B, C): max over positions
+            d = layer_dir(root, name)
+            for i, n in enumerate(group):
+                if _done(root, name, n):
+                    continue  # written by an earlier run that died inside this batch
+                save_png(result.images[i], d / f"{n:04d}.png")
+                record = result.record(
+                    i,
+                    meta,
+                    layer=name,
+                    filter=n,
+                    objective=f"channel({name}:{n})",
+                    max_activation=float(peak[i, n]),
+                )
+                save_json(record, d / f"{n:04d}.json")  # written last: marks the filter done
+                computed += 1
+            layers_left[name] -= 1
+            if bars:
+                bars[1].update(len(group))
+                if layers_left[name] == 0:
+                    bars[0].update(1)
+        if images is not None and not interrupted:
+            for j, (name, _, chosen) in enumerate(plan):
+                if j % world == rank and not (layer_dir(root, name) / "examples.json").exists():
+                    _write_examples(model, root, name, chosen, images, k, size)
+    finally:
+        for bar in bars:
+            bar.close()
+
+    if dist_shard is not None:
+        _barrier()
+    remaining = sum(not _done(root, name, n) for name, _, chosen in plan for n in chosen)
+    written = False
+    if not interrupted and remaining == 0 and (dist_shard is None or rank == 0):
+        write_index(root, plan, recorded)
+        written = True
+    if dist_shard is not None:
+        _barrier()
+    return AtlasReport(root, computed, skipped, remaining, written, interrupted)
+
+
+def _bars(enabled: bool, layers: int, filters: int, rank: int) -> list[Any]:
+    if not enabled or filters == 0:
+        return []
+    from tqdm.auto import tqdm
+
+    return [
+        tqdm(total=layers, desc="layers", unit="layer", position=2 * rank, leave=True),
+        tqdm(total=filters, desc="filters", unit="filter", position=2 * rank + 1, leave=True),
+    ]
+
+
+def _write_examples(
+    model: nn.Module, root: Path, layer: str, filters: list[int], images: str | os.PathLike, k: int, size: int
+) -> None:
+    scan = find_examples(model, layer, filters, images, k=k, size=size)
+    d = layer_dir(root, layer)
+    out: dict[str, Any] = {"scanned": scan.scanned, "skipped": [str(p) for p, _ in scan.skipped], "filters": {}}
+    for n, found in scan.examples.items():
+        entries = []
+        for j, ex in enumerate(found):
+            crop = d / "examples" / f"{n:04d}_{j}.png"
+            save_png(ex.crop, crop)
+            entries.append(
+                {"image": str(ex.path), "value": ex.value, "box": ex.box, "crop": crop.relative_to(d).as_posix()}
+            )
+        out["filters"][str(n)] = entries
+    save_json(out, d / "examples.json")

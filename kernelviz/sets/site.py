@@ -1,0 +1,163 @@
+"""The atlas's static site: contact sheets, ``manifest.json``, ``index.html`` and one page per layer.
+
+Every value that reaches HTML goes through one escaping helper per context: :func:`text` for element
+content, :func:`attr` for attribute values, :func:`url` for a relative link to a file (percent-encoded,
+then attribute-escaped). Layer and module names come from the user's model and may hold any character.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import urllib.parse
+from pathlib import Path
+from typing import Any
+
+from ..core.layers import LayerInfo
+from ..explain.examples import ratio_to_natural
+from ..files.images import load_image
+from ..files.records import versions
+from ..files.write import atomic_write, save_figure, save_json
+
+__all__ = ["attr", "layer_dir", "text", "url", "write_index"]
+
+
+def text(value: object) -> str:
+    """``value`` as HTML element content."""
+    return html.escape(str(value), quote=True)
+
+
+def attr(value: object) -> str:
+    """``value`` as the inside of a double- or single-quoted attribute value."""
+    return html.escape(str(value), quote=True)
+
+
+def url(path: str) -> str:
+    """A relative file path as an attribute-safe URL: each segment percent-encoded (so ``#``, ``?``,
+    ``:`` and quotes in a name cannot change what the link means), then attribute-escaped."""
+    return attr(urllib.parse.quote(path, safe="/"))
+
+
+def layer_dir(root: Path, layer: str) -> Path:
+    """The folder of ``layer``'s files under an atlas root."""
+    return root / layer.replace("/", "_")
+
+
+_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
+<style>
+body {{ font: 14px/1.4 system-ui, sans-serif; margin: 1.5em; color: #222; }}
+table {{ border-collapse: collapse; }} td, th {{ padding: 4px 10px; border-bottom: 1px solid #ddd; text-align: left; }}
+.grid {{ display: flex; flex-wrap: wrap; gap: 12px; }}
+.card {{ width: 180px; font-size: 12px; }} .card img {{ width: 180px; height: 180px; image-rendering: auto; }}
+.examples img {{ width: 56px; height: 56px; margin: 1px; }}
+.dead {{ color: #b00; }} code {{ font-size: 12px; }}
+</style></head>
+<body data-images-ok="pending">
+{body}
+<script>
+window.addEventListener("load", function () {{
+  var imgs = Array.prototype.slice.call(document.images);
+  var bad = imgs.filter(function (im) {{ return !(im.complete && im.naturalWidth > 0); }});
+  document.body.setAttribute("data-images-ok", (imgs.length - bad.length) + "/" + imgs.length);
+  bad.forEach(function (im) {{ console.error("image failed to load: " + im.getAttribute("src")); }});
+}});
+</script>
+</body></html>
+"""
+
+
+def _write_text(path: Path, content: str) -> Path:
+    return atomic_write(path, lambda tmp: tmp.write_text(content, encoding="utf-8"))
+
+
+def _shape(row: LayerInfo) -> str:
+    return "x".join(map(str, row.shape))
+
+
+def _examples_html(found: list[dict[str, Any]], max_activation: float) -> str:
+    ratio = ratio_to_natural(max_activation, [e["value"] for e in found])
+    crops = "".join(
+        f'<img src="{url(e["crop"])}" alt="example" title="{attr(Path(e["image"]).name)}: {e["value"]:.3g}">'
+        for e in found
+    )
+    shown = f"{ratio:.2f}x" if ratio == ratio else "n/a"  # nan: no natural image excites the filter
+    return f'<div class="examples">{crops}</div>synthesized / best natural max: {shown}'
+
+
+def _card(n: int, rec: dict[str, Any], examples: dict[str, Any] | None) -> str:
+    extra = ""
+    if examples is not None:
+        extra = _examples_html(examples["filters"].get(str(n), []), rec.get("max_activation", float("nan")))
+    dead = ' <span class="dead">dead unit</span>' if rec["dead_unit"] else ""
+    return (
+        f'<div class="card" id="f{n}"><a href="{n:04d}.png"><img src="{n:04d}.png" alt="filter {n}"></a>'
+        f"<br><b>filter {n}</b>{dead}<br>mean activation {rec['final_value']:.4g}"
+        f"<br>max activation {rec.get('max_activation', float('nan')):.4g}"
+        f'<br><a href="{n:04d}.json">settings and curve</a>{extra}</div>'
+    )
+
+
+def write_index(root: Path, plan: list[tuple[str, LayerInfo, list[int]]], settings: dict[str, Any]) -> Path:
+    """Write contact sheets, ``manifest.json``, ``index.html`` and one page per layer under ``root``.
+
+    Args:
+        root: the atlas folder of one model (``DIR/<model>``).
+        plan: ``(layer name, its row of the layer table, filters)`` per layer, in order.
+        settings: the atlas's ``settings.json`` content (optimization settings, model, weights).
+
+    Returns:
+        The path of ``index.html``.
+    """
+    from ..plot.grid import plot_grid  # matplotlib only when a site is written
+
+    manifest: dict[str, Any] = {"settings": settings, "layers": [], "versions": versions()}
+    layer_rows = []
+    model = settings["model"]
+    for name, row, chosen in plan:
+        d = layer_dir(root, name)
+        records = {n: json.loads((d / f"{n:04d}.json").read_text()) for n in chosen}
+        examples = json.loads((d / "examples.json").read_text()) if (d / "examples.json").exists() else None
+        tiles = [load_image(d / f"{n:04d}.png") for n in chosen]
+        labels = [f"{n}  ({records[n]['final_value']:.3g})" for n in chosen]
+        title = (
+            f"{model} {name}: {len(chosen)} filters, {settings['param']} image, "
+            f"{settings['steps']} steps, lr {settings['lr']}, seed {settings['seed']}"
+        )
+        save_figure(plot_grid(tiles, labels, title=title), d / "sheet.png", dpi=110)
+        manifest["layers"].append(
+            {
+                "name": name,
+                "path": row.path,
+                "shape": list(row.shape),
+                "receptive_field": row.receptive_field,
+                "filters": chosen,
+                "final_values": [records[n]["final_value"] for n in chosen],
+                "dead_units": [n for n in chosen if records[n]["dead_unit"]],
+            }
+        )
+        cards = "".join(_card(n, records[n], examples) for n in chosen)
+        body = (
+            f'<p><a href="../index.html">&larr; all layers</a></p><h1>{text(model)} {text(name)}</h1>'
+            f"<p>module <code>{text(row.path)}</code>, output {_shape(row)}, "
+            f"receptive field {row.receptive_field} px. Settings: <code>{text(json.dumps(settings))}</code></p>"
+            f'<p><a href="sheet.png">contact sheet</a></p><div class="grid">{cards}</div>'
+        )
+        _write_text(d / "index.html", _PAGE.format(title=text(f"{model} {name}"), body=body))
+        rel = d.relative_to(root).as_posix()
+        layer_rows.append(
+            f'<tr><td><a href="{url(rel + "/index.html")}">{text(name)}</a></td><td><code>{text(row.path)}</code></td>'
+            f"<td>{_shape(row)}</td><td>{row.receptive_field}</td><td>{len(chosen)}</td>"
+            f'<td><a href="{url(rel + "/index.html")}"><img src="{url(rel + "/sheet.png")}" '
+            f'alt="{attr(name)} sheet" height="90"></a></td></tr>'
+        )
+    body = (
+        f"<h1>{text(model)} atlas</h1><p>weights: {text(settings['weights'])}; "
+        f"settings: <code>{text(json.dumps(settings))}</code></p>"
+        "<table><tr><th>layer</th><th>module</th><th>output</th><th>RF</th><th>filters</th><th>sheet</th></tr>"
+        + "".join(layer_rows)
+        + "</table>"
+    )
+    index = _write_text(root / "index.html", _PAGE.format(title=text(f"{model} atlas"), body=body))
+    save_json(manifest, root / "manifest.json")
+    return index

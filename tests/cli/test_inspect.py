@@ -1,0 +1,78 @@
+"""The inspecting commands end to end: maps, heatmap, weights, and their bad inputs."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+RANDOM = ["--weights", "random", "--device", "cpu"]
+
+
+@pytest.fixture
+def photo(tmp_path):
+    """A real photo (scikit-image's coffee cup) saved as PNG."""
+    data = pytest.importorskip("skimage.data")
+    path = tmp_path / "coffee.png"
+    Image.fromarray(data.coffee()).save(path)
+    return path
+
+
+def test_maps_command(cli, photo, tmp_path):
+    out = tmp_path / "maps"
+    result = cli("maps", "MODEL", "pool1", str(photo), "-o", str(out), "-k", "4", "--raw", *RANDOM)
+    assert result.exit_code == 0, result.output
+    record = json.loads((out / "coffee_pool1_maps.json").read_text())
+    raw = np.load(out / "coffee_pool1_maps.npy")
+    assert raw.shape == (8, 16, 16) == tuple(record["shape"])
+    assert record["channels"] == np.argsort(-raw.reshape(8, -1).mean(1))[:4].tolist()
+    assert record["stats"]["max"][0] == pytest.approx(float(raw[record["channels"][0]].max()), rel=1e-5)
+    assert Image.open(out / "coffee_pool1_maps.png").size[0] > 300
+
+
+def test_heatmap_command_several_methods(cli, photo, tmp_path):
+    out = tmp_path / "hm"
+    result = cli("heatmap", "MODEL", str(photo), "-m", "gradcam", "-m", "saliency", "-t", "7", "-o", str(out), *RANDOM)
+    assert result.exit_code == 0, result.output
+    for method in ("gradcam", "saliency"):
+        record = json.loads((out / f"coffee_{method}.json").read_text())
+        assert record["method"] == method and record["target"] == 7
+        assert np.load(out / f"coffee_{method}.npy").shape == (32, 32)
+    assert record["settings"]["reduction"] == "max |.| over color channels"
+    assert (out / "coffee_methods.png").exists()
+
+
+def test_heatmap_command_real_network(cli, photo, tmp_path):
+    pytest.importorskip("efficientnet_lite_pytorch")
+    result = cli("heatmap", "kernelviz.zoo:efficientnet_lite0", str(photo), "-o", str(tmp_path), "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert "coffee.png: top-5 espresso" in result.output
+    record = json.loads((tmp_path / "coffee_gradcam.json").read_text())
+    assert record["target_name"] == "espresso"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["heatmap", "MODEL", "missing.jpg", *RANDOM], "image not found"),
+        (["heatmap", "MODEL", "PHOTO", "-t", "tabby", *RANDOM], "no class names"),
+        (["heatmap", "MODEL", "PHOTO", "-t", "1000", *RANDOM], "out of range"),
+        (["heatmap", "MODEL", "PHOTO", "-m", "gradcamm", *RANDOM], "unknown method"),
+        (["maps", "MODEL", "conv9_1", "PHOTO", *RANDOM], "unknown layer"),
+        (["maps", "MODEL", "fc6", "PHOTO", *RANDOM], "no spatial maps"),
+        (["weights", "MODEL", "relu1_1", *RANDOM[:2]], "not a Conv2d"),
+    ],
+)
+def test_exporter_errors(cli, photo, args, message):
+    result = cli(*[str(photo) if a == "PHOTO" else a for a in args])
+    assert result.exit_code == 1
+    assert message in result.output and "Traceback" not in result.output
+
+
+def test_weights_command(cli, tmp_path):
+    path = tmp_path / "k.png"
+    result = cli("weights", "MODEL", "conv1_1", "-o", str(path), "--weights", "random")
+    assert result.exit_code == 0, result.output
+    assert Image.open(path).size[0] > 300

@@ -1,0 +1,185 @@
+"""The optimizing commands end to end (filter, grid, atlas, examples), and every bad input.
+
+The headline command runs on VGG-16 itself; everything else on the tiny VGG-shaped network
+(``tests.nets:tiny_vgg``, written MODEL here), which answers to the same layer names.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from PIL import Image
+
+from ..conftest import FAST, VGG_FAST
+
+
+def test_headline_command_on_vgg16(cli, tmp_path):
+    result = cli("filter", "vgg16", "conv3_2", "17", *VGG_FAST)
+    assert result.exit_code == 0, result.output
+    png = tmp_path / "vgg16_conv3_2_0017.png"
+    assert Image.open(png).size == (32, 32)
+    record = json.loads(png.with_suffix(".json").read_text())
+    assert record["model"] == "vgg16" and record["weights"] == "random"
+    assert record["layer"] == "conv3_2" and record["filter"] == 17
+    assert record["objective"] == "channel(conv3_2:17)"
+    assert record["settings"]["seed"] == 0 and len(record["curve"]) == 4
+    assert record["wall_seconds"] > 0 and "torch" in record["versions"]
+
+
+def test_filter_many_into_folder(cli, tmp_path):
+    result = cli("filter", "MODEL", "conv2_1", "0-2", "7", "-o", "out", *FAST)
+    assert result.exit_code == 0, result.output
+    names = sorted(p.name for p in (tmp_path / "out").glob("*.png"))
+    assert names == [f"tiny_vgg_conv2_1_{n:04d}.png" for n in (0, 1, 2, 7)]
+
+
+def test_filter_explicit_file(cli, tmp_path):
+    result = cli("filter", "MODEL", "relu1_1", "3", "-o", "pic.png", *FAST, "--param", "pixel")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "pic.png").exists() and (tmp_path / "pic.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["filter", "vgg61", "conv3_2", "1"], "unknown model 'vgg61'. Did you mean:"),
+        (["filter", "MODEL", "conv3_22", "1", *FAST], "kernelviz layers"),
+        (["filter", "MODEL", "conv3_2", "32", *FAST], "out of range: layer 'conv3_2' has 32 filters (0-31)"),
+        (["filter", "MODEL", "conv3_2", "-3", *FAST], "must be >= 0"),
+        (["filter", "MODEL", "conv3_2", "x", *FAST], "cannot read filter"),
+        (["filter", "MODEL", "conv3_2", "1", "--weights", "missing.pth"], "weights file not found"),
+        (["filter", "MODEL", "conv3_2", "1", "-o", "a.png", "2", *FAST], "give a folder"),
+        (["filter", "MODEL", "conv3_2", "1", "-o", "a.jpg", *FAST], "give a name ending in .png"),
+        (["filter", "MODEL", "conv3_2", "1", "--lr", "0", *FAST], "lr must be a positive number"),
+        (["atlas", "MODEL", "-o", "at", "--filters", "0", *FAST], "--filters 0 asks for no filters"),
+        (["atlas", "MODEL", "-o", "at", "--shard", "2/2", *FAST], "shard 2/2 is not valid"),
+    ],
+)
+def test_bad_input_is_one_line_error(cli, args, message):
+    result = cli(*args)
+    assert result.exit_code == 1
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_unwritable_output_fails_before_any_work(cli, tmp_path):
+    (tmp_path / "file").write_text("x")
+    result = cli("filter", "MODEL", "conv3_2", "1", "-o", "file/pic.png", *FAST)
+    assert result.exit_code == 1 and "cannot write into file" in result.output
+    result = cli("grid", "MODEL", "conv1_1", "--individual", "file", *FAST)
+    assert result.exit_code == 1 and "cannot write into file" in result.output
+    assert not list(tmp_path.glob("*.png"))  # nothing was computed and written elsewhere
+
+
+def test_corrupt_weights_file(cli, tmp_path):
+    (tmp_path / "bad.pth").write_text("garbage")
+    result = cli("filter", "MODEL", "conv3_2", "1", "--weights", "bad.pth")
+    assert result.exit_code == 1 and "cannot read weights file" in result.output
+
+
+def test_offline_default_weights(cli, monkeypatch, tmp_path):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "cache"))
+
+    def offline(*args, **kwargs):
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
+    result = cli("filter", "vgg16", "conv3_2", "17")
+    assert result.exit_code == 1
+    assert "could not get the pretrained vgg16 weights" in result.output
+    assert "--weights random" in result.output and "Traceback" not in result.output
+
+
+def test_layers_command(cli):
+    result = cli("layers", "vgg16", "--weights", "random")
+    assert result.exit_code == 0, result.output
+    line = next(ln for ln in result.output.splitlines() if ln.startswith("conv3_2 "))
+    assert line.split() == ["conv3_2", "features.12", "Conv2d", "256x56x56", "256", "32"]
+    assert "depth 16 (13 conv + 3 fully connected" in result.output
+    assert cli("layers", "MODEL", "--size", "-5").exit_code == 2  # click refuses it, with usage
+
+
+def test_custom_model_from_shell_with_checkpoint(cli, tmp_path):
+    (tmp_path / "netdef.py").write_text(
+        "import torch.nn as nn\n"
+        "def small():\n"
+        "    return nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 4, 3))\n"
+    )
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.Conv2d(8, 4, 3))
+    torch.save({"state_dict": model.state_dict()}, tmp_path / "small.pt")
+    sys.path.insert(0, str(tmp_path))
+    try:
+        result = cli("filter", "netdef:small", "2", "3", "--weights", "small.pt", "--size", "16", "--steps", "3")
+    finally:
+        sys.path.remove(str(tmp_path))
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / "small_2_0003.json").read_text())
+    assert record["weights"] == "small.pt"
+
+
+def test_python_dash_m_and_help():
+    out = subprocess.run([sys.executable, "-m", "kernelviz", "--help"], capture_output=True, text=True, check=True)
+    assert "filter" in out.stdout and "layers" in out.stdout
+
+
+def test_filter_is_reproducible(cli, tmp_path):
+    for folder in ("a", "b"):
+        assert cli("filter", "MODEL", "conv1_2", "1", "-o", folder, *FAST).exit_code == 0
+    a = Image.open(tmp_path / "a" / "tiny_vgg_conv1_2_0001.png").tobytes()
+    b = Image.open(tmp_path / "b" / "tiny_vgg_conv1_2_0001.png").tobytes()
+    assert a == b
+
+
+def test_grid_command_writes_sheet_and_individual_files(cli, tmp_path):
+    result = cli(
+        "grid",
+        "MODEL",
+        "conv2_1",
+        "--filters",
+        "0-3",
+        "-o",
+        "g.png",
+        "--individual",
+        "each",
+        "--transforms",
+        "none",
+        *FAST,
+    )
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / "g.json").read_text())
+    assert record["filters"] == [0, 1, 2, 3] and len(record["final_values"]) == 4
+    assert record["settings"]["transforms"] is None and record["settings"]["steps"] == 4
+    assert sorted(p.name for p in (tmp_path / "each").glob("*.png")) == [
+        f"tiny_vgg_conv2_1_{n:04d}.png" for n in range(4)
+    ]
+    assert Image.open(tmp_path / "g.png").size[0] > 200
+
+
+def test_atlas_command_keeps_transforms_none(cli, tmp_path):
+    result = cli(
+        "atlas", "MODEL", "-o", "at", "--layers", "conv1_1", "--filters", "2", "--transforms", "none", "--quiet", *FAST
+    )
+    assert result.exit_code == 0, result.output
+    settings = json.loads((tmp_path / "at" / "tiny_vgg" / "settings.json").read_text())
+    assert settings["transforms"] == "none"
+    record = json.loads((tmp_path / "at" / "tiny_vgg" / "conv1_1" / "0001.json").read_text())
+    assert record["settings"]["transforms"] is None
+
+
+def test_examples_command(cli, tmp_path):
+    data = pytest.importorskip("skimage.data")
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in ("chelsea", "coffee", "astronaut"):
+        Image.fromarray(getattr(data, name)()).save(folder / f"{name}.png")
+    (folder / "bad.jpg").write_text("x")
+    result = cli("examples", "MODEL", "conv2_1", "3", "--images", str(folder), "-k", "2", "-o", "ex.png", *FAST)
+    assert result.exit_code == 0, result.output
+    assert "scanned 3 images, skipped 1 unreadable" in result.output
+    record = json.loads((tmp_path / "ex.json").read_text())
+    assert len(record["examples"]) == 2 and record["ratio_to_best_natural"] > 0
+    assert record["examples"][0]["max"] >= record["examples"][1]["max"]

@@ -1,0 +1,57 @@
+"""Never change the user's model: weights, buffers, flags and hooks are as before, after success or error."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torchvision
+
+import kernelviz
+
+from ..conftest import assert_unchanged, snapshot
+
+
+@pytest.fixture
+def bn_model_in_train_mode():
+    model = torchvision.models.vgg11_bn(weights=None)
+    model.train()  # the user left it in train mode: batch norm would update its statistics
+    model.features[0].weight.requires_grad_(False)  # a user's mix of frozen and trainable weights
+    model.features[2].inplace = False  # a user's mix of in-place flags
+    return model
+
+
+def test_visualize_leaves_model_unchanged(bn_model_in_train_mode):
+    model = bn_model_in_train_mode
+    before = snapshot(model)
+    kernelviz.visualize(model, "relu3_1:2", steps=3, size=32)
+    kernelviz.visualize(model, kernelviz.class_logit(7), steps=2, size=32)
+    kernelviz.list_layers(model, 32)
+    kernelviz.activations(model, torch.rand(1, 3, 32, 32), ["conv2_1", "fc8"])
+    assert_unchanged(model, before)
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_model_unchanged_after_error(bn_model_in_train_mode):
+    model = bn_model_in_train_mode
+    before = snapshot(model)
+
+    def explode(step: int, value: float) -> None:
+        raise RuntimeError("user callback failed")
+
+    with pytest.raises(RuntimeError, match="user callback"):
+        kernelviz.visualize(model, "conv2_1:1", steps=20, size=32, progress=explode)
+    with pytest.raises(kernelviz.KernelvizError):
+        kernelviz.visualize(model, "conv2_1:9999", steps=2, size=32)
+    assert_unchanged(model, before)
+
+
+def test_works_under_frozen_weights_and_no_grad_context(vgg16):
+    for p in vgg16.parameters():
+        p.requires_grad_(False)
+    try:
+        with torch.no_grad():  # a caller's no_grad must not break the optimizer
+            result = kernelviz.visualize(vgg16, "conv1_2:0", steps=4, size=32)
+    finally:
+        for p in vgg16.parameters():
+            p.requires_grad_(True)
+    assert result.history[-1] > result.history[0]

@@ -1,0 +1,235 @@
+"""The atlas: complete, resumable, atomic, sharded (processes, torchrun), browsable in a real browser."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from kernelviz.errors import KernelvizError
+from kernelviz.sets.atlas import atlas
+
+from ..nets import TINY_MODEL
+
+TINY = dict(steps=3, size=32, seed=0)
+CLI_TINY = ["--weights", "random", "--size", "32", "--steps", "3", "--device", "cpu"]
+REPO = Path(__file__).resolve().parents[2]
+
+
+def files_under(root: Path) -> set[str]:
+    return {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
+
+
+class _Links(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.targets: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        for name, value in attrs:
+            if name in ("href", "src") and value:
+                self.targets.append(value)
+
+
+def check_links(page: Path) -> int:
+    """Every href/src of ``page`` names an existing file; returns how many were checked."""
+    parser = _Links()
+    parser.feed(page.read_text())
+    for target in parser.targets:
+        assert (page.parent / target.split("#")[0]).is_file(), f"{page}: broken link {target}"
+    return len(parser.targets)
+
+
+def test_atlas_writes_a_complete_browsable_site(vgg16, tmp_path):
+    report = atlas(vgg16, tmp_path, layers=["conv1_1", "conv2_1"], filters=3, progress=False, **TINY)
+    root = tmp_path / "vgg16"
+    assert report.root == root and report.computed == 6 and report.remaining == 0 and report.index_written
+    files = files_under(root)
+    for layer in ("conv1_1", "conv2_1"):
+        for n in range(3):
+            assert {f"{layer}/{n:04d}.png", f"{layer}/{n:04d}.json"} <= files
+        assert {f"{layer}/index.html", f"{layer}/sheet.png"} <= files
+        record = json.loads((root / layer / "0002.json").read_text())
+        assert record["filter"] == 2 and record["settings"]["steps"] == 3 and "max_activation" in record
+    manifest = json.loads((root / "manifest.json").read_text())
+    assert [layer["name"] for layer in manifest["layers"]] == ["conv1_1", "conv2_1"]
+    assert manifest["layers"][1]["shape"] == [128, 16, 16]
+    assert check_links(root / "index.html") >= 4
+    assert check_links(root / "conv2_1" / "index.html") >= 9
+    assert not [p for p in root.rglob(".*") if p.is_file()]  # no temporary files left
+
+
+def test_atlas_resumes_and_refuses_other_settings(vgg16, tmp_path):
+    kwargs = dict(layers=["conv1_1"], filters=4, progress=False, **TINY)
+    atlas(vgg16, tmp_path, **kwargs)
+    png = tmp_path / "vgg16" / "conv1_1" / "0001.png"
+    before = png.read_bytes()
+    again = atlas(vgg16, tmp_path, **kwargs)
+    assert again.computed == 0 and again.skipped == 4
+    (tmp_path / "vgg16" / "conv1_1" / "0003.json").unlink()  # as if the run died before finishing it
+    third = atlas(vgg16, tmp_path, **kwargs)
+    assert third.computed == 1 and png.read_bytes() == before
+    with pytest.raises(KernelvizError, match=r"other settings.*steps"):
+        atlas(vgg16, tmp_path, **{**kwargs, "steps": 4})
+
+
+def run_cli(*args: str, cwd: Path, **popen) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "PYTHONPATH": str(REPO)}  # tests.nets importable
+    return subprocess.Popen(
+        [sys.executable, "-m", "kernelviz", *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **popen,
+    )
+
+
+ATLAS_ARGS = [
+    "atlas",
+    TINY_MODEL,
+    "-o",
+    "out",
+    "--layers",
+    "conv1_1,conv2_1",
+    "--filters",
+    "4",
+    "--quiet",
+    "--batch-size",
+    "2",
+    *CLI_TINY,
+]
+
+
+def test_two_shards_make_the_same_files_as_one_process(tmp_path):
+    one = run_cli(*ATLAS_ARGS, cwd=tmp_path / "one" if (tmp_path / "one").mkdir() is None else None)
+    (tmp_path / "two").mkdir()
+    shards = [run_cli(*ATLAS_ARGS, "--shard", f"{i}/2", cwd=tmp_path / "two") for i in range(2)]
+    for proc in [one, *shards]:
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+    a, b = tmp_path / "one" / "out" / "tiny_vgg", tmp_path / "two" / "out" / "tiny_vgg"
+    assert files_under(a) == files_under(b)
+    assert (b / "index.html").exists()
+    for png in a.rglob("0*.png"):
+        # the same batches, whoever computes them: the same pictures
+        assert png.read_bytes() == (b / png.relative_to(a)).read_bytes(), png
+
+
+def test_torchrun_two_cpu_processes(tmp_path):
+    torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
+    script = shutil.which("kernelviz") or str(Path(sys.executable).parent / "kernelviz")  # the console script
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    proc = subprocess.run(
+        [torchrun, "--nproc-per-node", "2", "--no-python", "--master-port", "29533", script, *ATLAS_ARGS],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    root = tmp_path / "out" / "tiny_vgg"
+    assert len(list(root.glob("conv*/0*.json"))) == 8
+    assert (root / "index.html").exists() and (root / "manifest.json").exists()
+    computed = [int(n) for n in re.findall(r"(\d+) filters computed", proc.stdout)]
+    assert sorted(computed) == [4, 4], proc.stdout  # each rank did its disjoint half
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
+def test_interrupted_atlas_loses_nothing_and_resumes(tmp_path, sig):
+    args = [
+        "atlas",
+        "vgg16",
+        "-o",
+        "out",
+        "--layers",
+        "conv1_1",
+        "--filters",
+        "12",
+        "--quiet",
+        "--batch-size",
+        "1",
+        "--weights",
+        "random",
+        "--size",
+        "48",
+        "--steps",
+        "40",
+        "--device",
+        "cpu",
+    ]
+    proc = run_cli(*args, cwd=tmp_path)
+    layer = tmp_path / "out" / "vgg16" / "conv1_1"
+    deadline = time.time() + 120
+    while len(list(layer.glob("*.json"))) < 2 and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(sig)
+    proc.communicate(timeout=60)
+    if sig == signal.SIGINT:
+        assert proc.returncode == 130
+    done = {p.name: p.read_bytes() for p in layer.glob("0*.*")}
+    assert 2 <= len([n for n in done if n.endswith(".json")]) < 12
+    for name, data in done.items():  # every finished file is whole
+        if name.endswith(".json"):
+            json.loads(data)
+        else:
+            Image.open(layer / name).load()
+    again = run_cli(*args, cwd=tmp_path)
+    _, err = again.communicate(timeout=300)
+    assert again.returncode == 0, err
+    assert len(list(layer.glob("0*.json"))) == 12
+    for name, data in done.items():
+        if name.endswith(".json"):  # finished work was kept, not redone
+            assert (layer / name).read_bytes() == data
+    assert not [p for p in layer.rglob(".*") if p.is_file()]
+
+
+def test_site_in_headless_browser(vgg16, tmp_path):
+    """Each page loads in a real browser, every image resolves, and nothing is logged as an error."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is missing: .ci/run installs it")
+        pytest.skip("chromium not installed (apt-get install chromium)")
+    atlas(vgg16, tmp_path, layers=["conv1_1"], filters=3, progress=False, **TINY)
+    root = tmp_path / "vgg16"
+    for page in (root / "index.html", root / "conv1_1" / "index.html"):
+        proc = subprocess.run(
+            [
+                chromium,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                f"--user-data-dir={tmp_path / 'profile'}",
+                "--enable-logging=stderr",
+                "--v=0",
+                "--virtual-time-budget=5000",
+                "--dump-dom",
+                page.as_uri(),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        ok = re.search(r'data-images-ok="(\d+)/(\d+)"', proc.stdout)
+        assert ok, proc.stdout[:500] + proc.stderr[-2000:]
+        assert ok[1] == ok[2] and int(ok[2]) >= 1, ok[0]
+        console = [ln for ln in proc.stderr.splitlines() if "CONSOLE" in ln]
+        assert console == [], console
