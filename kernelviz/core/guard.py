@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from torch import nn
 
@@ -25,7 +26,7 @@ __all__ = ["guarded", "no_inplace"]
 @contextmanager
 def no_inplace(model: nn.Module) -> Iterator[nn.Module]:
     """Context manager: every in-place activation of ``model`` computes out of place; restored on exit."""
-    switched = [m for m in model.modules() if getattr(m, "inplace", None) is True]
+    switched: list[Any] = [m for m in model.modules() if getattr(m, "inplace", None) is True]
     try:
         for m in switched:
             m.inplace = False

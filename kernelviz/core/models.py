@@ -11,6 +11,7 @@ import urllib.error
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -236,7 +237,7 @@ def _load_torchvision(name: str, weights: str | None) -> tuple[nn.Module, ModelM
     return model, _weights_meta(name, w)
 
 
-def _weights_meta(name: str, w: object) -> ModelMeta:
+def _weights_meta(name: str, w: Any) -> ModelMeta:
     """Preprocessing and class names of a torchvision weights enum member (no download)."""
     preprocess = w.transforms()
     crop = getattr(preprocess, "crop_size", [224])
@@ -268,8 +269,9 @@ def _load_factory(spec: str, weights: str | None) -> tuple[nn.Module, ModelMeta]
     if weights in (None, "random", "none"):
         with _seeded(RANDOM_WEIGHTS_SEED):
             for m in model.modules():
-                if hasattr(m, "reset_parameters"):
-                    m.reset_parameters()
+                reset = getattr(m, "reset_parameters", None)
+                if callable(reset):
+                    reset()
         meta = replace(meta, weights="random")
     elif weights != "default":
         load_checkpoint(model, weights)

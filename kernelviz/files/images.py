@@ -53,17 +53,17 @@ def load_image(path: str | os.PathLike, size: int | tuple[int, int] | None = Non
     if not path.is_file():
         raise KernelvizError(f"image not found: {path}")
     try:
-        with Image.open(path) as im:
-            im.load()
+        with Image.open(path) as opened:
+            opened.load()
+            im: Image.Image = opened
             if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
-                im = im.convert("RGBA")
                 background = Image.new("RGBA", im.size, (255, 255, 255, 255))
-                im = Image.alpha_composite(background, im)
+                im = Image.alpha_composite(background, im.convert("RGBA"))
             rgb = im.convert("RGB")
     except (UnidentifiedImageError, OSError, ValueError) as err:
         raise KernelvizError(f"cannot read image {path}: {err}") from err
     if size is not None and not isinstance(size, int):
-        rgb = rgb.resize((size[1], size[0]), Image.BICUBIC)
+        rgb = rgb.resize((size[1], size[0]), Image.Resampling.BICUBIC)
     arr = np.asarray(rgb, dtype=np.float32) / 255.0  # (H, W, 3)
     image = torch.from_numpy(arr).permute(2, 0, 1).contiguous()  # (3, H, W)
     return square(image, size) if isinstance(size, int) else image

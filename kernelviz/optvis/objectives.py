@@ -84,7 +84,8 @@ class Objective:
 
     def __add__(self, other: Objective | float) -> Objective:
         if isinstance(other, int | float):
-            return Objective(lambda a: self(a) + other, f"{self.description} + {other}", self.needs)
+            k = float(other)
+            return Objective(lambda a: self(a) + k, f"{self.description} + {other}", self.needs)
         other = as_objective(other)
         return Objective(
             lambda a: self(a) + other(a),
@@ -162,6 +163,7 @@ def _select(act: torch.Tensor, layer: str, n: Need) -> torch.Tensor:
         raise out_of_range("filter", bad[0], channels, f"layer {layer!r}", unit="channels")
     if isinstance(n, int):
         return act[:, n]
+    assert n is not None, "objectives that read any channel do not select one"
     if len(n) != act.shape[0]:
         raise KernelvizError(f"{len(n)} channels listed for {layer!r} but the batch has {act.shape[0]} images")
     rows, index = _indices(n, act.device)

@@ -59,7 +59,7 @@ def redirected_relus(model: nn.Module, enabled: bool) -> Iterator[None]:
         if enabled:
             for m in model.modules():
                 if type(m) is nn.ReLU and "forward" not in vars(m):
-                    m.forward = _redirected_forward  # type: ignore[method-assign]
+                    m.forward = _redirected_forward  # type: ignore[method-assign,assignment]
                     patched.append(m)
         yield
     finally:

@@ -114,7 +114,7 @@ def _batch_size(objective: Objective, batch: int | None) -> int:
 
 def _slicing(
     model: nn.Module, objective: Objective, paths: dict[str, str]
-) -> tuple[str, nn.Module, nn.Module | None] | None:
+) -> tuple[str, nn.Conv2d, nn.Module | None] | None:
     """Whether only the objective's channels of its one target layer need computing.
 
     Returns ``(layer, conv, relu)`` where ``conv`` is the ``Conv2d`` to slice and
@@ -126,14 +126,14 @@ def _slicing(
     layer = layers[0]
     path = paths[layer]
     module = get_module(model, path)
-    if can_slice(module):
+    if isinstance(module, nn.Conv2d) and can_slice(module):
         return layer, module, None
     if isinstance(module, nn.ReLU) and "." in path:  # relu right after a conv in a Sequential
         parent_path, _, idx = path.rpartition(".")
         parent = get_module(model, parent_path)
         if isinstance(parent, nn.Sequential) and idx.isdigit() and int(idx) > 0:
             prev = parent[int(idx) - 1]
-            if can_slice(prev):
+            if isinstance(prev, nn.Conv2d) and can_slice(prev):
                 return layer, prev, module
     return None
 
@@ -284,8 +284,8 @@ def visualize(
         sliced = _slicing(model, objective, cap.paths)
         if sliced is not None:
             layer, conv, relu = sliced
-            need = objective.needs[layer]
-            wanted = [need] * b if isinstance(need, int) else list(need)
+            need = objective.needs[layer]  # not None: _slicing checked it
+            wanted = [need] * b if isinstance(need, int) else list(need or ())
             bad = [c for c in wanted if c >= conv.out_channels]
             if bad:
                 raise out_of_range("filter", bad[0], conv.out_channels, f"layer {layer!r}")

@@ -7,8 +7,11 @@ explorer share: the CLI's option defaults are read from :data:`DEFAULTS`, never 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
+
+import torch
 
 from ..errors import KernelvizError, unknown_choice
 
@@ -42,8 +45,8 @@ class OptimSettings:
     steps: int = 256
     size: int | None = None
     lr: float = 0.05
-    param: str = "fourier"
-    transforms: str | None = "standard"
+    param: str | Callable[..., Any] = "fourier"
+    transforms: str | Sequence[Callable[[torch.Tensor], torch.Tensor]] | None = "standard"
     seed: int = 0
     precision: str = "auto"
     batch_size: int | None = None

@@ -50,7 +50,7 @@ def overlay(
         The figure that holds ``ax``.
     """
     if ax is None:
-        fig, ax = plt.subplots(figsize=(4.2, 3.8))
+        _, ax = plt.subplots(figsize=(4.2, 3.8))
     fig = ax.figure
     signed = bool((heat < 0).any())
     lo, hi = _limits([heat], signed)

@@ -85,7 +85,8 @@ def plot_kernels(
                     ax.set_ylabel(f"f{f}", fontsize=7, rotation=0, labelpad=10)
                 if r == 0:
                     ax.set_title(f"in {i}", fontsize=7)
-        fig.colorbar(mappable, ax=axes.ravel().tolist(), fraction=0.03, pad=0.02, label="weight")
+        if mappable is not None:
+            fig.colorbar(mappable, ax=axes.ravel().tolist(), fraction=0.03, pad=0.02, label="weight")
     if title:
         fig.suptitle(title, fontsize=10)
     return fig

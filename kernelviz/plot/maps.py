@@ -78,9 +78,9 @@ def plot_feature_maps(
         ax.set_title(f"ch {c}\n[{lo:.3g}, {hi:.3g}]", fontsize=8)
         ax.set_xticks([])
         ax.set_yticks([])
-    cax = fig.add_subplot(grid[:, -1])
-    cbar = fig.colorbar(mappable, cax=cax)
-    cbar.set_label("activation" if scale == "shared" else "relative to each tile's range", fontsize=8)
+    if mappable is not None:
+        cbar = fig.colorbar(mappable, cax=fig.add_subplot(grid[:, -1]))
+        cbar.set_label("activation" if scale == "shared" else "relative to each tile's range", fontsize=8)
     if title:
         fig.suptitle(title, fontsize=10)
     return fig

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 import kernelviz
 from kernelviz.errors import KernelvizError
@@ -144,3 +145,16 @@ def test_real_network_gradcam_mass_on_the_photo(real_model, photo_canvas):
     share = float(heat[112:, 112:].sum() / heat.sum())
     assert result.targets == [285] and result.target_names == ["Egyptian cat"]
     assert share > 0.6
+
+
+def test_linear_model_known_answers():
+    """For a linear model, saliency is the weight map and integrated gradients are (x - baseline) * w."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 2))
+    w = net[1].weight[1].detach().view(3, 8, 8)  # the target class's weights
+    x = torch.rand(1, 3, 8, 8)
+    saliency = attribute(net, x, "saliency", target=1).maps[0]
+    torch.testing.assert_close(saliency, w.abs().amax(0))  # max |gradient| over color channels
+    ig = attribute(net, x, "integrated_gradients", target=1, ig_steps=4)
+    torch.testing.assert_close(ig.maps[0], (x[0] * w).sum(0), rtol=1e-4, atol=1e-6)  # black baseline
+    assert float(ig.delta.abs().max()) < 1e-4  # exact for a linear model, whatever the steps

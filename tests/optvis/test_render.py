@@ -196,6 +196,20 @@ def test_maco_keeps_its_magnitude_and_climbs(vgg16, tmp_path):
     assert rendered.shape == (2, 3, 32, 32) and rendered.min() > 0 and rendered.max() < 1
     result = kernelviz.visualize(vgg16, "conv2_1:3", steps=12, size=32, param="maco")
     assert result.settings["param"] == "maco" and result.history[-1] > result.history[0]
+    # The optimized image's spectrum, measured: undo the sigmoid and the color mixing, and each
+    # channel's amplitude is the natural magnitude up to one scale (the standardization), after 12 steps
+    # of changing the phase. Columns 0 and W/2 are left out: irfft2 makes them Hermitian.
+    from kernelviz.optvis.params import _COLOR
+
+    logit = torch.log(result.images / (1 - result.images))  # (1, 3, H, W)
+    z = torch.einsum("ij,bjhw->bihw", torch.linalg.inv(_COLOR), logit)
+    amplitude = torch.fft.rfft2(z, norm="ortho").abs()[0, :, :, 1:-1]  # (3, H, W/2 - 1)
+    ratio = amplitude / mag[:, 1:-1]
+    spread = ratio.std((1, 2)) / ratio.mean((1, 2))  # per channel: 0 = exactly the given magnitude
+    assert float(spread.max()) < 1e-3, spread
+    pixel = kernelviz.visualize(vgg16, "conv2_1:3", steps=12, size=32, param="pixel")
+    free = torch.fft.rfft2(pixel.images[0] - 0.5, norm="ortho").abs()[:, :, 1:-1] / mag[:, 1:-1]
+    assert float((free.std((1, 2)) / free.mean((1, 2))).min()) > 0.1  # a free image has no such spectrum
     photos = tmp_path / "photos"
     photos.mkdir()
     from PIL import Image
