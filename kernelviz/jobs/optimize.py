@@ -27,7 +27,7 @@ from ..optvis.render import VisResult
 from ..optvis.settings import DEFAULTS, OptimSettings
 from .outputs import QUIET, Log, check_writable, output_paths
 
-__all__ = ["ExamplesReport", "FiltersReport", "GridReport", "dataset_examples", "grid_sheet", "synthesize_filters"]
+__all__ = ["ExamplesReport", "GridReport", "dataset_examples", "grid_sheet", "synthesize_filters"]
 
 Progress = Callable[[int, float], None]
 
@@ -42,14 +42,15 @@ def _warn_dead(log: Log, result: VisResult, i: int, layer: str, n: int) -> None:
 
 
 @dataclass
-class FiltersReport:
-    """What :func:`synthesize_filters` wrote."""
+class GridReport:
+    """What :func:`synthesize_filters` or :func:`grid_sheet` wrote (``paths``) and computed (``grid``)."""
 
     paths: list[Path]
     grid: GridResult
 
     @property
     def interrupted(self) -> bool:
+        """Whether Ctrl-C stopped the run (what was written holds the state reached)."""
         return self.grid.interrupted
 
 
@@ -63,7 +64,7 @@ def synthesize_filters(
     init: str | os.PathLike | None = None,
     progress: Progress | None = None,
     log: Log = QUIET,
-) -> FiltersReport:
+) -> GridReport:
     """The picture of each filter of ``layer``: a PNG and its JSON record per filter.
 
     Args:
@@ -93,19 +94,7 @@ def synthesize_filters(
             _warn_dead(log, result, i, layer, n)
 
     grid = layer_grid(model, layer, indices, settings, on_batch=save, init=start, progress=progress)
-    return FiltersReport(paths, grid)
-
-
-@dataclass
-class GridReport:
-    """What :func:`grid_sheet` wrote."""
-
-    path: Path
-    grid: GridResult
-
-    @property
-    def interrupted(self) -> bool:
-        return self.grid.interrupted
+    return GridReport(paths, grid)
 
 
 def grid_sheet(
@@ -175,7 +164,7 @@ def grid_sheet(
         path.with_suffix(".json"),
     )
     log.info(f"wrote {path} ({len(grid.filters)} filters)")
-    return GridReport(path, grid)
+    return GridReport([path], grid)
 
 
 @dataclass
