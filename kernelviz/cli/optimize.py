@@ -154,13 +154,13 @@ def atlas_cmd(
     atomically). Runs under `torchrun --nproc-per-node N` (one share per rank, rank 0 writes the
     index) or as independent processes with --shard i/n.
     """
-    from ..jobs.outputs import check_writable
+    from ..jobs.outputs import check_folder
     from ..jobs.specs import parse_filter_choice, parse_shard, runtime_device
     from ..sets.atlas import atlas
 
     chosen = parse_filter_choice(filters)
     shard_pair = parse_shard(shard)
-    check_writable([output / "x"])
+    check_folder(output)
     net = load(model, weights, runtime_device(device))
     report = atlas(
         net,

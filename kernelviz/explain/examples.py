@@ -51,11 +51,10 @@ class ExampleScan:
     skipped: list[tuple[Path, str]]
 
 
-def ratio_to_natural(synthesized: float, examples: Sequence[Example] | Sequence[float]) -> float:
-    """The synthesized image's maximum activation over the best natural image's (``nan`` when there is
-    no natural image, or the best one does not excite the filter at all)."""
-    values = [e.value if isinstance(e, Example) else float(e) for e in examples]
-    best = max(values, default=0.0)
+def ratio_to_natural(synthesized: float, natural: Sequence[float]) -> float:
+    """The synthesized image's maximum activation over the best of the natural images' maxima (``nan``
+    when there is no natural image, or the best one does not excite the filter at all)."""
+    best = max(natural, default=0.0)
     return synthesized / best if best > 0 else math.nan
 
 

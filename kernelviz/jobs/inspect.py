@@ -17,7 +17,7 @@ from ..explain.maps import channel_stats, feature_maps, top_channels
 from ..files.images import load_images
 from ..files.records import provenance
 from ..files.write import save_figure, save_json, save_npy
-from .outputs import QUIET, Log, check_writable, output_paths, unique_stems
+from .outputs import QUIET, Log, check_folder, check_writable, output_paths, unique_stems
 
 __all__ = ["LayerTable", "export_heatmaps", "export_kernels", "export_maps", "layer_table"]
 
@@ -158,7 +158,7 @@ def export_heatmaps(
     side = size or meta.input_size
     stems = unique_stems(images)
     batch = load_images(images, side)
-    check_writable([output / "x.png"])
+    check_folder(output)
     target = list(targets) * (len(images) if len(targets) == 1 else 1) if targets else None
     if not filter:
         for path, preds in zip(images, predict(model, batch, 5), strict=True):

@@ -121,8 +121,11 @@ def grid_sheet(
     meta = model_meta(model)
     settings = settings.for_model(meta.input_size)
     side = int(settings.size or 0)
-    indices = list(filters) if filters is not None else list(range(layer_channels(model, layer, side)))
-    check_filters(model, layer, indices, side)
+    if filters is None:
+        indices = list(range(layer_channels(model, layer, side)))
+    else:
+        indices = list(filters)
+        check_filters(model, layer, indices, side)
     path = output_paths(output, [f"{model_slug(meta.name)}_{layer}_grid"])[0]
     singles = [individual / f"{_filter_stem(model, layer, n)}.png" for n in indices] if individual else []
     check_writable([path, *singles])
@@ -225,7 +228,7 @@ def dataset_examples(
     grid = layer_grid(model, layer, [filter_index], settings.with_(batch_size=1), progress=progress)
     synth_max = float(feature_maps(model, grid.images, layer)[0, filter_index].max())
     best = found[0].value if found else math.nan
-    ratio = ratio_to_natural(synth_max, found)
+    ratio = ratio_to_natural(synth_max, [e.value for e in found])
     title = (
         f"{meta.name} {layer}:{filter_index}: synthesized vs top {len(found)} of {scan.scanned} images "
         f"(ratio {ratio:.2f}x)"

@@ -11,7 +11,7 @@ from pathlib import Path
 from ..errors import KernelvizError
 from ..files.images import IMAGE_SUFFIXES
 
-__all__ = ["QUIET", "Log", "check_writable", "output_paths", "unique_stems"]
+__all__ = ["QUIET", "Log", "check_folder", "check_writable", "output_paths", "unique_stems"]
 
 
 def _quiet(message: str) -> None:
@@ -57,20 +57,25 @@ def unique_stems(paths: Sequence[Path]) -> list[str]:
     return [f"{s}_{i}" if stems.count(s) > 1 else s for i, s in enumerate(stems)]
 
 
-def check_writable(paths: Sequence[Path]) -> None:
-    """Make sure files can be created in the folders of ``paths``, before any computing.
+def check_folder(folder: Path) -> None:
+    """Make sure files can be created in ``folder``, before any computing.
 
-    Creates the folders (as writing would) and a temporary file in each, removed at once.
+    Creates the folder (as writing would) and a temporary file in it, removed at once.
 
     Raises:
-        KernelvizError: a folder that cannot be created or written, or a path whose folder is a file.
+        KernelvizError: a folder that cannot be created or written, or one whose path is a file.
     """
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".kernelviz-check.", dir=folder)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as err:
+        reason = err.strerror or type(err).__name__
+        raise KernelvizError(f"cannot write into {folder}: {reason}; choose another -o") from err
+
+
+def check_writable(paths: Sequence[Path]) -> None:
+    """:func:`check_folder` for the folder of each of the files ``paths``."""
     for folder in dict.fromkeys(Path(p).parent for p in paths):
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=".kernelviz-check.", dir=folder)
-            os.close(fd)
-            os.unlink(tmp)
-        except OSError as err:
-            reason = err.strerror or type(err).__name__
-            raise KernelvizError(f"cannot write into {folder}: {reason}; choose another -o") from err
+        check_folder(folder)

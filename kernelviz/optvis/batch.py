@@ -103,10 +103,11 @@ def layer_grid(
     size = int(settings.size or 0)
     if filters is None:
         filters = list(range(layer_channels(model, layer, size)))
-    filters = list(filters)
+    else:
+        filters = list(filters)
+        check_filters(model, layer, filters, size)
     if not filters:
         raise KernelvizError("no filters to draw")
-    check_filters(model, layer, filters, size)
     device = model_device(model)
     chunk = settings.batch_size or auto_batch_size(model, layer, size, device, len(filters))
     images, finals, dead, results = [], [], [], []

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import torch
@@ -91,9 +91,11 @@ class OptimSettings:
 
     def to_json(self) -> dict[str, Any]:
         """The JSON form: every field; ``transforms`` is ``"none"`` rather than ``null``."""
-        data = asdict(self)
-        data["transforms"] = self.transforms if isinstance(self.transforms, str) else _custom(self.transforms)
-        data["param"] = self.param if isinstance(self.param, str) else "custom"
+        data = self._values()
+        if not isinstance(self.transforms, str):
+            data["transforms"] = "none" if self.transforms is None else "custom"
+        if not isinstance(self.param, str):
+            data["param"] = "custom"
         return data
 
     @classmethod
@@ -103,13 +105,12 @@ class OptimSettings:
 
     def visualize_kwargs(self) -> dict[str, Any]:
         """The keyword arguments of :func:`~kernelviz.visualize` these settings fix (all but batch_size)."""
-        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data = self._values()
         data.pop("batch_size")
         return data
 
-
-def _custom(transforms: object) -> str:
-    return "none" if transforms is None else "custom"
+    def _values(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 def _whole(value: object, name: str, low: int | None) -> None:

@@ -23,12 +23,12 @@ __all__ = ["attr", "layer_dir", "text", "url", "write_index"]
 
 
 def text(value: object) -> str:
-    """``value`` as HTML element content."""
-    return html.escape(str(value), quote=True)
+    """``value`` as HTML element content (``<``, ``>`` and ``&`` escaped)."""
+    return html.escape(str(value), quote=False)
 
 
 def attr(value: object) -> str:
-    """``value`` as the inside of a double- or single-quoted attribute value."""
+    """``value`` as the inside of a double- or single-quoted attribute value (quotes escaped too)."""
     return html.escape(str(value), quote=True)
 
 
