@@ -45,14 +45,16 @@ def make_model() -> nn.Module:
     return set_model_meta(model, mean=IMAGENET_MEAN, std=IMAGENET_STD)
 
 
-def naive(model: nn.Module, layer: str, n: int, size: int, steps: int) -> None:
-    """What a first attempt looks like: the whole network, weight gradients and all."""
+def naive(model: nn.Module, layer: str, n: int, size: int, steps: int, batch: int = 1) -> None:
+    """What a first attempt looks like: the whole network, weight gradients and all (on the model's device)."""
     module = model.get_submodule(kernelviz.resolve_layer(model, layer))
+    device = next(model.parameters()).device
     store = {}
     handle = module.register_forward_hook(lambda m, i, o: store.__setitem__("a", o))
     norm = ModelMeta(mean=IMAGENET_MEAN, std=IMAGENET_STD).normalize
     try:
-        img = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0)).requires_grad_(True)
+        start = torch.rand(batch, 3, size, size, generator=torch.Generator().manual_seed(0))
+        img = start.to(device).requires_grad_(True)
         opt = torch.optim.Adam([img], lr=0.05)
         for _ in range(steps):
             opt.zero_grad()
@@ -67,14 +69,14 @@ def naive(model: nn.Module, layer: str, n: int, size: int, steps: int) -> None:
         model.zero_grad(set_to_none=True)
 
 
-def lucent(model: nn.Module, layer: str, n: int, size: int, steps: int) -> None:
+def lucent(model: nn.Module, layer: str, n: int, size: int, steps: int, batch: int = 1) -> None:
     from lucent.optvis import param, render
 
     path = kernelviz.resolve_layer(model, layer).replace(".", "_")
     render.render_vis(
         model,
         f"{path}:{n}",
-        lambda: param.image(size),
+        lambda: param.image(size, batch=batch),
         thresholds=(steps,),
         show_image=False,
         progress=False,
@@ -127,7 +129,7 @@ def matmul_gflops() -> float:
     return 5 * 2 * 2048**3 / (time.perf_counter() - start) / 1e9
 
 
-def conv_gflop(model: nn.Module, layer: str, size: int) -> float:
+def conv_gflop(model: nn.Module, layer: str, size: int) -> float:  # on the model's device
     """Forward GFLOP up to the target layer at ``size`` px, the target computed for one channel."""
     path = kernelviz.resolve_layer(model, layer)
     target = model.get_submodule(path)
@@ -141,7 +143,7 @@ def conv_gflop(model: nn.Module, layer: str, size: int) -> float:
 
     handles = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, nn.Conv2d)]
     try:
-        kernelviz.activations(model, torch.zeros(1, 3, size, size), layer)
+        kernelviz.activations(model, torch.zeros(1, 3, size, size, device=next(model.parameters()).device), layer)
     finally:
         for h in handles:
             h.remove()
