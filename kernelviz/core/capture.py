@@ -14,11 +14,39 @@ from ..errors import KernelvizError
 from .guard import guarded, no_inplace
 from .names import get_module, resolve_layer
 
-__all__ = ["StopForward", "activations", "can_slice", "capture"]
+__all__ = ["StopForward", "activations", "can_slice", "capture", "output_tensor"]
 
 
 class StopForward(Exception):  # noqa: N818 - a control-flow signal, not an error
     """Raised by a hook once every requested layer is captured, to skip the rest of the forward."""
+
+
+def output_tensor(output: object, where: str = "the model") -> torch.Tensor:
+    """The tensor a module's output stands for: the output itself, the first tensor of a tuple or list
+    (torchvision's GoogLeNet/Inception in train mode, detection-style heads), or for a dict its
+    ``"logits"`` / ``"out"`` entry or its only tensor (Hugging Face and segmentation models).
+
+    Raises:
+        KernelvizError: an output with no such tensor (the message lists what there is).
+    """
+    if isinstance(output, torch.Tensor):
+        return output
+    if isinstance(output, tuple | list):
+        first = next((o for o in output if isinstance(o, torch.Tensor)), None)
+        if first is not None:
+            return first
+    if isinstance(output, dict):
+        tensors = {k: v for k, v in output.items() if isinstance(v, torch.Tensor)}
+        for key in ("logits", "out"):
+            if key in tensors:
+                return tensors[key]
+        if len(tensors) == 1:
+            return next(iter(tensors.values()))
+        raise KernelvizError(
+            f"{where} returns a dict with tensors {sorted(tensors)}: none is 'logits' or 'out'; wrap the model "
+            "so that it returns the tensor to explain"
+        )
+    raise KernelvizError(f"{where} returns {type(output).__name__}, not a tensor: pick a layer inside it")
 
 
 class capture:  # noqa: N801 - used like a function: ``with kernelviz.capture(...)``
@@ -130,11 +158,7 @@ class capture:  # noqa: N801 - used like a function: ``with kernelviz.capture(..
 
     def _hook(self, names: Sequence[str]) -> Callable[[nn.Module, tuple, object], None]:
         def hook(module: nn.Module, inputs: tuple, output: object) -> None:
-            if not isinstance(output, torch.Tensor):
-                raise KernelvizError(
-                    f"layer {names[0]!r} returns {type(output).__name__}, not a tensor: pick a layer inside it"
-                )
-            self._store(names, output)
+            self._store(names, output_tensor(output, f"layer {names[0]!r}"))
 
         return hook
 

@@ -163,7 +163,17 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike) -> nn.Module:
         raise KernelvizError(f"weights file {path} holds no state dict (a mapping of names to tensors)")
     if state and all(k.startswith("module.") for k in state):
         state = {k.removeprefix("module."): v for k, v in state.items()}
-    result = model.load_state_dict(state, strict=False)
+    own = model.state_dict()
+    wrong = [k for k, v in state.items() if k in own and tuple(v.shape) != tuple(own[k].shape)]
+    if wrong:
+        k = wrong[0]
+        raise KernelvizError(
+            f"weights file {path} does not fit this model: {len(wrong)} tensor(s) of another shape (e.g. {k}: "
+            f"{tuple(state[k].shape)} in the file, {tuple(own[k].shape)} in the model); was it saved from "
+            "another architecture or number of classes?"
+        )
+    # a model built on the meta device takes the file's tensors as its own (nothing to copy into)
+    result = model.load_state_dict(state, strict=False, assign=any(p.is_meta for p in model.parameters()))
     problems = []
     if result.missing_keys:
         problems.append(f"{len(result.missing_keys)} missing key(s) (e.g. {', '.join(result.missing_keys[:3])})")
@@ -313,5 +323,10 @@ def load_model(
         model, meta = _load_factory(name, weights)
     else:
         model, meta = _load_torchvision(name, weights)
+    if any(p.is_meta for p in model.parameters()):
+        raise KernelvizError(
+            f"{name} has its weights on the meta device (shapes only, no values): pass --weights PATH to load "
+            "real ones, or build the model without torch.device('meta')"
+        )
     model = model.to(resolve_device(device)).eval()
     return set_model_meta(model, meta)

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..core.capture import capture
+from ..core.capture import activations, capture, output_tensor
 from ..core.guard import guarded
 from ..core.layers import list_layers
 from ..core.models import ModelMeta, model_device, model_meta
@@ -89,7 +89,7 @@ class _Scored(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.meta.normalize(x)
         if self.filter_layer is None:
-            return self.model(x)  # (B, classes)
+            return output_tensor(self.model(x))  # (B, classes)
         with capture(self.model, [self.filter_layer], stop=True) as acts:
             self.model(x)
         act = acts[self.filter_layer]  # (B, C, H, W)
@@ -162,7 +162,9 @@ def predict(model: nn.Module, images: torch.Tensor, k: int = 5) -> list[list[tup
     meta = model_meta(model)
     device = model_device(model)
     with guarded(model), torch.no_grad():
-        logits = model(meta.normalize(images.to(device)))
+        logits = output_tensor(model(meta.normalize(images.to(device))))
+    if logits.dim() != 2:
+        raise KernelvizError(f"the model's output has shape {tuple(logits.shape)}, not (batch, classes): no classes")
     probs = logits.float().softmax(1).cpu()
     top = probs.topk(min(k, probs.shape[1]), dim=1)
     cats = meta.categories
@@ -285,6 +287,12 @@ def attribute(
         path = resolve_layer(model, layer_name)
         if path == "":
             raise KernelvizError(f"{method} needs an inner layer, not {LOGITS!r}")
+        shape = activations(model, norm.normalize(x[:1]), [layer_name])[layer_name].shape
+        if len(shape) != 4:
+            raise KernelvizError(
+                f"{method} needs a layer with a spatial output, but {layer_name!r} gives {tuple(shape[1:])}: "
+                "pick a conv or pool layer (kernelviz layers MODEL lists them)"
+            )
         settings["upsampling"] = "bilinear"
 
     with guarded(model), torch.inference_mode(False), torch.enable_grad(), warnings.catch_warnings():

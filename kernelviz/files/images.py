@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from ..errors import KernelvizError
 
@@ -34,11 +35,34 @@ def square(image: torch.Tensor, size: int) -> torch.Tensor:
     return resized[:, top : top + size, left : left + size].clamp(0, 1)
 
 
+#: Pillow modes that hold more than 8 bits per pixel, and the value that means white in each.
+_WIDE_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+
+
+def _wide_to_unit(arr: np.ndarray, mode: str) -> np.ndarray:
+    """A 16-bit, 32-bit integer or float gray image as floats in ``[0, 1]``.
+
+    16-bit modes are divided by 65535. 32-bit integer and float images carry no declared range: values up to
+    1 are taken as ``[0, 1]`` already (float only), up to 255 as 8-bit, up to 65535 as 16-bit, and anything
+    larger is stretched from its minimum to its maximum.
+    """
+    arr = arr.astype(np.float32)
+    if mode.startswith("I;16"):
+        return arr / 65535.0
+    low, high = float(arr.min()), float(arr.max())
+    for white in (1.0, 255.0, 65535.0):
+        if high <= white and low >= 0 and (white > 1.0 or mode == "F"):
+            return arr / white
+    return (arr - low) / (high - low) if high > low else np.zeros_like(arr)
+
+
 def load_image(path: str | os.PathLike, size: int | tuple[int, int] | None = None) -> torch.Tensor:
     """Read an image file as RGB ``(3, H, W)`` in ``[0, 1]``.
 
-    Any format Pillow reads; grayscale, palette and RGBA images are converted
-    to RGB (transparent areas composited over white).
+    Any format Pillow reads: the EXIF orientation is applied (a phone photo comes out upright);
+    grayscale, palette, CMYK and RGBA images are converted to RGB (transparent areas composited over
+    white); 16-bit, 32-bit and float grayscale images keep their full range (see :func:`_wide_to_unit`)
+    instead of being clipped to 8 bits.
 
     Args:
         size: resize the shorter side to ``size`` and center-crop to a square
@@ -47,7 +71,7 @@ def load_image(path: str | os.PathLike, size: int | tuple[int, int] | None = Non
     Raises:
         KernelvizError: the file is missing or not an image.
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     path = Path(path)
     if not path.is_file():
@@ -55,7 +79,14 @@ def load_image(path: str | os.PathLike, size: int | tuple[int, int] | None = Non
     try:
         with Image.open(path) as opened:
             opened.load()
-            im: Image.Image = opened
+            im: Image.Image = ImageOps.exif_transpose(opened)
+            if im.mode in _WIDE_MODES:
+                gray = torch.from_numpy(_wide_to_unit(np.asarray(im), im.mode))  # (H, W)
+                image = gray.expand(3, *gray.shape).contiguous()  # (3, H, W)
+                if size is not None and not isinstance(size, int):
+                    resized = F.interpolate(image[None], size=size, mode="bicubic", antialias=True)[0]
+                    image = resized.clamp(0, 1)
+                return square(image, size) if isinstance(size, int) else image
             if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
                 background = Image.new("RGBA", im.size, (255, 255, 255, 255))
                 im = Image.alpha_composite(background, im.convert("RGBA"))

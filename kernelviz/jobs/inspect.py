@@ -83,8 +83,10 @@ def export_maps(
     """Feature maps of ``layer`` for each image: a labelled grid PNG (top-``k`` channels by mean
     activation, or ``channels``), a JSON record with the channels' statistics, and with ``raw`` every
     channel as ``.npy``. Returns the PNG paths."""
+    from ..plot.colors import check_cmap
     from ..plot.maps import plot_feature_maps
 
+    check_cmap(cmap)
     meta = model_meta(model)
     side = size or meta.input_size
     paths = output_paths(output, [f"{s}_{layer}_maps" for s in unique_stems(images)])
@@ -147,8 +149,10 @@ def export_heatmaps(
     Returns:
         The PNG paths written.
     """
+    from ..plot.colors import check_cmap
     from ..plot.heatmaps import plot_heatmap
 
+    check_cmap(cmap)
     chosen = check_methods(methods)
     if filter and targets:
         raise KernelvizError("give either --target (a class) or --filter (a filter), not both")

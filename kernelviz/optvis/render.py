@@ -235,6 +235,8 @@ def visualize(
     precision = resolve_precision(checked.precision, dev)
     side = int(size or meta.input_size)
     b = _batch_size(objective, batch)
+    if b < 1:
+        raise KernelvizError(f"batch must be >= 1, got {b}")
     if init is not None:
         init = init.unsqueeze(0) if init.dim() == 3 else init
         if init.shape[0] == 1 and b > 1:
@@ -245,41 +247,42 @@ def visualize(
     hw = (init.shape[-2], init.shape[-1]) if init is not None else (side, side)
 
     norm = meta.with_normalization(mean, std)
-    normalize = norm.normalizer(dev)
-
-    generator = torch.Generator().manual_seed(seed)
-    starts: torch.Generator | list[torch.Generator] = generator
-    if image_seeds is not None:
-        if len(image_seeds) != b:
-            raise KernelvizError(f"{len(image_seeds)} image seeds for a batch of {b}")
-        starts = [torch.Generator().manual_seed(s) for s in image_seeds]
-    if callable(param):
-        image = param(b, hw, generator=starts, device=dev, init=init)
-    else:
-        image = image_param(param, b, hw, generator=starts, device=dev, init=init)
-    chain = build_transforms(transforms, generator, side)
-    optimizer = torch.optim.Adam(image.params, lr=lr)
-
-    settings = {
-        "steps": steps,
-        "size": list(hw),
-        "lr": lr,
-        "param": image.name,
-        "transforms": transforms if isinstance(transforms, str) or transforms is None else "custom",
-        "seed": seed,
-        "image_seeds": list(image_seeds) if image_seeds is not None else None,
-        "batch": b,
-        "precision": precision,
-        "device": str(dev),
-        "normalization": {"mean": norm.mean, "std": norm.std},
-        "redirect_steps": redirect_steps,
-        "init": "image" if init is not None else "noise",
-    }
 
     history: list[torch.Tensor] = []
     interrupted = False
-    start = time.perf_counter()
     with guarded(model), torch.inference_mode(False), torch.enable_grad():  # even inside a caller's no_grad
+        # the image and the constants are made here: tensors made under a caller's inference_mode cannot be
+        # saved for the backward pass
+        normalize = norm.normalizer(dev)
+        generator = torch.Generator().manual_seed(seed)
+        starts: torch.Generator | list[torch.Generator] = generator
+        if image_seeds is not None:
+            if len(image_seeds) != b:
+                raise KernelvizError(f"{len(image_seeds)} image seeds for a batch of {b}")
+            starts = [torch.Generator().manual_seed(s) for s in image_seeds]
+        if callable(param):
+            image = param(b, hw, generator=starts, device=dev, init=init)
+        else:
+            image = image_param(param, b, hw, generator=starts, device=dev, init=init)
+        chain = build_transforms(transforms, generator, side)
+        optimizer = torch.optim.Adam(image.params, lr=lr)
+
+        settings = {
+            "steps": steps,
+            "size": list(hw),
+            "lr": lr,
+            "param": image.name,
+            "transforms": transforms if isinstance(transforms, str) or transforms is None else "custom",
+            "seed": seed,
+            "image_seeds": list(image_seeds) if image_seeds is not None else None,
+            "batch": b,
+            "precision": precision,
+            "device": str(dev),
+            "normalization": {"mean": norm.mean, "std": norm.std},
+            "redirect_steps": redirect_steps,
+            "init": "image" if init is not None else "noise",
+        }
+        start = time.perf_counter()
         cap = capture(model, objective.layers, stop=True)
         sliced = _slicing(model, objective, cap.paths)
         if sliced is not None:
@@ -314,6 +317,11 @@ def visualize(
                         for t in chain:
                             x = t(x)
                         values = score(x, img)
+                    if not values.requires_grad:
+                        raise KernelvizError(
+                            f"{objective.description} does not depend on the image: the layer's output is the "
+                            "same whatever the input; pick a layer the image flows through"
+                        )
                     optimizer.zero_grad(set_to_none=True)
                     (-values.sum()).backward()  # we maximize
                     optimizer.step()

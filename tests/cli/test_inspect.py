@@ -63,6 +63,9 @@ def test_heatmap_command_real_network(cli, photo, tmp_path):
         (["maps", "MODEL", "conv9_1", "PHOTO", *RANDOM], "unknown layer"),
         (["maps", "MODEL", "fc6", "PHOTO", *RANDOM], "no spatial maps"),
         (["weights", "MODEL", "relu1_1", *RANDOM[:2]], "not a Conv2d"),
+        (["maps", "MODEL", "conv1_1", "PHOTO", "--cmap", "viridiss", *RANDOM], "unknown colormap 'viridiss'"),
+        (["heatmap", "MODEL", "PHOTO", "--cmap", "nope", *RANDOM], "Any matplotlib colormap name works"),
+        (["heatmap", "MODEL", "PHOTO", "--layer", "fc6", *RANDOM], "needs a layer with a spatial output"),
     ],
 )
 def test_exporter_errors(cli, photo, args, message):

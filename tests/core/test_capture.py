@@ -6,7 +6,8 @@ import pytest
 import torch
 
 import kernelviz
-from kernelviz.core.capture import capture
+from kernelviz.core.capture import capture, output_tensor
+from kernelviz.errors import KernelvizError
 
 from ..conftest import assert_unchanged, snapshot
 
@@ -52,3 +53,15 @@ def test_capture_gradients_flow(vgg16):
     assert x.grad is not None and x.grad.abs().sum() > 0
     for p in vgg16.parameters():
         p.grad = None
+
+
+def test_output_tensor_reads_tuples_and_dicts():
+    x = torch.ones(2, 3)
+    assert output_tensor(x) is x
+    assert output_tensor((x, x * 2)) is x and output_tensor([None, x]) is x
+    assert output_tensor({"logits": x, "aux": x * 2}) is x and output_tensor({"out": x}) is x
+    assert output_tensor({"only": x}) is x
+    with pytest.raises(KernelvizError, match=r"dict with tensors \['a', 'b'\]"):
+        output_tensor({"a": x, "b": x})
+    with pytest.raises(KernelvizError, match="returns str, not a tensor"):
+        output_tensor("nope")

@@ -7,6 +7,7 @@ import torch
 import torchvision
 
 import kernelviz
+from kernelviz.errors import KernelvizError
 
 from ..conftest import assert_unchanged, snapshot
 
@@ -55,3 +56,19 @@ def test_works_under_frozen_weights_and_no_grad_context(vgg16):
         for p in vgg16.parameters():
             p.requires_grad_(True)
     assert result.history[-1] > result.history[0]
+
+
+def test_a_model_that_cannot_take_the_input_is_one_clear_error():
+    gray_only = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3))  # expects 1-channel images
+    with pytest.raises(KernelvizError, match=r"could not run on this input \(.*1 channels.*3-channel RGB"):
+        kernelviz.visualize(gray_only, "0:1", steps=1, size=16)
+    too_small = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.MaxPool2d(8), torch.nn.Conv2d(4, 4, 3))
+    with pytest.raises(KernelvizError, match="larger --size"):
+        kernelviz.feature_maps(too_small, torch.rand(1, 3, 16, 16), "2")
+
+
+def test_meta_device_weights_are_refused():
+    with torch.device("meta"):
+        net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3))
+    with pytest.raises(KernelvizError, match="meta device"):
+        kernelviz.visualize(net, "0:1", steps=1, size=16)

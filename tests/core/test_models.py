@@ -8,8 +8,10 @@ import urllib.error
 import pytest
 import torch
 import torchvision
+from torch import nn
 
 import kernelviz
+from kernelviz.core.models import load_checkpoint
 from kernelviz.errors import KernelvizError
 
 
@@ -119,3 +121,21 @@ def test_random_weights_are_reproducible():
     torch.rand(5)  # the caller's RNG use does not matter, nor is it disturbed
     b = kernelviz.load_model("vgg11", weights="random", device="cpu")
     assert all(torch.equal(x, y) for x, y in zip(a.parameters(), b.parameters(), strict=True))
+
+
+def test_checkpoint_with_the_right_keys_but_wrong_shapes(tmp_path):
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 4, 3))
+    other = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 6, 3))  # 6 classes, not 4
+    torch.save(other.state_dict(), tmp_path / "six.pt")
+    with pytest.raises(KernelvizError, match=r"2 tensor\(s\) of another shape \(e.g. 2.weight: \(6, 8, 3, 3\)"):
+        load_checkpoint(model, tmp_path / "six.pt")
+
+
+def test_meta_model_gets_real_weights_from_a_checkpoint(tmp_path):
+    real = nn.Sequential(nn.Conv2d(3, 4, 3))
+    torch.save(real.state_dict(), tmp_path / "w.pt")
+    with torch.device("meta"):
+        shell = nn.Sequential(nn.Conv2d(3, 4, 3))
+    loaded = load_checkpoint(shell, tmp_path / "w.pt")
+    assert not any(p.is_meta for p in loaded.parameters())
+    assert torch.equal(loaded[0].weight, real[0].weight)

@@ -158,3 +158,41 @@ def test_linear_model_known_answers():
     ig = attribute(net, x, "integrated_gradients", target=1, ig_steps=4)
     torch.testing.assert_close(ig.maps[0], (x[0] * w).sum(0), rtol=1e-4, atol=1e-6)  # black baseline
     assert float(ig.delta.abs().max()) < 1e-4  # exact for a linear model, whatever the steps
+
+
+class _Wrapped(nn.Module):
+    """A classifier whose forward returns its logits inside a tuple or a dict, as many model zoos do."""
+
+    def __init__(self, how: str) -> None:
+        super().__init__()
+        self.how = how
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> object:
+        logits = self.fc(self.conv(x).mean((2, 3)))
+        return (logits, logits.detach() * 0) if self.how == "tuple" else {"logits": logits, "aux": x.mean()}
+
+
+@pytest.mark.parametrize("how", ["tuple", "dict"])
+def test_models_returning_tuples_or_dicts(how):
+    torch.manual_seed(0)
+    net, x = _Wrapped(how), torch.rand(2, 3, 16, 16)
+    expected = attribute(_Plain(net), x, "gradcam", target=[0, 2], layer="conv").maps
+    got = attribute(net, x, "gradcam", target=[0, 2], layer="conv").maps
+    torch.testing.assert_close(got, expected)
+    assert kernelviz.predict(net, x, 2)[0][0][0] == kernelviz.predict(_Plain(net), x, 2)[0][0][0]
+
+
+class _Plain(nn.Module):
+    def __init__(self, wrapped: _Wrapped) -> None:
+        super().__init__()
+        self.conv, self.fc = wrapped.conv, wrapped.fc
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.conv(x).mean((2, 3)))
+
+
+def test_layer_methods_need_a_spatial_layer(vgg16):
+    with pytest.raises(KernelvizError, match=r"gradcam needs a layer with a spatial output, but 'fc6' gives \(4096,\)"):
+        attribute(vgg16, torch.rand(1, 3, 32, 32), "gradcam", target=1, layer="fc6")

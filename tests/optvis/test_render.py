@@ -218,3 +218,26 @@ def test_maco_keeps_its_magnitude_and_climbs(vgg16, tmp_path):
     (photos / "b.png").write_text("unreadable")  # skipped
     measured = natural_magnitude((32, 32), images=photos)
     assert measured.shape == (32, 17) and torch.isfinite(measured).all()
+
+
+def test_works_under_inference_mode_and_refuses_bad_batches(sobel):
+    with torch.inference_mode():
+        result = kernelviz.visualize(sobel, "1:0", steps=3, size=16)
+    assert result.steps_done == 3 and torch.isfinite(result.final).all()
+    with pytest.raises(KernelvizError, match="batch must be >= 1"):
+        kernelviz.visualize(sobel, "1:0", steps=1, size=16, batch=0)
+
+
+def test_a_layer_that_ignores_the_image_is_named():
+    class Constant(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 2, 3)
+            self.bias = nn.Parameter(torch.ones(1, 2, 1, 1))
+            self.const = nn.Identity()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.conv(x) + self.const(self.bias)
+
+    with pytest.raises(KernelvizError, match=r"channel\(const:0\) does not depend on the image"):
+        kernelviz.visualize(Constant(), "const:0", steps=2, size=16)
