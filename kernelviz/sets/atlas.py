@@ -11,7 +11,8 @@ Layout under ``DIR/<model>/``::
     <layer>/examples.json    dataset examples per filter (with ``images=``), crops in examples/
 
 Every file is written atomically (temporary file, then rename), so a killed run leaves no
-truncated file; a rerun skips filters whose record exists. Work is split into shards by
+truncated file; a rerun skips the filters whose record parses and whose PNG decodes, and redoes the
+others (a file damaged after the fact, by a full disk or a copy, is found and replaced). Work is split into shards by
 position in the full list of (layer, filter) pairs: ``shard=(i, n)`` for independent processes
 (job arrays), or the rank and world size of ``torch.distributed`` under ``torchrun``.
 """
@@ -82,8 +83,37 @@ def _remove_stale_temporaries(root: Path) -> None:
 
 
 def _done(root: Path, layer: str, n: int) -> bool:
+    """Whether filter ``n``'s files are there (cheap: for the work of other processes, written atomically)."""
     d = layer_dir(root, layer)
     return (d / f"{n:04d}.json").exists() and (d / f"{n:04d}.png").exists()
+
+
+def _valid_json(path: Path, key: str | None = None) -> bool:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return key is None or (isinstance(data, dict) and key in data)
+
+
+def _kept(root: Path, layer: str, n: int) -> bool:
+    """Whether filter ``n``'s files are whole: the record parses, the PNG decodes. Damaged ones are removed."""
+    from PIL import Image
+
+    d = layer_dir(root, layer)
+    record, png = d / f"{n:04d}.json", d / f"{n:04d}.png"
+    if not (record.exists() or png.exists()):
+        return False
+    try:
+        with Image.open(png) as im:
+            im.verify()
+        whole = _valid_json(record, "final_value")
+    except (OSError, SyntaxError):  # PIL raises SyntaxError for some broken files
+        whole = False
+    if not whole:
+        record.unlink(missing_ok=True)  # the record first: it is what marks the filter done
+        png.unlink(missing_ok=True)
+    return whole
 
 
 def _check_settings(root: Path, settings: dict[str, Any]) -> None:
@@ -189,8 +219,9 @@ def atlas(
     # in the same batch whatever the sharding: 1 or N processes make the same pictures.
     batches = [(name, chosen[i : i + chunk]) for name, _, chosen in plan for i in range(0, len(chosen), chunk)]
     mine = [b for i, b in enumerate(batches) if i % world == rank]
-    todo = [(name, group) for name, group in mine if not all(_done(root, name, n) for n in group)]
-    skipped = sum(_done(root, name, n) for name, group in mine for n in group)
+    kept = {(name, n) for name, group in mine for n in group if _kept(root, name, n)}
+    todo = [(name, group) for name, group in mine if not all((name, n) in kept for n in group)]
+    skipped = len(kept)
     computed, interrupted = 0, False
     bars = _bars(progress, len({name for name, _ in todo}), sum(len(g) for _, g in todo), rank)
     layers_left = {name: sum(n == name for n, _ in todo) for name, _ in todo}
@@ -205,7 +236,7 @@ def atlas(
             peak = feature_maps(model, result.images, name).flatten(2).amax(2)  # (B, C): max over positions
             d = layer_dir(root, name)
             for i, n in enumerate(group):
-                if _done(root, name, n):
+                if (name, n) in kept:
                     continue  # written by an earlier run that died inside this batch
                 save_png(result.images[i], d / f"{n:04d}.png")
                 record = result.record(
@@ -225,7 +256,7 @@ def atlas(
                     bars[0].update(1)
         if images is not None and not interrupted:
             for j, (name, _, chosen) in enumerate(plan):
-                if j % world == rank and not (layer_dir(root, name) / "examples.json").exists():
+                if j % world == rank and not _valid_json(layer_dir(root, name) / "examples.json"):
                     _write_examples(model, root, name, chosen, images, k, size)
     finally:
         for bar in bars:

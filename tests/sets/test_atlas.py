@@ -233,3 +233,27 @@ def test_site_in_headless_browser(vgg16, tmp_path):
         assert ok[1] == ok[2] and int(ok[2]) >= 1, ok[0]
         console = [ln for ln in proc.stderr.splitlines() if "CONSOLE" in ln]
         assert console == [], console
+
+
+def test_resume_verifies_what_it_keeps(tiny, tmp_path):
+    """A record that does not parse or a PNG that does not decode is redone; whole files are kept as they are."""
+    kwargs = dict(layers=["conv1_1"], filters=4, progress=False, steps=2, size=32)
+    atlas(tiny, tmp_path, **kwargs)
+    layer = tmp_path / "tiny_vgg" / "conv1_1"
+    whole = (layer / "0000.png").read_bytes(), (layer / "0000.json").read_bytes()
+    (layer / "0001.json").write_text('{"objective": "chan')  # truncated by a full disk
+    (layer / "0002.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")  # does not decode
+    report = atlas(tiny, tmp_path, **kwargs)
+    assert report.computed == 2 and report.skipped == 2 and report.index_written
+    assert ((layer / "0000.png").read_bytes(), (layer / "0000.json").read_bytes()) == whole
+    for n in (1, 2):
+        assert json.loads((layer / f"{n:04d}.json").read_text())["filter"] == n
+        Image.open(layer / f"{n:04d}.png").load()
+
+
+def test_damaged_settings_refuse_to_resume(tiny, tmp_path):
+    kwargs = dict(layers=["conv1_1"], filters=2, progress=False, steps=2, size=32)
+    atlas(tiny, tmp_path, **kwargs)
+    (tmp_path / "tiny_vgg" / "settings.json").write_text("{not json")
+    with pytest.raises(KernelvizError, match=r"settings.json is damaged .* delete that folder to start over"):
+        atlas(tiny, tmp_path, **kwargs)
