@@ -12,7 +12,9 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["atomic_write", "save_figure", "save_json", "save_npy", "save_png", "to_uint8"]
+from ..errors import KernelvizError
+
+__all__ = ["atomic_write", "save_figure", "save_json", "save_npy", "save_png", "to_uint8", "write_or_rescue"]
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], object]) -> Path:
@@ -93,3 +95,31 @@ def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 150) -> Path:
         return atomic_write(path, lambda tmp: fig.savefig(tmp, format=fmt, dpi=dpi, bbox_inches="tight"))
     finally:
         plt.close(fig)
+
+
+def write_or_rescue(write: Callable[[Path], object], path: str | os.PathLike) -> Path:
+    """Call ``write(path)``; when that fails (a full disk, a file-size limit, a folder gone read-only), write
+    the same result into a new folder under the system's temporary directory instead, and say where.
+
+    Returns:
+        ``path``, when the write succeeded.
+
+    Raises:
+        KernelvizError: the write failed; the message names the reason and where the result was kept
+            (or that it could not be kept anywhere).
+    """
+    path = Path(path)
+    try:
+        write(path)
+        return path
+    except OSError as err:
+        reason = err.strerror or str(err) or type(err).__name__
+        kept: Path | None = None
+        try:
+            rescue = Path(tempfile.mkdtemp(prefix="kernelviz-rescue-")) / path.name
+            write(rescue)
+            kept = rescue
+        except OSError:
+            pass
+        where = f"the result is kept at {kept}" if kept else "it could not be kept anywhere else either"
+        raise KernelvizError(f"could not write {path} ({reason}); {where}") from err

@@ -16,12 +16,12 @@ from pathlib import Path
 from torch import nn
 
 from ..core.layers import check_filters, layer_channels
-from ..core.models import model_meta, model_slug
+from ..core.models import ModelMeta, model_meta, model_slug
 from ..explain.examples import find_examples, ratio_to_natural
 from ..explain.maps import feature_maps
 from ..files.images import image_files, load_image
 from ..files.records import provenance
-from ..files.write import save_figure, save_json
+from ..files.write import save_figure, save_json, write_or_rescue
 from ..optvis.batch import GridResult, layer_grid
 from ..optvis.render import VisResult
 from ..optvis.settings import DEFAULTS, OptimSettings
@@ -34,6 +34,15 @@ Progress = Callable[[int, float], None]
 
 def _filter_stem(model: nn.Module, layer: str, n: int) -> str:
     return f"{model_slug(model_meta(model).name)}_{layer}_{n:04d}"
+
+
+def _saver(result: VisResult, i: int, meta: ModelMeta, layer: str, n: int) -> Callable[[Path], Path]:
+    """Writes image ``i`` of ``result`` (filter ``n`` of ``layer``) and its record to a given path."""
+
+    def save(path: Path) -> Path:
+        return result.save(path, i, meta, layer=layer, filter=n, objective=f"channel({layer}:{n})")
+
+    return save
 
 
 def _warn_dead(log: Log, result: VisResult, i: int, layer: str, n: int) -> None:
@@ -89,7 +98,7 @@ def synthesize_filters(
 
     def save(group: list[int], result: VisResult) -> None:
         for i, n in enumerate(group):
-            result.save(where[n], i, meta, layer=layer, filter=n, objective=f"channel({layer}:{n})")
+            write_or_rescue(_saver(result, i, meta, layer, n), where[n])
             log.info(f"wrote {where[n]} (final mean activation {float(result.final[i]):.4g})")
             _warn_dead(log, result, i, layer, n)
 
@@ -133,14 +142,7 @@ def grid_sheet(
     def save(group: list[int], result: VisResult) -> None:
         for i, n in enumerate(group):
             if individual is not None:
-                result.save(
-                    individual / f"{_filter_stem(model, layer, n)}.png",
-                    i,
-                    meta,
-                    layer=layer,
-                    filter=n,
-                    objective=f"channel({layer}:{n})",
-                )
+                write_or_rescue(_saver(result, i, meta, layer, n), individual / f"{_filter_stem(model, layer, n)}.png")
             _warn_dead(log, result, i, layer, n)
 
     grid = layer_grid(model, layer, indices, settings, on_batch=save, progress=progress)

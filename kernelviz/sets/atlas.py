@@ -23,6 +23,7 @@ import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,7 @@ from ..core.names import resolve_layer
 from ..errors import KernelvizError
 from ..explain.examples import find_examples
 from ..explain.maps import feature_maps
-from ..files.write import save_json, save_png
+from ..files.write import save_json, save_png, write_or_rescue
 from ..optvis.batch import auto_batch_size, layer_grid
 from ..optvis.settings import DEFAULTS, OptimSettings
 from .site import layer_dir, write_index
@@ -238,7 +239,6 @@ def atlas(
             for i, n in enumerate(group):
                 if (name, n) in kept:
                     continue  # written by an earlier run that died inside this batch
-                save_png(result.images[i], d / f"{n:04d}.png")
                 record = result.record(
                     i,
                     meta,
@@ -247,7 +247,8 @@ def atlas(
                     objective=f"channel({name}:{n})",
                     max_activation=float(peak[i, n]),
                 )
-                save_json(record, d / f"{n:04d}.json")  # written last: marks the filter done
+                write_or_rescue(partial(save_png, result.images[i]), d / f"{n:04d}.png")
+                write_or_rescue(partial(save_json, record), d / f"{n:04d}.json")  # last: marks it done
                 computed += 1
             layers_left[name] -= 1
             if bars:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -68,3 +71,21 @@ def test_wide_and_unusual_image_modes(tmp_path):
     pal = Image.fromarray(np.arange(64, dtype=np.uint8).reshape(8, 8)).convert("P")
     pal.save(tmp_path / "p.png")
     assert load_image(tmp_path / "p.png").shape == (3, 8, 8)
+
+
+def test_a_failed_write_keeps_the_result_elsewhere(tmp_path, monkeypatch):
+    from kernelviz.files.write import save_json, write_or_rescue
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", None)  # re-read TMPDIR
+    blocked = tmp_path / "file"
+    blocked.write_text("x")  # a file where the output folder should be
+    with pytest.raises(
+        KernelvizError, match=r"could not write .*file/a.json \(.*\); the result is kept at (.*)"
+    ) as info:
+        write_or_rescue(lambda p: save_json({"a": 1}, p), blocked / "a.json")
+    kept = Path(str(info.value).rsplit("kept at ", 1)[1])
+    assert kept.parent.parent == tmp_path / "tmp" and json.loads(kept.read_text()) == {"a": 1}
