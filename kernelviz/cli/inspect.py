@@ -15,8 +15,17 @@ __all__ = ["heatmap_cmd", "layers_cmd", "maps_cmd", "weights_cmd"]
 @click.argument("model")
 @model_options
 @click.option("--size", type=click.IntRange(min=1), default=None, help="Input side in pixels [default: the model's].")
+@click.option(
+    "--type",
+    "types",
+    multiple=True,
+    help="Only layers whose type contains this, e.g. conv, linear, pool, norm (repeat for several).",
+)
+@click.option("--grep", default=None, help="Only layers whose name or module path matches this regular expression.")
 @errors_to_click
-def layers_cmd(model: str, weights: str, device: str, size: int | None) -> None:
+def layers_cmd(
+    model: str, weights: str, device: str, size: int | None, types: tuple[str, ...], grep: str | None
+) -> None:
     """List MODEL's layers: name, module path, type, output shape, channels, receptive field.
 
     Ends with the depth counted the classic way (conv + fully connected layers).
@@ -24,7 +33,7 @@ def layers_cmd(model: str, weights: str, device: str, size: int | None) -> None:
     """
     from ..jobs.inspect import layer_table
 
-    for line in layer_table(load(model, weights, device), size).lines():
+    for line in layer_table(load(model, weights, device), size, types=types, grep=grep).lines():
         click.echo(line)
 
 

@@ -56,9 +56,11 @@ class LayerInfo:
         type: the module's class name.
         shape: output shape for one image at the table's input size, without
             the batch dimension, e.g. ``(256, 56, 56)``.
-        channels: output channels (first entry of ``shape``).
+        channels: output channels (the first entry of ``shape``, the last for a channels-last
+            output such as inside ConvNeXt blocks).
         receptive_field: side in input pixels of the region one output
-            position sees, or ``None`` when the layer sees the whole image
+            position sees (it may exceed the input: then border positions see
+            padding too), or ``None`` when the layer sees the whole image
             (fully connected, adaptive pooling).
         trainable: whether the layer counts toward the classic depth
             (a convolution or a fully connected layer with weights).
@@ -111,6 +113,18 @@ def _rf_step(module: nn.Module, field: _Field) -> _Field:
     return field
 
 
+def _permuted(module: nn.Module, was_last: bool) -> bool:
+    """Whether ``module``'s output is channels-last: a permutation to (B, H, W, C) makes it so, the way back
+    undoes it, anything else keeps its input's layout."""
+    dims = getattr(module, "dims", None)
+    if isinstance(dims, list | tuple) and len(dims) == 4:
+        if list(dims) == [0, 2, 3, 1]:
+            return True
+        if list(dims) == [0, 3, 1, 2]:
+            return False
+    return was_last
+
+
 def count_depth(model: nn.Module) -> int:
     """The network's depth counted the classic way: conv and fully connected layers.
 
@@ -154,6 +168,7 @@ def list_layers(
     aliases = {path: name for name, path in layer_names(model).items() if name != path}
 
     info: dict[int, _Field] = {}  # id(tensor) -> its receptive field
+    channels_last: dict[int, bool] = {}  # id(tensor) -> laid out (B, H, W, C), as inside ConvNeXt blocks
     keep: list[torch.Tensor] = []  # keeps tensors alive so their ids stay unique
     last: _Field = (1.0, 1.0, 0.5)
     rows: list[LayerInfo] = []
@@ -161,18 +176,25 @@ def list_layers(
     def hook(path: str, module: nn.Module, inputs: tuple, output: object) -> None:
         nonlocal last
         src = next((t for t in inputs if isinstance(t, torch.Tensor)), None)
+        src_last = channels_last.get(id(src), False) if src is not None else False
         if list(module.children()) and not isinstance(module, _LAYER_TYPES):
             # a block: its output's field was set by the child that made it, else by the last child
             field = info.get(id(output), last)
+            is_last = channels_last.get(id(output), False)
         elif list(module.children()):
             # a layer that first runs a helper child on its input (a conv padding "same" itself):
             # the child's output, the most recent one, is what the layer computes on
-            field = _rf_step(module, last)
+            field, is_last = _rf_step(module, last), False
         else:
-            field = _rf_step(module, info.get(id(src), last) if src is not None else last)
+            before = info.get(id(src), last) if src is not None else last
+            # a Linear on a channels-last map (ConvNeXt's pointwise layers) mixes channels only
+            pointwise = isinstance(module, nn.Linear) and src_last
+            field = before if pointwise else _rf_step(module, before)
+            is_last = _permuted(module, src_last)
         rf, jump, start = field
         if isinstance(output, torch.Tensor):
             info[id(output)] = field
+            channels_last[id(output)] = is_last
             keep.append(output)
             shape = tuple(output.shape[1:])
             last = field
@@ -182,8 +204,8 @@ def list_layers(
                     path=path,
                     type=type(module).__name__,
                     shape=shape,
-                    channels=shape[0] if shape else 0,
-                    receptive_field=None if math.isinf(rf) else int(min(rf, max(h, w))),
+                    channels=(shape[-1] if is_last and len(shape) == 3 else shape[0]) if shape else 0,
+                    receptive_field=None if math.isinf(rf) else int(rf),
                     stride=None if math.isinf(rf) else int(jump),
                     offset=None if math.isinf(rf) else start,
                     trainable=isinstance(module, (*_CONV_TYPES, nn.Linear)),

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from torch import nn
 
-from ..core.layers import LayerInfo, count_depth, list_layers
+from ..core.layers import LayerInfo, list_layers
 from ..core.models import model_meta, model_slug
 from ..errors import KernelvizError
 from ..explain.heatmaps import attribute, check_methods, predict
@@ -30,6 +31,9 @@ class LayerTable:
     size: int
     rows: list[LayerInfo]
     depth: int
+    total: int = 0  # rows before filtering (0: not filtered)
+    convs: int = 0  # trainable convolutions and fully connected layers of the whole model
+    fcs: int = 0
 
     def lines(self) -> list[str]:
         """The table as aligned text lines, then a blank line and the depth footer."""
@@ -41,29 +45,62 @@ class LayerTable:
                 r.type,
                 "x".join(map(str, r.shape)),
                 str(r.channels),
-                "all" if r.receptive_field is None else str(r.receptive_field),
+                _field(r.receptive_field, self.size),
             )
             for r in self.rows
         ]
         widths = [max(len(row[i]) for row in table) for i in range(len(header))]
         out = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in table]
-        convs = sum(r.trainable and r.type.startswith("Conv") for r in self.rows)
-        fcs = sum(r.trainable and r.type == "Linear" for r in self.rows)
+        if self.total:
+            out.append(f"({len(self.rows)} of {self.total} layers shown)")
         out.append(
             f"\n{self.model}: input {self.size}x{self.size}; depth {self.depth} "
-            f"({convs} conv + {fcs} fully connected; only layers with trainable weights count, "
+            f"({self.convs} conv + {self.fcs} fully connected; only layers with trainable weights count, "
             "batch norm excluded). RF = receptive field in input pixels."
         )
         return out
 
 
-def layer_table(model: nn.Module, size: int | None = None) -> LayerTable:
-    """Every layer of ``model`` at input side ``size`` (default: the model's) and its depth."""
+def _field(rf: int | None, size: int) -> str:
+    if rf is None:
+        return "all"
+    return f"{rf} (> input)" if rf > size else str(rf)
+
+
+def layer_table(
+    model: nn.Module, size: int | None = None, *, types: Sequence[str] = (), grep: str | None = None
+) -> LayerTable:
+    """Every layer of ``model`` at input side ``size`` (default: the model's) and its depth.
+
+    Args:
+        types: keep only layers whose type contains one of these (case-insensitive): ``"conv"``,
+            ``"linear"``, ``"pool"``, ``"norm"``, ``"relu"``...
+        grep: keep only layers whose name or module path matches this regular expression.
+    """
     meta = model_meta(model)
     if size is not None and size < 1:
         raise KernelvizError(f"size must be a positive number of pixels, got {size}")
     side = size or meta.input_size
-    return LayerTable(meta.name, side, list_layers(model, side), count_depth(model))
+    rows = list_layers(model, side)
+    # the depth of what runs in eval mode: auxiliary heads (GoogLeNet, Inception-v3) do not count, and a
+    # module called several times counts once
+    convs = len({r.path for r in rows if r.trainable and r.type.startswith("Conv")})
+    fcs = len({r.path for r in rows if r.trainable and r.type == "Linear"})
+    table = LayerTable(meta.name, side, rows, convs + fcs, convs=convs, fcs=fcs)
+    if types or grep:
+        try:
+            pattern = re.compile(grep or "", re.IGNORECASE)
+        except re.error as err:
+            raise KernelvizError(f"cannot read --grep {grep!r} as a regular expression: {err}") from err
+        wanted = [t.lower() for t in types]
+        table.rows = [
+            r
+            for r in rows
+            if (not wanted or any(t in r.type.lower() for t in wanted))
+            and (pattern.search(r.name) or pattern.search(r.path))
+        ]
+        table.total = len(rows)
+    return table
 
 
 def export_maps(

@@ -101,6 +101,18 @@ def test_layers_command(cli):
     assert line.split() == ["conv3_2", "features.12", "Conv2d", "256x56x56", "256", "32"]
     assert "depth 16 (13 conv + 3 fully connected" in result.output
     assert cli("layers", "MODEL", "--size", "-5").exit_code == 2  # click refuses it, with usage
+    convs = cli("layers", "vgg16", "--weights", "random", "--type", "conv", "--grep", "conv[45]_")
+    assert [ln.split()[0] for ln in convs.output.splitlines()[1:7]] == [
+        "conv4_1",
+        "conv4_2",
+        "conv4_3",
+        "conv5_1",
+        "conv5_2",
+        "conv5_3",
+    ]
+    assert "(6 of 39 layers shown)" in convs.output
+    bad = cli("layers", "MODEL", "--grep", "conv[")
+    assert bad.exit_code == 1 and "cannot read --grep 'conv['" in bad.output
 
 
 def test_custom_model_from_shell_with_checkpoint(cli, tmp_path):

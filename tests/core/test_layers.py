@@ -122,3 +122,29 @@ def test_self_padding_convs_and_blocks_have_true_fields():
         ), path
     assert (b["1"].receptive_field, b["1"].stride, b["1"].offset) == (11, 4, 0.5)
     assert a["0"].shape == (4, 16, 16) and kernelviz.count_depth(padded) == 2
+
+
+def test_convnext_channels_last_rows_and_pointwise_fields():
+    """Inside a ConvNeXt block the map is (H, W, C): channels are the last entry, and the pointwise Linear
+    layers mix channels only, so the receptive field does not grow to the whole image."""
+    model = torchvision.models.convnext_tiny(weights=None).eval()
+    rows = {r.path: r for r in list_layers(model, 64)}
+    permute, linear, back = rows["features.1.0.block.1"], rows["features.1.0.block.3"], rows["features.1.0.block.6"]
+    assert permute.shape == (16, 16, 96) and permute.channels == 96
+    assert linear.shape == (16, 16, 384) and linear.channels == 384
+    assert linear.receptive_field == rows["features.1.0.block.0"].receptive_field == 4 + 6 * 4
+    assert back.shape == (96, 16, 16) and back.channels == 96
+
+
+def test_fields_are_not_capped_and_depth_counts_what_runs():
+    from kernelviz.jobs.inspect import layer_table
+
+    resnet = layer_table(torchvision.models.resnet50(weights=None), 224, grep=r"^layer4\.2\.conv3$")
+    assert [r.path for r in resnet.rows] == ["layer4.2.conv3"] and resnet.total > 150
+    assert resnet.rows[0].receptive_field == 427  # larger than the 224-px input: border units see padding
+    assert "427 (> input)" in resnet.lines()[1] and "(1 of" in resnet.lines()[2]
+    googlenet = torchvision.models.googlenet(weights=None, aux_logits=True, init_weights=False)
+    assert kernelviz.count_depth(googlenet) == 64  # every conv and linear module, auxiliary heads included
+    assert layer_table(googlenet, 224).depth == 58  # what runs in eval mode: the heads do not
+    convs = layer_table(googlenet, 224, types=["conv"])
+    assert convs.rows and all(r.type == "Conv2d" for r in convs.rows)
