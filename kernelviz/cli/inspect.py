@@ -130,7 +130,12 @@ def maps_cmd(
     help="Class index or name; once for all images or once per image [default: top-1].",
 )
 @click.option("--filter", "filter_spec", default=None, help="Explain a filter instead of a class: LAYER:INDEX.")
-@click.option("--layer", default=None, help="Layer of Grad-CAM methods [default: relu5_3 for VGG].")
+@click.option(
+    "--layer",
+    default=None,
+    help="Layer of the Grad-CAM methods; LAYER:input for its input [default: the last full spatial map: relu5_3 "
+    "for VGG, layer4 for ResNet, the input of the global pooling where the map comes from a shared module].",
+)
 @click.option(
     "-o",
     "--output",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+import torchvision
 from torch import nn
 
 import kernelviz
@@ -196,3 +197,39 @@ class _Plain(nn.Module):
 def test_layer_methods_need_a_spatial_layer(vgg16):
     with pytest.raises(KernelvizError, match=r"gradcam needs a layer with a spatial output, but 'fc6' gives \(4096,\)"):
         attribute(vgg16, torch.rand(1, 3, 32, 32), "gradcam", target=1, layer="fc6")
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("resnet18", "layer4"),  # after the last residual addition and ReLU, not layer4.1.bn2
+        ("densenet121", "features"),
+        ("googlenet", "inception5b"),  # the whole block, not one of its branches
+        ("inception_v3", "Mixed_7c"),
+        ("convnext_tiny", "features"),
+        ("efficientnet_b0", "features"),
+        ("vgg16", "relu5_3"),
+    ],
+)
+def test_default_gradcam_layer_is_the_last_full_spatial_map(name, expected):
+    kwargs = {"init_weights": False} if name in ("googlenet", "inception_v3") else {}
+    model = torchvision.models.get_model(name, weights=None, **kwargs).eval()
+    if name == "inception_v3":
+        kernelviz.set_model_meta(model, input_size=299)
+    assert default_layer(model) == expected
+
+
+def test_default_gradcam_layer_refuses_a_transformer():
+    vit = torchvision.models.vit_b_16(weights=None).eval()
+    with pytest.raises(KernelvizError, match=r"'conv_proj', near its start.*pass a layer explicitly"):
+        default_layer(vit)
+
+
+def test_gradcam_at_a_layer_input_equals_the_layer_that_makes_it():
+    """ResNet's avgpool takes layer4's output: Grad-CAM at "avgpool:input" and at "layer4" are one map."""
+    model = torchvision.models.resnet18(weights=None).eval()
+    images = torch.rand(2, 3, 64, 64)
+    at_input = attribute(model, images, "gradcam", target=[3, 7], layer="avgpool:input")
+    at_output = attribute(model, images, "gradcam", target=[3, 7], layer="layer4")
+    torch.testing.assert_close(at_input.maps, at_output.maps)
+    assert at_input.layer == "avgpool:input" and float(at_input.maps.abs().max()) > 0
