@@ -20,6 +20,7 @@ __all__ = [
     "Transform",
     "build_transforms",
     "compose",
+    "fit",
     "jitter",
     "pad",
     "random_affine",
@@ -93,6 +94,25 @@ def random_affine(scales: Sequence[float], angles: Sequence[float], generator: t
     return fn
 
 
+def fit(size: int, how: str = "resize") -> Transform:
+    """Bring the image back to ``size`` x ``size``: ``"resize"`` (bilinear, the whole view kept, as lucent
+    does) or ``"crop"`` (the center, pixel scale kept). Fixed-size networks (ViT, MaxViT) need it, and the
+    network then sees as many pixels as were asked for."""
+    if how not in ("resize", "crop"):
+        raise KernelvizError(f"fit must be 'resize' or 'crop', got {how!r}")
+
+    def fn(x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        if (h, w) == (size, size):
+            return x
+        if how == "crop" and h >= size and w >= size:
+            top, left = (h - size) // 2, (w - size) // 2
+            return x[..., top : top + size, left : left + size]
+        return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+
+    return fn
+
+
 def compose(transforms: Sequence[Transform]) -> Transform:
     """Apply ``transforms`` in order."""
 
@@ -104,12 +124,13 @@ def compose(transforms: Sequence[Transform]) -> Transform:
     return fn
 
 
-def standard_transforms(generator: torch.Generator, size: int = 224) -> list[Transform]:
+def standard_transforms(generator: torch.Generator, size: int = 224, end: str | None = None) -> list[Transform]:
     """Lucid's robustness recipe, with distances scaled to the image size (Lucid's are for 128 px).
 
     Pad 12 px of gray, jitter 8, scale 0.90-1.10 in steps of 0.02, rotate
     -10..10 degrees, jitter 4 (pixel distances multiplied by ``size / 128``,
-    rounded, so a 224-px image moves as far, relatively, as Lucid's).
+    rounded, so a 224-px image moves as far, relatively, as Lucid's). ``end``: ``"resize"`` or ``"crop"``
+    back to ``size`` at the end (see :func:`fit`), or ``None`` to keep the larger view.
     """
     k = max(size / 128, 0.25)
     scales = [1 + (i - 5) / 50 for i in range(11)]
@@ -119,15 +140,20 @@ def standard_transforms(generator: torch.Generator, size: int = 224) -> list[Tra
         jitter(max(2, round(8 * k)), generator),
         random_affine(scales, angles, generator),  # = random_scale then random_rotate, one resampling
         jitter(max(2, round(4 * k)), generator),
+        *([fit(size, end)] if end is not None else []),
     ]
 
 
 def build_transforms(spec: str | Sequence[Transform] | None, generator: torch.Generator, size: int) -> list[Transform]:
-    """Transforms by name: ``"standard"`` (Lucid's recipe), ``None``/``"none"``, or a list kept as is."""
+    """Transforms by name: ``"standard"`` (Lucid's recipe, ending at ``size``), ``None``/``"none"``, or a list
+    kept as is."""
     if spec is None or spec == "none":
         return []
     if spec in ("standard", "default"):
-        return standard_transforms(generator, size)
+        # ending with a center crop back to the asked size: fixed-size networks (ViT) work, and measured on
+        # EfficientNet-Lite0 (benchmarks/bench_fit.py) it is 1.12x faster at 224 px, 1.29x at 160 px, with the
+        # same objective reached (resizing back instead, as lucent does, lost 10-16%)
+        return standard_transforms(generator, size, end="crop")
     if isinstance(spec, str):
         raise KernelvizError(f"unknown transforms {spec!r}: use 'standard' or 'none'")
     return list(spec)

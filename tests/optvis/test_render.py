@@ -161,11 +161,12 @@ def test_speed_paths_reach_the_same_objective(vgg16):
     """The fast path (one channel, channels-last, truncated forward) climbs as far as the plain one,
     within the noise between seeds.
 
-    Measured at 48 px, 48 steps, seeds 3-5: mean final value 0.0117 (fast) vs 0.0121 (plain),
-    seed-to-seed standard deviation 0.0030; both climb from -0.091.
+    Measured at 48 px, 48 steps (standard transforms ending at the size), seeds 3-12: mean final value
+    0.0222 (fast) vs 0.0220 (plain), paired difference 0.0002 +- 0.0032; seeds 3-8: 0.0214 vs 0.0226,
+    plain's seed-to-seed deviation 0.0019 (three seeds were too few to estimate it); both climb from -0.09.
     """
     fast, plain = [], []
-    for seed in (3, 4, 5):
+    for seed in range(3, 9):
         kwargs = dict(steps=48, size=48, seed=seed)
         f = kernelviz.visualize(vgg16, "conv3_2:5", **kwargs)
         p = kernelviz.visualize(
@@ -179,7 +180,7 @@ def test_speed_paths_reach_the_same_objective(vgg16):
         fast.append(float(f.final))
         plain.append(float(p.final))
     noise = torch.tensor(plain).std()
-    assert abs(sum(fast) - sum(plain)) / 3 < noise
+    assert abs(sum(fast) - sum(plain)) / len(fast) < noise
     assert min(fast) > -0.05  # both climbed from about -0.09
 
 
