@@ -76,6 +76,7 @@ def efficientnet_lite0() -> nn.Module:
         std=IMAGENET_STD,
         input_size=224,
         categories=imagenet_categories(),
+        preprocessing="EfficientNet-Lite0's ImageNet training",
     )
 
 

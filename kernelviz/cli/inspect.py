@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from .options import LOG, errors_to_click, load, model_options
+from .options import LOG, ModelSource, errors_to_click, model_options
 
 __all__ = ["heatmap_cmd", "layers_cmd", "maps_cmd", "weights_cmd"]
 
@@ -23,9 +23,7 @@ __all__ = ["heatmap_cmd", "layers_cmd", "maps_cmd", "weights_cmd"]
 )
 @click.option("--grep", default=None, help="Only layers whose name or module path matches this regular expression.")
 @errors_to_click
-def layers_cmd(
-    model: str, weights: str, device: str, size: int | None, types: tuple[str, ...], grep: str | None
-) -> None:
+def layers_cmd(model: str, source: ModelSource, size: int | None, types: tuple[str, ...], grep: str | None) -> None:
     """List MODEL's layers: name, module path, type, output shape, channels, receptive field.
 
     Ends with the depth counted the classic way (conv + fully connected layers).
@@ -33,7 +31,7 @@ def layers_cmd(
     """
     from ..jobs.inspect import layer_table
 
-    for line in layer_table(load(model, weights, device), size, types=types, grep=grep).lines():
+    for line in layer_table(source.load(model), size, types=types, grep=grep).lines():
         click.echo(line)
 
 
@@ -81,8 +79,7 @@ def maps_cmd(
     cmap: str,
     raw: bool,
     size: int | None,
-    weights: str,
-    device: str,
+    source: ModelSource,
 ) -> None:
     """Feature maps of LAYER for each IMAGE: a labelled grid of channels beside the image.
 
@@ -93,7 +90,7 @@ def maps_cmd(
     from ..jobs.specs import parse_filters
 
     chosen = parse_filters(channels) if channels else None
-    net = load(model, weights, device)
+    net = source.load(model)
     export_maps(
         net,
         layer,
@@ -168,8 +165,7 @@ def heatmap_cmd(
     alpha: float,
     scale: str,
     size: int | None,
-    weights: str,
-    device: str,
+    source: ModelSource,
 ) -> None:
     """Which regions of each IMAGE drive a class (default: the top-1 prediction) or a filter.
 
@@ -180,7 +176,7 @@ def heatmap_cmd(
     from ..jobs.inspect import export_heatmaps
 
     check_methods(methods)  # a typo fails before the model loads
-    net = load(model, weights, device)
+    net = source.load(model)
     export_heatmaps(
         net,
         images,
@@ -212,14 +208,14 @@ def heatmap_cmd(
 @model_options
 @errors_to_click
 def weights_cmd(
-    model: str, layer: str, output: Path | None, filters: str | None, inputs: str | None, weights: str, device: str
+    model: str, layer: str, output: Path | None, filters: str | None, inputs: str | None, source: ModelSource
 ) -> None:
     """Draw the learned kernels of conv LAYER: RGB tiles for a first layer, per-input gray tiles deeper."""
     from ..jobs.inspect import export_kernels
     from ..jobs.specs import parse_filters
 
     export_kernels(
-        load(model, weights, device),
+        source.load(model),
         layer,
         output=output,
         filters=parse_filters(filters) if filters else None,

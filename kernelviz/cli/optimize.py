@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from ..optvis.settings import OptimSettings
-from .options import LOG, Progress, errors_to_click, load, model_options, optimize_options
+from .options import LOG, ModelSource, Progress, errors_to_click, model_options, optimize_options
 
 __all__ = ["atlas_cmd", "examples_cmd", "filter_cmd", "grid_cmd"]
 
@@ -40,8 +40,7 @@ def filter_cmd(
     filters: tuple[str, ...],
     output: Path | None,
     init_image: Path | None,
-    weights: str,
-    device: str,
+    source: ModelSource,
     settings: OptimSettings,
 ) -> None:
     """Synthesize the image that FILTER(s) of LAYER respond to most.
@@ -56,7 +55,7 @@ def filter_cmd(
     from ..jobs.specs import parse_filters
 
     indices = parse_filters(filters)
-    net = load(model, weights, device)
+    net = source.load(model)
     with Progress(settings.steps, f"{layer} ({len(indices)} filters)") as bar:
         report = synthesize_filters(
             net, layer, indices, settings, output=output, init=init_image, progress=bar, log=LOG
@@ -94,8 +93,7 @@ def grid_cmd(
     output: Path | None,
     individual: Path | None,
     cols: int | None,
-    weights: str,
-    device: str,
+    source: ModelSource,
     settings: OptimSettings,
 ) -> None:
     """Every requested filter of LAYER on one labelled contact sheet, optimized in batches."""
@@ -103,7 +101,7 @@ def grid_cmd(
     from ..jobs.specs import parse_filters
 
     indices = parse_filters(filters) if filters else None
-    net = load(model, weights, device)
+    net = source.load(model)
     count = "all" if indices is None else len(indices)
     with Progress(settings.steps, f"{layer} ({count} filters)") as bar:
         report = grid_sheet(
@@ -144,8 +142,7 @@ def atlas_cmd(
     k: int,
     shard: str | None,
     quiet: bool,
-    weights: str,
-    device: str,
+    source: ModelSource,
     settings: OptimSettings,
 ) -> None:
     """A browsable atlas of MODEL: per-filter images and JSON, contact sheets, a static site.
@@ -161,7 +158,7 @@ def atlas_cmd(
     chosen = parse_filter_choice(filters)
     shard_pair = parse_shard(shard)
     check_folder(output)
-    net = load(model, weights, runtime_device(device))
+    net = source.load(model, runtime_device(source.device))
     report = atlas(
         net,
         output,
@@ -207,8 +204,7 @@ def examples_cmd(
     images: Path,
     k: int,
     output: Path | None,
-    weights: str,
-    device: str,
+    source: ModelSource,
     settings: OptimSettings,
 ) -> None:
     """The images in a folder that excite FILTER of LAYER most, cropped where it fires, beside its synthesized image.
@@ -220,7 +216,7 @@ def examples_cmd(
 
     from ..jobs.optimize import dataset_examples
 
-    net = load(model, weights, device)
+    net = source.load(model)
     scan_bar = tqdm(desc="scanning", unit="image", file=sys.stderr)
 
     def scanned(done: int, total: int) -> None:

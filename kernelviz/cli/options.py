@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import click
@@ -13,7 +14,7 @@ from ..errors import KernelvizError
 from ..jobs.outputs import Log
 from ..optvis.settings import DEFAULTS, PARAM_NAMES, PRECISIONS, TRANSFORM_NAMES, OptimSettings
 
-__all__ = ["LOG", "Progress", "errors_to_click", "load", "model_options", "optimize_options"]
+__all__ = ["LOG", "ModelSource", "Progress", "errors_to_click", "model_options", "optimize_options"]
 
 #: Jobs report through this: what was written on stdout, warnings on stderr.
 LOG = Log(info=click.echo, warn=lambda message: click.echo(message, err=True))
@@ -32,29 +33,79 @@ def errors_to_click(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def model_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """``--weights`` and ``--device``, shared by every command that loads a model."""
-    fn = click.option(
-        "--device",
-        default="auto",
-        show_default=True,
-        help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps.",
-    )(fn)
-    fn = click.option(
+@dataclass(frozen=True)
+class ModelSource:
+    """How a command gets its model: the shared ``--weights``, ``--device``, ``--mean``, ``--std`` and
+    ``--input-size`` options."""
+
+    weights: str
+    device: str
+    mean: str | None = None
+    std: str | None = None
+    input_size: int | None = None
+
+    def load(self, name: str, device: str | None = None) -> Any:  # -> nn.Module
+        """Load MODEL ``name`` (imported late: ``--help`` stays fast), saying so when its preprocessing is
+        unknown."""
+        from ..core.models import load_model, model_meta
+        from ..jobs.specs import parse_numbers
+
+        net = load_model(
+            name,
+            weights=self.weights,
+            device=device or self.device,
+            mean=parse_numbers(self.mean, "--mean"),
+            std=parse_numbers(self.std, "--std"),
+            input_size=self.input_size,
+        )
+        meta = model_meta(net)
+        if meta.preprocessing == "unknown":
+            click.echo(
+                f"note: {name} carries no preprocessing: images go in as RGB in [0, 1] at {meta.input_size} px; "
+                "if it was trained otherwise, pass --mean, --std and --input-size",
+                err=True,
+            )
+        return net
+
+
+_MODEL_OPTIONS = [
+    click.option(
         "--weights",
         default="default",
         show_default=True,
         help="default (torchvision's pretrained weights), random, a weights name such as "
         "IMAGENET1K_V1, or PATH to a local checkpoint.",
-    )(fn)
-    return fn
+    ),
+    click.option(
+        "--device",
+        default="auto",
+        show_default=True,
+        help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps.",
+    ),
+    click.option(
+        "--mean", default=None, help="Input normalization mean, e.g. 0.5,0.5,0.5 [default: what the model carries]."
+    ),
+    click.option("--std", default=None, help="Input normalization std, e.g. 0.5,0.5,0.5 [default: the model's]."),
+    click.option(
+        "--input-size",
+        type=click.IntRange(min=8),
+        default=None,
+        help="Side the model was trained at [default: its own].",
+    ),
+]
 
 
-def load(model: str, weights: str, device: str) -> Any:  # -> nn.Module
-    """Load MODEL with the shared options (imported late: ``--help`` stays fast)."""
-    from ..core.models import load_model
+def model_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The options of every command that loads a model, handed to it as one ``source`` (a :class:`ModelSource`)."""
 
-    return load_model(model, weights=weights, device=device)
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        source = ModelSource(**{name: kwargs.pop(name) for name in ("weights", "device", "mean", "std", "input_size")})
+        return fn(*args, source=source, **kwargs)
+
+    for option in reversed(_MODEL_OPTIONS):
+        wrapper = option(wrapper)
+    return wrapper
 
 
 _OPTIMIZE_OPTIONS = [

@@ -15,7 +15,7 @@ from .guard import guarded
 from .models import model_device, model_meta
 from .names import get_module, layer_names, resolve_layer
 
-__all__ = ["LayerInfo", "check_filters", "count_depth", "layer_channels", "list_layers"]
+__all__ = ["LayerInfo", "check_filters", "count_depth", "field_text", "layer_channels", "list_layers"]
 
 _CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _POOL_TYPES = (nn.MaxPool2d, nn.AvgPool2d)
@@ -78,6 +78,14 @@ class LayerInfo:
     trainable: bool
     stride: int | None = None
     offset: float | None = None
+
+
+def field_text(receptive_field: int | None, size: int) -> str:
+    """A receptive field for people: ``"32"``, ``"427 (> input)"`` when it exceeds the ``size``-px input
+    (border units then see padding), ``"all"`` for a layer that sees the whole image."""
+    if receptive_field is None:
+        return "all"
+    return f"{receptive_field} (> input)" if receptive_field > size else str(receptive_field)
 
 
 _Field = tuple[float, float, float]  # (receptive field, stride in input pixels, center of unit 0)

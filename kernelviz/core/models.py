@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import math
 import os
 import re
 import sys
@@ -45,6 +46,9 @@ class ModelMeta:
             before the model sees it; ``None`` for none.
         input_size: the side of the square image the model was trained on.
         categories: class names, index = logit index; empty when unknown.
+        preprocessing: where ``mean``, ``std`` and ``input_size`` come from (``"torchvision weights"``,
+            ``"timm pretrained_cfg"``, ``"image processor"``, ``"set by the user"``...), or ``"unknown"``:
+            then images go in as RGB in ``[0, 1]`` at 224 px, which may not be how the model was trained.
     """
 
     name: str = "model"
@@ -53,6 +57,7 @@ class ModelMeta:
     std: tuple[float, ...] | None = None
     input_size: int = 224
     categories: tuple[str, ...] = field(default=(), repr=False)
+    preprocessing: str = "unknown"
 
     def with_normalization(self, mean: Sequence[float] | None, std: Sequence[float] | None) -> ModelMeta:
         """This metadata with ``mean``/``std`` replacing the model's own where given (``None`` keeps it)."""
@@ -82,14 +87,57 @@ _META_ATTR = "kernelviz_meta"
 
 
 def model_meta(model: nn.Module) -> ModelMeta:
-    """The :class:`ModelMeta` attached by :func:`load_model`, or a neutral default.
-
-    A plain user model gets no normalization and a 224-px input size; pass
-    ``mean``/``std`` to the functions that take them, or call
+    """The :class:`ModelMeta` attached by :func:`load_model` or :func:`set_model_meta`; else what the model
+    carries itself (:func:`carried_meta`); else a neutral default (no normalization, 224 px,
+    ``preprocessing="unknown"``): pass ``mean``/``std`` to the functions that take them, or call
     :func:`set_model_meta`.
     """
     meta = getattr(model, _META_ATTR, None)
-    return meta if isinstance(meta, ModelMeta) else ModelMeta(name=type(model).__name__)
+    if isinstance(meta, ModelMeta):
+        return meta
+    return carried_meta(model) or ModelMeta(name=type(model).__name__)
+
+
+def carried_meta(model: nn.Module) -> ModelMeta | None:
+    """The preprocessing a model carries itself, when it carries any:
+
+    * timm models: ``pretrained_cfg`` (or ``default_cfg``) ``mean``, ``std`` and ``input_size``
+      (Inception-v3: 299 px and mean 0.5); ImageNet class names for a 1000-class model;
+    * an ``image_processor`` attribute (a Hugging Face image processor attached to the model):
+      ``image_mean``, ``image_std`` and its crop or resize size.
+    """
+    name = type(model).__name__
+    cfg = getattr(model, "pretrained_cfg", None) or getattr(model, "default_cfg", None)
+    if isinstance(cfg, dict) and cfg.get("mean") and cfg.get("std"):
+        size = cfg.get("input_size") or (3, 224, 224)
+        classes = cfg.get("num_classes")
+        return ModelMeta(
+            name=name,
+            mean=tuple(float(v) for v in cfg["mean"]),
+            std=tuple(float(v) for v in cfg["std"]),
+            input_size=int(size[-1]),
+            categories=_imagenet_categories() if classes == 1000 else (),
+            preprocessing="timm pretrained_cfg",
+        )
+    processor = getattr(model, "image_processor", None)
+    mean, std = getattr(processor, "image_mean", None), getattr(processor, "image_std", None)
+    if mean is not None and std is not None:
+        size = getattr(processor, "crop_size", None) or getattr(processor, "size", None) or {}
+        side = size.get("height") or size.get("shortest_edge") if isinstance(size, dict) else size
+        return ModelMeta(
+            name=name,
+            mean=tuple(float(v) for v in mean),
+            std=tuple(float(v) for v in std),
+            input_size=int(side or 224),
+            preprocessing="image processor",
+        )
+    return None
+
+
+def _imagenet_categories() -> tuple[str, ...]:
+    from torchvision.models._meta import _IMAGENET_CATEGORIES
+
+    return tuple(_IMAGENET_CATEGORIES)
 
 
 def model_device(model: nn.Module) -> torch.device:
@@ -98,7 +146,13 @@ def model_device(model: nn.Module) -> torch.device:
 
 
 def set_model_meta(model: nn.Module, meta: ModelMeta | None = None, **changes: object) -> nn.Module:
-    """Attach preprocessing/class metadata to ``model`` (returns the same model)."""
+    """Attach preprocessing/class metadata to ``model`` (returns the same model).
+
+    Giving ``mean``, ``std`` or ``input_size`` here marks the preprocessing as known (``"set by the user"``)
+    unless ``preprocessing`` says where it comes from.
+    """
+    if {"mean", "std", "input_size"} & changes.keys():
+        changes.setdefault("preprocessing", "set by the user")
     meta = replace(meta or model_meta(model), **changes)  # type: ignore[arg-type]
     object.__setattr__(model, _META_ATTR, meta)
     return model
@@ -258,6 +312,7 @@ def _weights_meta(name: str, w: Any) -> ModelMeta:
         std=tuple(getattr(preprocess, "std", IMAGENET_STD)),
         input_size=int(crop[0] if isinstance(crop, list | tuple) else crop),
         categories=tuple(w.meta.get("categories") or ()),
+        preprocessing="torchvision weights",
     )
 
 
@@ -295,6 +350,10 @@ def load_model(
     name: str,
     weights: str | os.PathLike | None = "default",
     device: str | torch.device | None = "auto",
+    *,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    input_size: int | None = None,
 ) -> nn.Module:
     """Load a model by name, with its weights, preprocessing and class names.
 
@@ -308,6 +367,8 @@ def load_model(
             as ``"IMAGENET1K_V1"``; ``None``/``"random"`` for random
             initialization; or a path to a local checkpoint.
         device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"mps"``...
+        mean, std, input_size: the preprocessing the model was trained with, replacing what its weights
+            or its configuration say (three values each for mean and std, or one for all channels).
 
     Returns:
         The model in eval mode on ``device``; :func:`model_meta` gives its
@@ -329,4 +390,29 @@ def load_model(
             "real ones, or build the model without torch.device('meta')"
         )
     model = model.to(resolve_device(device)).eval()
+    if mean is not None or std is not None or input_size is not None:
+        meta = _overridden(meta, mean, std, input_size)
     return set_model_meta(model, meta)
+
+
+def _overridden(
+    meta: ModelMeta, mean: Sequence[float] | None, std: Sequence[float] | None, input_size: int | None
+) -> ModelMeta:
+    """``meta`` with the user's preprocessing; checked: 1 or 3 values, positive std and size."""
+    values: dict[str, Any] = {}
+    for what, given in (("mean", mean), ("std", std)):
+        if given is None:
+            continue
+        numbers = tuple(float(v) for v in given)
+        if len(numbers) not in (1, 3) or not all(math.isfinite(v) for v in numbers):
+            raise KernelvizError(f"{what} takes 1 or 3 finite numbers (one per RGB channel), got {list(given)}")
+        if what == "std" and min(numbers) <= 0:
+            raise KernelvizError(f"std must be positive, got {list(given)}")
+        values[what] = numbers * 3 if len(numbers) == 1 else numbers
+    if input_size is not None:
+        if input_size < 8:
+            raise KernelvizError(f"input size must be at least 8 pixels, got {input_size}")
+        values["input_size"] = int(input_size)
+    if (("mean" in values) != ("std" in values)) and (meta.mean is None or meta.std is None):
+        raise KernelvizError("give both mean and std: the model carries no normalization to complete them")
+    return replace(meta, **values, preprocessing="set by the user")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from torch import nn
 
-from ..core.layers import LayerInfo, list_layers
+from ..core.layers import LayerInfo, field_text, list_layers
 from ..core.models import model_meta, model_slug
 from ..errors import KernelvizError
 from ..explain.heatmaps import attribute, check_methods, predict
@@ -45,7 +45,7 @@ class LayerTable:
                 r.type,
                 "x".join(map(str, r.shape)),
                 str(r.channels),
-                _field(r.receptive_field, self.size),
+                field_text(r.receptive_field, self.size),
             )
             for r in self.rows
         ]
@@ -59,12 +59,6 @@ class LayerTable:
             "batch norm excluded). RF = receptive field in input pixels."
         )
         return out
-
-
-def _field(rf: int | None, size: int) -> str:
-    if rf is None:
-        return "all"
-    return f"{rf} (> input)" if rf > size else str(rf)
 
 
 def layer_table(

@@ -14,7 +14,7 @@ import torch
 
 from ..errors import KernelvizError
 
-__all__ = ["parse_filter_choice", "parse_filters", "parse_shard", "runtime_device"]
+__all__ = ["parse_filter_choice", "parse_filters", "parse_numbers", "parse_shard", "runtime_device"]
 
 _RANGE = re.compile(r"^(\d+)-(\d+)$")
 _SHARD = re.compile(r"^(\d+)/(\d+)$")
@@ -49,6 +49,22 @@ def parse_filters(values: str | Iterable[str]) -> list[int]:
             else:
                 raise KernelvizError(f"cannot read filter {part!r}: use numbers and ranges such as 0-15 17")
     return list(dict.fromkeys(out))
+
+
+def parse_numbers(value: str | None, what: str) -> tuple[float, ...] | None:
+    """``"0.5,0.5,0.5"`` (or ``"0.5"``) → ``(0.5, 0.5, 0.5)``; ``None`` → ``None``.
+
+    Raises:
+        KernelvizError: something that is not a comma-separated list of numbers.
+    """
+    if value is None:
+        return None
+    try:
+        return tuple(float(v) for v in value.split(","))
+    except ValueError:
+        raise KernelvizError(
+            f"cannot read {what} {value!r}: write numbers separated by commas, e.g. 0.5,0.5,0.5"
+        ) from None
 
 
 def parse_filter_choice(value: str) -> int | list[int] | None:

@@ -13,7 +13,7 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
-from ..core.layers import LayerInfo
+from ..core.layers import LayerInfo, field_text
 from ..explain.examples import ratio_to_natural
 from ..files.images import load_image
 from ..files.records import versions
@@ -140,14 +140,15 @@ def write_index(root: Path, plan: list[tuple[str, LayerInfo, list[int]]], settin
         body = (
             f'<p><a href="../index.html">&larr; all layers</a></p><h1>{text(model)} {text(name)}</h1>'
             f"<p>module <code>{text(row.path)}</code>, output {_shape(row)}, "
-            f"receptive field {row.receptive_field} px. Settings: <code>{text(json.dumps(settings))}</code></p>"
+            f"receptive field {field_text(row.receptive_field, settings['size'])} px. "
+            f"Settings: <code>{text(json.dumps(settings))}</code></p>"
             f'<p><a href="sheet.png">contact sheet</a></p><div class="grid">{cards}</div>'
         )
         _write_text(d / "index.html", _PAGE.format(title=text(f"{model} {name}"), body=body))
         rel = d.relative_to(root).as_posix()
         layer_rows.append(
             f'<tr><td><a href="{url(rel + "/index.html")}">{text(name)}</a></td><td><code>{text(row.path)}</code></td>'
-            f"<td>{_shape(row)}</td><td>{row.receptive_field}</td><td>{len(chosen)}</td>"
+            f"<td>{_shape(row)}</td><td>{field_text(row.receptive_field, settings['size'])}</td><td>{len(chosen)}</td>"
             f'<td><a href="{url(rel + "/index.html")}"><img src="{url(rel + "/sheet.png")}" '
             f'alt="{attr(name)} sheet" height="90"></a></td></tr>'
         )

@@ -195,3 +195,36 @@ def test_examples_command(cli, tmp_path):
     record = json.loads((tmp_path / "ex.json").read_text())
     assert len(record["examples"]) == 2 and record["ratio_to_best_natural"] > 0
     assert record["examples"][0]["max"] >= record["examples"][1]["max"]
+
+
+def test_preprocessing_options_and_the_notice(cli, tmp_path):
+    (tmp_path / "plainnet.py").write_text(
+        "import torch.nn as nn\ndef make():\n    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())\n"
+    )
+    sys.path.insert(0, str(tmp_path))
+    try:
+        bare = cli("filter", "plainnet:make", "0", "1", "--steps", "1", "--size", "16", "-o", "a.png")
+        told = cli(
+            "filter",
+            "plainnet:make",
+            "0",
+            "1",
+            "--steps",
+            "1",
+            "--size",
+            "16",
+            "-o",
+            "b.png",
+            "--mean",
+            "0.5",
+            "--std",
+            "0.25,0.25,0.25",
+        )
+    finally:
+        sys.path.remove(str(tmp_path))
+    assert bare.exit_code == 0 and "carries no preprocessing" in bare.output and "--mean, --std" in bare.output
+    assert told.exit_code == 0 and "carries no preprocessing" not in told.output
+    record = json.loads((tmp_path / "b.json").read_text())
+    assert record["settings"]["normalization"] == {"mean": [0.5] * 3, "std": [0.25] * 3}
+    bad = cli("layers", "MODEL", "--mean", "a,b")
+    assert bad.exit_code == 1 and "cannot read --mean 'a,b'" in bad.output

@@ -139,3 +139,30 @@ def test_meta_model_gets_real_weights_from_a_checkpoint(tmp_path):
     loaded = load_checkpoint(shell, tmp_path / "w.pt")
     assert not any(p.is_meta for p in loaded.parameters())
     assert torch.equal(loaded[0].weight, real[0].weight)
+
+
+def test_preprocessing_a_model_carries_is_read():
+    timm = pytest.importorskip("timm")
+    inception = timm.create_model("inception_v3", pretrained=False)
+    meta = kernelviz.model_meta(inception)
+    assert (meta.input_size, meta.mean, meta.std) == (299, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    assert meta.preprocessing == "timm pretrained_cfg" and len(meta.categories) == 1000
+    plain = nn.Sequential(nn.Conv2d(3, 4, 3))
+    assert kernelviz.model_meta(plain).preprocessing == "unknown" and kernelviz.model_meta(plain).mean is None
+
+    class Processor:  # what a Hugging Face image processor says
+        image_mean, image_std, crop_size = [0.5, 0.4, 0.3], [0.2, 0.2, 0.2], {"height": 256, "width": 256}
+
+    plain.image_processor = Processor()
+    carried = kernelviz.model_meta(plain)
+    assert (carried.mean, carried.input_size, carried.preprocessing) == ((0.5, 0.4, 0.3), 256, "image processor")
+
+
+def test_load_model_takes_the_users_preprocessing():
+    model = kernelviz.load_model("resnet18", weights="random", device="cpu", mean=[0.5], std=[0.25], input_size=160)
+    meta = kernelviz.model_meta(model)
+    assert (meta.mean, meta.std, meta.input_size) == ((0.5,) * 3, (0.25,) * 3, 160)
+    assert meta.preprocessing == "set by the user"
+    for bad, message in ((dict(std=[0.0]), "std must be positive"), (dict(mean=[1, 2]), "1 or 3 finite numbers")):
+        with pytest.raises(KernelvizError, match=message):
+            kernelviz.load_model("resnet18", weights="random", device="cpu", **bad)
