@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 
@@ -12,9 +13,36 @@ from torch import nn
 
 from ..errors import KernelvizError
 from .guard import guarded, no_inplace
-from .names import get_module, resolve_layer
+from .models import model_device, model_meta
+from .names import get_module, resolve_layer, split_call
 
-__all__ = ["StopForward", "activations", "can_slice", "capture", "output_tensor"]
+__all__ = ["StopForward", "activations", "can_slice", "capture", "module_runs", "output_tensor"]
+
+_RUNS: weakref.WeakKeyDictionary[nn.Module, dict[str, int]] = weakref.WeakKeyDictionary()
+
+
+def module_runs(model: nn.Module) -> dict[str, int]:
+    """How many times each submodule runs in one forward pass (``{path: runs}``), from one pass on a zero
+    image at the model's input size, remembered per model. ``{}`` when the model cannot run on it."""
+    if model in _RUNS:
+        return _RUNS[model]
+    runs: dict[str, int] = {}
+
+    def count(path: str) -> None:
+        runs[path] = runs.get(path, 0) + 1
+
+    handles = [m.register_forward_hook(lambda mod, i, o, p=p: count(p)) for p, m in model.named_modules() if p]
+    size = model_meta(model).input_size
+    try:
+        with guarded(model), torch.no_grad():
+            model(torch.zeros(1, 3, size, size, device=model_device(model)))
+    except (KernelvizError, RuntimeError):  # a model that needs other input: runs unknown, nothing refused
+        runs = {}
+    finally:
+        for handle in handles:
+            handle.remove()
+    _RUNS[model] = runs
+    return runs
 
 
 class StopForward(Exception):  # noqa: N818 - a control-flow signal, not an error
@@ -86,12 +114,33 @@ class capture:  # noqa: N801 - used like a function: ``with kernelviz.capture(..
         self.model = model
         self.layers = [layers] if isinstance(layers, str) else list(layers)
         self.paths = {name: resolve_layer(model, name) for name in self.layers}
+        self.runs = {name: split_call(name)[1] for name in self.layers}  # None: the module's only run
+        self._check_runs()
+        self._count: dict[str, int] = {}  # runs of each hooked module in the current forward pass
         self.stop = stop
         self.detach = detach
         self.acts: dict[str, torch.Tensor] = {}
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
         self._inplace = contextlib.ExitStack()
         self._sliced: dict[str, tuple[torch.Tensor, nn.Conv2d, nn.Module | None]] = {}
+
+    def _check_runs(self) -> None:
+        """A module that runs several times per forward must be named with the run wanted (``NAME#N``)."""
+        if not any(self.paths.values()):
+            return
+        runs = module_runs(self.model)
+        for name, path in self.paths.items():
+            total, wanted = runs.get(path, 1), self.runs[name]
+            if wanted is None and total > 1:
+                choices = ", ".join(f"{name}#{k}" for k in range(1, total + 1))
+                raise KernelvizError(
+                    f"layer {name!r} runs {total} times in one forward pass (one module used at several places): "
+                    f"name the run you mean: {choices} (kernelviz layers MODEL lists them)"
+                )
+            if wanted is not None and wanted > max(total, 1):
+                raise KernelvizError(
+                    f"layer {split_call(name)[0]!r} runs {total} time(s) per forward pass, not {wanted}"
+                )
 
     # -- the optimizer's fast path -------------------------------------------------
     def slice_channels(self, name: str, channels: torch.Tensor, conv: nn.Conv2d, relu: nn.Module | None = None) -> None:
@@ -117,6 +166,7 @@ class capture:  # noqa: N801 - used like a function: ``with kernelviz.capture(..
     def __enter__(self) -> dict[str, torch.Tensor]:
         try:
             self._inplace.enter_context(no_inplace(self.model))
+            self._handles.append(self.model.register_forward_pre_hook(lambda m, i: self._count.clear()))
             by_path: dict[str, list[str]] = {}
             for name, path in self.paths.items():
                 by_path.setdefault(path, []).append(name)
@@ -157,8 +207,13 @@ class capture:  # noqa: N801 - used like a function: ``with kernelviz.capture(..
             raise StopForward
 
     def _hook(self, names: Sequence[str]) -> Callable[[nn.Module, tuple, object], None]:
+        path = self.paths[names[0]]
+
         def hook(module: nn.Module, inputs: tuple, output: object) -> None:
-            self._store(names, output_tensor(output, f"layer {names[0]!r}"))
+            run = self._count[path] = self._count.get(path, 0) + 1
+            wanted = [n for n in names if self.runs[n] in (None, run)]
+            if wanted:
+                self._store(wanted, output_tensor(output, f"layer {names[0]!r}"))
 
         return hook
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
@@ -239,4 +240,11 @@ def list_layers(
         finally:
             for handle in handles:
                 handle.remove()
+    # a module that runs several times (ResNet's shared relu) gets one name per run: NAME#1, NAME#2...
+    runs = Counter(r.path for r in rows)
+    seen: Counter[str] = Counter()
+    for i, r in enumerate(rows):
+        if runs[r.path] > 1:
+            seen[r.path] += 1
+            rows[i] = replace(r, name=f"{r.name}#{seen[r.path]}")
     return rows

@@ -17,7 +17,7 @@ from torch import nn
 
 from ..errors import KernelvizError, close_matches
 
-__all__ = ["LOGITS", "get_module", "layer_names", "resolve_layer"]
+__all__ = ["LOGITS", "get_module", "layer_names", "resolve_layer", "split_call"]
 
 #: Name of the model's own output (the class logits of a classifier).
 LOGITS = "logits"
@@ -76,13 +76,30 @@ def layer_names(model: nn.Module) -> dict[str, str]:
     return names
 
 
+def split_call(name: str) -> tuple[str, int | None]:
+    """``"layer1.0.relu#2"`` → ``("layer1.0.relu", 2)``: the second run of a module that runs several times
+    per forward pass (ResNet uses one ``relu`` module at two or three places of a block); ``"conv3_2"`` →
+    ``("conv3_2", None)``.
+
+    Raises:
+        KernelvizError: a ``#`` not followed by a run number >= 1.
+    """
+    base, mark, call = name.rpartition("#")
+    if not mark:
+        return name, None
+    if not call.isdigit() or int(call) < 1:
+        raise KernelvizError(f"cannot read layer {name!r}: write NAME#N for the N-th run of a module, N >= 1")
+    return base, int(call)
+
+
 def resolve_layer(model: nn.Module, name: str) -> str:
-    """Turn a layer name or module path into a module path.
+    """Turn a layer name or module path into a module path (a run number ``#N`` is allowed and dropped).
 
     Raises:
         KernelvizError: the name is unknown; the message suggests close names
             and points to ``kernelviz layers``.
     """
+    name, _ = split_call(name)
     names = layer_names(model)
     if name in names:
         return names[name]

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..core.capture import StopForward, capture, output_tensor
+from ..core.capture import StopForward, capture, module_runs, output_tensor
 from ..core.guard import guarded
 from ..core.models import ModelMeta, model_device, model_meta
 from ..core.names import LOGITS, get_module, layer_names, resolve_layer
@@ -359,6 +359,11 @@ def attribute(
         path = resolve_layer(model, layer_name.removesuffix(INPUT_SUFFIX))
         if path == "":
             raise KernelvizError(f"{method} needs an inner layer, not {LOGITS!r}")
+        if module_runs(model).get(path, 1) > 1:
+            raise KernelvizError(
+                f"{method} cannot explain one run of {path!r}, a module used {module_runs(model)[path]} times per "
+                "forward pass: pick the layer that contains it (its block) or the one after it"
+            )
         shape = _layer_shape(model, norm.normalize(x[:1]), path, at_input)
         if len(shape) != 4:
             raise KernelvizError(

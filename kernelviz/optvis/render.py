@@ -15,7 +15,7 @@ from torch import nn
 from ..core.capture import StopForward, can_slice, capture
 from ..core.guard import guarded
 from ..core.models import ModelMeta, model_device, model_meta
-from ..core.names import LOGITS, get_module
+from ..core.names import LOGITS, get_module, split_call
 from ..errors import KernelvizError, NonFiniteObjectiveError, out_of_range
 from ..files.records import provenance, versions
 from ..files.write import save_json, save_png
@@ -124,6 +124,8 @@ def _slicing(
     if len(layers) != 1 or objective.needs[layers[0]] is None or layers[0] == LOGITS:
         return None
     layer = layers[0]
+    if split_call(layer)[1] is not None:  # one run of a shared module: computed in full
+        return None
     path = paths[layer]
     module = get_module(model, path)
     if isinstance(module, nn.Conv2d) and can_slice(module):

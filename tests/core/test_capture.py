@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torchvision
 
 import kernelviz
 from kernelviz.core.capture import capture, output_tensor
@@ -65,3 +66,27 @@ def test_output_tensor_reads_tuples_and_dicts():
         output_tensor({"a": x, "b": x})
     with pytest.raises(KernelvizError, match="returns str, not a tensor"):
         output_tensor("nope")
+
+
+def test_a_module_that_runs_several_times_is_named_by_run():
+    """ResNet's BasicBlock applies one ReLU module twice: after bn1, and after the residual addition."""
+    model = torchvision.models.resnet18(weights=None).eval()
+    x = torch.rand(2, 3, 64, 64)
+    with pytest.raises(KernelvizError, match=r"runs 2 times .* layer1\.0\.relu#1, layer1\.0\.relu#2"):
+        kernelviz.activations(model, x, "layer1.0.relu")
+    acts = kernelviz.activations(model, x, ["layer1.0.relu#1", "layer1.0.relu#2"])
+    with torch.no_grad():  # the hook-free reference
+        stem = model.maxpool(model.relu(model.bn1(model.conv1(x))))
+        block = model.layer1[0]
+        first = torch.relu(block.bn1(block.conv1(stem)))
+        second = torch.relu(block.bn2(block.conv2(first)) + stem)
+    torch.testing.assert_close(acts["layer1.0.relu#1"], first)
+    torch.testing.assert_close(acts["layer1.0.relu#2"], second)
+    names = [r.name for r in kernelviz.list_layers(model, 64) if r.path == "layer1.0.relu"]
+    assert names == ["layer1.0.relu#1", "layer1.0.relu#2"]
+    with pytest.raises(KernelvizError, match=r"runs 2 time.*not 3"):
+        kernelviz.activations(model, x, "layer1.0.relu#3")
+    with pytest.raises(KernelvizError, match="cannot explain one run"):
+        kernelviz.attribute(model, x, "gradcam", target=1, layer="layer1.0.relu")
+    result = kernelviz.visualize(model, "layer1.0.relu#2:3", steps=2, size=32)
+    assert result.steps_done == 2
