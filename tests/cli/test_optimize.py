@@ -72,6 +72,8 @@ def test_unwritable_output_fails_before_any_work(cli, tmp_path):
     assert result.exit_code == 1 and "cannot write into file" in result.output
     result = cli("grid", "MODEL", "conv1_1", "--individual", "file", *FAST)
     assert result.exit_code == 1 and "cannot write into file" in result.output
+    result = cli("atlas", "MODEL", "-o", "file", "--filters", "2", *FAST)
+    assert result.exit_code == 1 and "cannot write into file" in result.output
     assert not list(tmp_path.glob("*.png"))  # nothing was computed and written elsewhere
 
 
