@@ -62,7 +62,7 @@ def guarded(model: nn.Module) -> Iterator[nn.Module]:
                 p.requires_grad_(False)
             try:
                 yield model
-            except RuntimeError as err:
+            except (RuntimeError, AssertionError) as err:  # torchvision checks input sizes with asserts
                 if not _raised_in_a_module(err):  # a caller's callback, or kernelviz itself: not the model
                     raise
                 raise KernelvizError(_cannot_run(err)) from err
@@ -84,7 +84,7 @@ def _raised_in_a_module(err: BaseException) -> bool:
     return False
 
 
-def _cannot_run(err: RuntimeError) -> str:
+def _cannot_run(err: BaseException) -> str:
     first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
     return (
         f"the model could not run on this input ({first}). Common causes: an image smaller than the network "

@@ -280,7 +280,11 @@ def _load_torchvision(name: str, weights: str | None) -> tuple[nn.Module, ModelM
     if weights in (None, "random", "none"):  # the architecture's preprocessing, no class names
         meta = replace(_weights_meta(name, enum.DEFAULT), weights="random", categories=())
         with _seeded(RANDOM_WEIGHTS_SEED):
-            return tvm.get_model(name, weights=None), meta
+            model = tvm.get_model(name, weights=None)
+        # the architecture built without weights may take another size than the weights' preprocessing
+        # says (vit_h_14: built for 224 px, its DEFAULT weights for 518 px)
+        own = getattr(model, "image_size", None)
+        return model, replace(meta, input_size=own) if isinstance(own, int) else meta
     if _is_path(weights):  # a checkpoint of the same architecture: same preprocessing and classes
         model = load_checkpoint(tvm.get_model(name, weights=None), weights)
         return model, replace(_weights_meta(name, enum.DEFAULT), weights=str(weights))

@@ -72,3 +72,17 @@ def test_meta_device_weights_are_refused():
         net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3))
     with pytest.raises(KernelvizError, match="meta device"):
         kernelviz.visualize(net, "0:1", steps=1, size=16)
+
+
+def test_a_size_assertion_inside_the_model_is_one_clear_error():
+    class Fixed(torch.nn.Module):  # torchvision's ViT checks its input size with an assert
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 4, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            torch._assert(x.shape[-1] == 32, f"Wrong image height! Expected 32 but got {x.shape[-1]}!")
+            return self.conv(x)
+
+    with pytest.raises(KernelvizError, match=r"could not run on this input \(Wrong image height"):
+        kernelviz.feature_maps(Fixed(), torch.rand(1, 3, 40, 40), "conv")
