@@ -16,7 +16,15 @@ from .guard import guarded
 from .models import model_device, model_meta
 from .names import get_module, layer_names, resolve_layer
 
-__all__ = ["LayerInfo", "check_filters", "count_depth", "field_text", "layer_channels", "list_layers"]
+__all__ = [
+    "LayerInfo",
+    "check_filters",
+    "choose_filters",
+    "count_depth",
+    "field_text",
+    "layer_channels",
+    "list_layers",
+]
 
 _CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _POOL_TYPES = (nn.MaxPool2d, nn.AvgPool2d)
@@ -45,6 +53,15 @@ def check_filters(model: nn.Module, name: str, filters: list[int], input_size: i
     bad = [n for n in filters if not 0 <= n < count]
     if bad:
         raise out_of_range("filter", bad[0], count, f"layer {name!r}")
+
+
+def choose_filters(model: nn.Module, name: str, filters: Sequence[int] | None, input_size: int = 224) -> list[int]:
+    """``filters`` as a list, each checked against layer ``name``; ``None`` means every filter of the layer."""
+    if filters is None:
+        return list(range(layer_channels(model, name, input_size)))
+    chosen = list(filters)
+    check_filters(model, name, chosen, input_size)
+    return chosen
 
 
 @dataclass(frozen=True)

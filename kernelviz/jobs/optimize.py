@@ -15,7 +15,7 @@ from pathlib import Path
 
 from torch import nn
 
-from ..core.layers import check_filters, layer_channels
+from ..core.layers import check_filters, choose_filters
 from ..core.models import ModelMeta, model_meta, model_slug
 from ..explain.examples import find_examples, ratio_to_natural
 from ..explain.maps import feature_maps
@@ -130,11 +130,7 @@ def grid_sheet(
     meta = model_meta(model)
     settings = settings.for_model(meta.input_size)
     side = int(settings.size or 0)
-    if filters is None:
-        indices = list(range(layer_channels(model, layer, side)))
-    else:
-        indices = list(filters)
-        check_filters(model, layer, indices, side)
+    indices = choose_filters(model, layer, filters, side)
     path = output_paths(output, [f"{model_slug(meta.name)}_{layer}_grid"])[0]
     singles = [individual / f"{_filter_stem(model, layer, n)}.png" for n in indices] if individual else []
     check_writable([path, *singles])

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..core.layers import check_filters, layer_channels, list_layers
+from ..core.layers import choose_filters, list_layers
 from ..core.models import ModelMeta, model_device, model_meta
 from ..core.names import resolve_layer
 from ..errors import KernelvizError
@@ -101,11 +101,7 @@ def layer_grid(
     changes = {k: kwargs.pop(k) for k in OptimSettings.names() if k in kwargs}
     settings = (settings or DEFAULTS).with_(**changes).for_model(model_meta(model).input_size)
     size = int(settings.size or 0)
-    if filters is None:
-        filters = list(range(layer_channels(model, layer, size)))
-    else:
-        filters = list(filters)
-        check_filters(model, layer, filters, size)
+    filters = choose_filters(model, layer, filters, size)
     if not filters:
         raise KernelvizError("no filters to draw")
     device = model_device(model)
