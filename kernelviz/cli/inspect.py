@@ -116,7 +116,7 @@ def maps_cmd(
     multiple=True,
     default=("gradcam",),
     show_default=True,
-    help="gradcam, guided_gradcam, guided_backprop, saliency, integrated_gradients, smoothgrad, "
+    help="gradcam, guided_gradcam, guided_backprop, deconvolution, saliency, integrated_gradients, smoothgrad, "
     "occlusion; repeat for several side by side.",
 )
 @click.option(

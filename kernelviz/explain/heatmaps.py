@@ -4,10 +4,11 @@ Methods (captum class in brackets):
 
 * ``gradcam`` (``LayerGradCam``): gradients pooled over space weight the
   layer's channels; ReLU; bilinear upsampling to the input size. Default
-  layer: ``relu5_3`` for VGG (the original paper's), else the last layer with
-  a spatial output.
-* ``guided_gradcam`` (``GuidedGradCam``): guided backprop times upsampled Grad-CAM.
-* ``guided_backprop`` (``GuidedBackprop``), ``saliency`` (``Saliency``,
+  layer: :func:`default_layer`, the network's last full spatial map.
+* ``guided_gradcam``: guided backprop times upsampled Grad-CAM (captum's composition).
+* ``guided_backprop`` and ``deconvolution`` (:mod:`kernelviz.explain.guided`: the rule applied to every
+  rectifier, ReLU6/Hardtanh/LeakyReLU and functional calls included; a smooth activation such as SiLU
+  is refused), ``saliency`` (``Saliency``,
   the vanilla gradient), ``integrated_gradients`` (``IntegratedGradients``,
   baseline: a black image), ``smoothgrad`` (``NoiseTunnel`` over
   ``Saliency``), ``occlusion`` (``Occlusion``, gray patches).
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +36,7 @@ from ..core.guard import guarded
 from ..core.models import ModelMeta, model_device, model_meta
 from ..core.names import LOGITS, get_module, layer_names, resolve_layer
 from ..errors import KernelvizError, close_matches, out_of_range, unknown_choice
+from .guided import rectified_gradients
 
 __all__ = [
     "INPUT_SUFFIX",
@@ -52,6 +54,7 @@ METHODS = (
     "gradcam",
     "guided_gradcam",
     "guided_backprop",
+    "deconvolution",
     "saliency",
     "integrated_gradients",
     "smoothgrad",
@@ -203,6 +206,18 @@ def default_layer(model: nn.Module) -> str:
     if not takers:
         raise KernelvizError(f"the last spatial map comes from {done[last][0]!r}, called more than once; pass layer=")
     return f"{aliases.get(takers[0], takers[0])}{INPUT_SUFFIX}"
+
+
+def _target_score(scored: nn.Module, target: list[int] | None) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``x -> (B,)``: each image's target logit, or the filter score a filter-explaining model returns."""
+
+    def score(x: torch.Tensor) -> torch.Tensor:
+        out = scored(x)  # (B, classes) or (B,)
+        if target is None:
+            return out
+        return out.gather(1, torch.tensor(target, device=out.device).view(-1, 1))[:, 0]
+
+    return score
 
 
 def _layer_shape(model: nn.Module, x: torch.Tensor, path: str, at_input: bool) -> torch.Size:
@@ -388,14 +403,17 @@ def attribute(
                     inputs, target=captum_target, relu_attributions=True, attribute_to_layer_input=at_input
                 )
                 maps = F.interpolate(cam, size=(h, w), mode="bilinear", align_corners=False)[:, 0]
-            elif method == "guided_gradcam":
-                module = get_module(model, path)
-                attr = ca.GuidedGradCam(scored, module).attribute(
-                    inputs, target=captum_target, interpolate_mode="bilinear", attribute_to_layer_input=at_input
+            elif method == "guided_gradcam":  # guided backprop times the upsampled Grad-CAM, as captum composes it
+                cam = ca.LayerGradCam(scored, get_module(model, path)).attribute(
+                    inputs, target=captum_target, relu_attributions=True, attribute_to_layer_input=at_input
                 )
-                maps = _reduce(attr, method)
-            elif method == "guided_backprop":
-                maps = _reduce(ca.GuidedBackprop(scored).attribute(inputs, target=captum_target), method)
+                guided = rectified_gradients(_target_score(scored, captum_target), inputs, method)
+                maps = _reduce(guided * F.interpolate(cam, size=(h, w), mode="bilinear"), method)
+            elif method in ("guided_backprop", "deconvolution"):
+                grads = rectified_gradients(
+                    _target_score(scored, captum_target), inputs, method, deconv=method == "deconvolution"
+                )
+                maps = _reduce(grads, method)
             elif method == "saliency":
                 maps = _reduce(ca.Saliency(scored).attribute(inputs, target=captum_target, abs=False), method)
             elif method == "integrated_gradients":
