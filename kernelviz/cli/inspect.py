@@ -151,6 +151,13 @@ def maps_cmd(
     help="Color range of side-by-side maps: each its own, or one shared.",
 )
 @click.option("--size", type=click.IntRange(min=8), default=None, help="Input side [default: the model's].")
+@click.option(
+    "--ig-steps",
+    type=click.IntRange(min=1),
+    default=32,
+    show_default=True,
+    help="Integration steps of integrated_gradients (a warning says when they are too few).",
+)
 @model_options
 @errors_to_click
 def heatmap_cmd(
@@ -165,6 +172,7 @@ def heatmap_cmd(
     alpha: float,
     scale: str,
     size: int | None,
+    ig_steps: int,
     source: ModelSource,
 ) -> None:
     """Which regions of each IMAGE drive a class (default: the top-1 prediction) or a filter.
@@ -189,6 +197,7 @@ def heatmap_cmd(
         alpha=alpha,
         scale=scale,
         size=size,
+        ig_steps=ig_steps,
         log=LOG,
     )
 

@@ -278,7 +278,7 @@ def _resolve_targets(
             if top1 is None:
                 top1 = [p[0][0] for p in predict(model, images, 1)]
             out.append(top1[len(out)])
-        elif isinstance(t, str) and not t.isdigit():
+        elif isinstance(t, str) and not t.strip().lstrip("-").isdigit():  # "-1" is an index, not a name
             lower = [c.lower() for c in cats]
             if not cats:
                 raise KernelvizError(f"class name {t!r} given, but this model has no class names: use an index")
@@ -286,7 +286,7 @@ def _resolve_targets(
                 raise KernelvizError(f"unknown class name {t!r}.{close_matches(t, cats)}")
             out.append(lower.index(t.lower()))
         else:
-            out.append(int(t))
+            out.append(int(t))  # negative indices are refused with the range by _check_targets
     return out
 
 

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from ..errors import KernelvizError
 
-__all__ = ["IMAGE_SUFFIXES", "image_files", "load_image", "load_images", "square"]
+__all__ = ["IMAGE_SUFFIXES", "image_files", "image_size", "load_image", "load_images", "square"]
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 
@@ -98,6 +98,17 @@ def load_image(path: str | os.PathLike, size: int | tuple[int, int] | None = Non
     arr = np.asarray(rgb, dtype=np.float32) / 255.0  # (H, W, 3)
     image = torch.from_numpy(arr).permute(2, 0, 1).contiguous()  # (3, H, W)
     return square(image, size) if isinstance(size, int) else image
+
+
+def image_size(path: str | os.PathLike) -> tuple[int, int]:
+    """``(width, height)`` of an image file, read from its header (``(0, 0)`` when it cannot be read)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return im.size
+    except OSError:
+        return 0, 0
 
 
 def load_images(paths: Sequence[str | os.PathLike], size: int) -> torch.Tensor:

@@ -6,6 +6,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from torch import nn
 
@@ -15,10 +16,13 @@ from ..errors import KernelvizError
 from ..explain.heatmaps import attribute, check_methods, predict
 from ..explain.kernels import kernel_weights
 from ..explain.maps import channel_stats, feature_maps, top_channels
-from ..files.images import load_images
+from ..files.images import image_size, load_images
 from ..files.records import provenance
 from ..files.write import save_figure, save_json, save_npy
 from .outputs import QUIET, Log, check_folder, check_writable, output_paths, unique_stems
+
+#: Integrated gradients' completeness error above which a warning is printed (fraction of the score's change).
+IG_TOLERANCE = 0.05
 
 __all__ = ["LayerTable", "export_heatmaps", "export_kernels", "export_maps", "layer_table"]
 
@@ -97,6 +101,27 @@ def layer_table(
     return table
 
 
+def _warn_small(images: Sequence[Path], side: int, log: Log) -> None:
+    """Say so when an image is much smaller than the network's input: what it shows is mostly upscaling."""
+    for path in images:
+        w, h = image_size(path)
+        if 0 < min(w, h) < side / 2:
+            log.warn(f"warning: {path.name} is {w}x{h} px, upscaled to {side} px: the map shows the upscaling too")
+
+
+def _warn_ig(res: Any, i: int, name: str, log: Log) -> None:
+    """Integrated gradients' completeness check: the map should add up to the score's change from the baseline."""
+    if res.delta is None:
+        return
+    delta = float(res.delta[i])
+    change = float(res.maps[i].sum()) - delta  # sum of attributions = change + delta
+    if change and abs(delta / change) > IG_TOLERANCE:
+        log.warn(
+            f"warning: integrated gradients of {name} miss completeness by {100 * abs(delta / change):.0f}% "
+            f"(the map does not add up to the score's change): raise --ig-steps"
+        )
+
+
 def export_maps(
     model: nn.Module,
     layer: str,
@@ -122,6 +147,7 @@ def export_maps(
     side = size or meta.input_size
     paths = output_paths(output, [f"{s}_{layer}_maps" for s in unique_stems(images)])
     batch = load_images(images, side)
+    _warn_small(images, side, log)
     check_writable(paths)
     acts = feature_maps(model, batch, layer)  # (B, C, H', W')
     if acts.dim() != 4:
@@ -166,6 +192,7 @@ def export_heatmaps(
     alpha: float = 0.5,
     scale: str = "per-map",
     size: int | None = None,
+    ig_steps: int = 32,
     log: Log = QUIET,
 ) -> list[Path]:
     """Heatmaps of each image for each method: an overlay PNG, the raw map as ``.npy`` and a JSON
@@ -193,6 +220,7 @@ def export_heatmaps(
     side = size or meta.input_size
     stems = unique_stems(images)
     batch = load_images(images, side)
+    _warn_small(images, side, log)
     check_folder(output)
     target = list(targets) * (len(images) if len(targets) == 1 else 1) if targets else None
     if not filter:
@@ -201,7 +229,7 @@ def export_heatmaps(
             log.info(f"{path.name}: top-5 {shown}")
     results, written = [], []
     for method in chosen:
-        res = attribute(model, batch, method, target=target, filter=filter, layer=layer)
+        res = attribute(model, batch, method, target=target, filter=filter, layer=layer, ig_steps=ig_steps)
         results.append(res)
         for i, stem in enumerate(stems):
             what = filter or (res.target_names[i] if res.target_names else f"class {res.targets[i]}")  # type: ignore[index]
@@ -227,6 +255,7 @@ def export_heatmaps(
             )
             written.append(base.with_suffix(".png"))
             log.info(f"wrote {base.with_suffix('.png')}")
+            _warn_ig(res, i, images[i].name, log)
             if bool(res.zero[i]):
                 log.warn(
                     f"warning: the {method} map of {images[i].name} is all zero (nothing drives {what} "
@@ -234,13 +263,16 @@ def export_heatmaps(
                 )
     if len(chosen) > 1:
         for i, stem in enumerate(stems):
+            first = results[0]
+            what = filter or (first.target_names[i] if first.target_names else f"class {first.targets[i]}")  # type: ignore[index]
             fig = plot_heatmap(
                 batch[i : i + 1],
                 [r.maps[i : i + 1] for r in results],
-                titles=chosen,
+                titles=[f"{r.method}{' @ ' + r.layer if r.layer else ''}" for r in results],
                 scale=scale,
                 cmap=cmap,
                 alpha=alpha,
+                title=f"{meta.name} on {images[i].name}: {what}",
             )
             path = output / f"{stem}_methods.png"
             save_figure(fig, path)

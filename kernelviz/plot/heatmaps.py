@@ -57,7 +57,9 @@ def overlay(
     vmin = lo if vmin is None else vmin
     vmax = hi if vmax is None else vmax
     ax.imshow(image.permute(1, 2, 0).clamp(0, 1).cpu().numpy())
-    mappable = ax.imshow(heat.cpu().numpy(), cmap=_cmap(cmap, signed), alpha=alpha, vmin=vmin, vmax=vmax)
+    ax.imshow(heat.cpu().numpy(), cmap=_cmap(cmap, signed), alpha=alpha, vmin=vmin, vmax=vmax)
+    # the colorbar shows the colormap at full strength: the overlay's transparency is not a value
+    mappable = plt.cm.ScalarMappable(norm=plt.Normalize(vmin, vmax), cmap=_cmap(cmap, signed))
     if bool((heat == 0).all()):
         title = f"{title or ''} (all-zero map)".strip()
     if title:
@@ -76,6 +78,7 @@ def plot_heatmap(
     scale: str = "per-map",
     cmap: str | None = None,
     alpha: float = 0.5,
+    title: str | None = None,
     fig: Figure | None = None,
 ) -> Figure:
     """Several heatmaps side by side: one row per image, the image then one overlay per map.
@@ -84,6 +87,7 @@ def plot_heatmap(
         images: ``(B, 3, H, W)`` in ``[0, 1]``.
         maps: a list of ``(B, H, W)`` tensors (one per method), or one such tensor.
         titles: one column title per map.
+        title: the sheet's title (model, image, target).
         scale: ``"per-map"`` (each overlay its own range) or ``"shared"``
             (one range for all, so strengths compare; one colorbar).
         cmap: colormap; default ``jet`` for non-negative maps, ``RdBu_r`` for signed ones.
@@ -119,4 +123,6 @@ def plot_heatmap(
     if scale == "shared":
         mappable = plt.cm.ScalarMappable(norm=plt.Normalize(*shared), cmap=_cmap(cmap, signed))
         fig.colorbar(mappable, ax=axes.ravel().tolist(), fraction=0.02, pad=0.02, label="attribution (shared scale)")
+    if title:
+        fig.suptitle(title, fontsize=10)
     return fig

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 RANDOM = ["--weights", "random", "--device", "cpu"]
@@ -79,3 +80,37 @@ def test_weights_command(cli, tmp_path):
     result = cli("weights", "MODEL", "conv1_1", "-o", str(path), "--weights", "random")
     assert result.exit_code == 0, result.output
     assert Image.open(path).size[0] > 300
+
+
+def test_heatmap_friction(cli, tmp_path, photo):
+    negative = cli("heatmap", "MODEL", str(photo), "-t", "-1", *RANDOM)
+    assert negative.exit_code == 1 and "target class -1 is out of range" in negative.output
+    Image.fromarray(np.zeros((10, 10, 3), dtype=np.uint8)).save(tmp_path / "tiny.png")
+    small = cli("heatmap", "MODEL", str(tmp_path / "tiny.png"), "-o", "hm", *RANDOM)
+    assert small.exit_code == 0 and "tiny.png is 10x10 px, upscaled to 32 px" in small.output
+
+
+def test_integrated_gradients_completeness_warning():
+    from types import SimpleNamespace
+
+    from kernelviz.jobs.inspect import _warn_ig
+    from kernelviz.jobs.outputs import Log
+
+    said: list[str] = []
+    log = Log(warn=said.append)
+    maps = torch.full((1, 2, 2), 0.375)  # attributions add up to 1.5
+    _warn_ig(SimpleNamespace(delta=torch.tensor([0.5]), maps=maps), 0, "a.png", log)  # score changed by 1.0
+    _warn_ig(SimpleNamespace(delta=torch.tensor([0.01]), maps=maps), 0, "b.png", log)  # 0.7%: fine
+    assert said == [
+        "warning: integrated gradients of a.png miss completeness by 50% (the map does not add up to the score's "
+        "change): raise --ig-steps"
+    ]
+
+
+def test_methods_sheet_is_titled_and_colorbars_are_opaque():
+    from kernelviz.plot.heatmaps import plot_heatmap
+
+    fig = plot_heatmap(torch.rand(1, 3, 8, 8), [torch.rand(1, 8, 8)], titles=["gradcam @ layer4"], title="net: cat")
+    assert fig._suptitle.get_text() == "net: cat"
+    colorbars = [ax for ax in fig.axes if ax.get_label() == "<colorbar>"]
+    assert colorbars and all(ax.collections[0].get_alpha() in (None, 1.0) for ax in colorbars if ax.collections)
