@@ -1,34 +1,38 @@
-"""Heatmaps: which input regions drive a class or a filter, computed with captum.
+"""Heatmaps: which input regions drive a class or a filter.
 
-Methods (captum class in brackets):
+Methods, by family (the source of each in brackets):
 
-* ``gradcam`` (``LayerGradCam``): gradients pooled over space weight the
-  layer's channels; ReLU; bilinear upsampling to the input size. Default
-  layer: :func:`default_layer`, the network's last full spatial map.
-* ``guided_gradcam``: guided backprop times upsampled Grad-CAM (captum's composition).
-* ``guided_backprop`` and ``deconvolution`` (:mod:`kernelviz.explain.guided`: the rule applied to every
-  rectifier, ReLU6/Hardtanh/LeakyReLU and functional calls included; a smooth activation such as SiLU
-  is refused), ``saliency`` (``Saliency``,
-  the vanilla gradient), ``integrated_gradients`` (``IntegratedGradients``,
-  baseline: a black image), ``smoothgrad`` (``NoiseTunnel`` over
-  ``Saliency``), ``occlusion`` (``Occlusion``, gray patches).
+* the CAM family (:mod:`kernelviz.explain.cams`): ``gradcam``, ``gradcam++``, ``xgradcam``, ``hirescam``,
+  ``layercam``, ``scorecam``, ``ablationcam``, ``eigencam``; they read one layer (default:
+  :func:`default_layer`, the network's last full spatial map) and are upsampled bilinearly to the input.
+  ``gradcam`` equals captum's ``LayerGradCam`` (tested).
+* ``guided_gradcam``: guided backprop times the upsampled Grad-CAM (captum's composition).
+* gradients: ``guided_backprop`` and ``deconvolution`` (:mod:`kernelviz.explain.guided`: the rule applied to
+  every rectifier; a smooth activation such as SiLU is refused), ``saliency`` (captum ``Saliency``, the
+  vanilla gradient), ``smoothgrad`` (captum ``NoiseTunnel`` over ``Saliency``), ``input_x_gradient``
+  (captum ``InputXGradient``).
+* path and reference methods, against a baseline (:mod:`kernelviz.explain.baselines`):
+  ``integrated_gradients`` (captum ``IntegratedGradients``; steps chosen from the completeness error),
+  ``deeplift`` (:mod:`kernelviz.explain.deeplift`, the Rescale rule on every activation function),
+  ``gradient_shap`` (captum ``GradientShap``, an expectation over several baselines).
+* perturbation: ``occlusion`` (captum ``Occlusion``, square patches) and ``feature_ablation`` (captum
+  ``FeatureAblation`` over SLIC superpixels from scikit-image).
 
-Pixel-space attributions ``(B, 3, H, W)`` are reduced to ``(B, H, W)``: the
-gradient-based maps by the maximum absolute value over color channels (as in
-Simonyan et al.'s saliency), integrated gradients and occlusion by the signed
-sum over channels (positive = evidence for the target).
+Pixel-space attributions ``(B, 3, H, W)`` are reduced to ``(B, H, W)``: the gradient maps by the maximum
+absolute value over color channels (as in Simonyan et al.'s saliency), the signed reference methods by the
+sum over channels (positive = evidence for the target; it adds up to the score's change), the perturbation
+methods by the mean over channels (the score's drop when the region is replaced).
 """
 
 from __future__ import annotations
 
 import contextlib
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..core.capture import StopForward, capture, module_runs, output_tensor
@@ -36,10 +40,16 @@ from ..core.guard import guarded
 from ..core.models import ModelMeta, model_device, model_meta
 from ..core.names import LOGITS, get_module, layer_names, resolve_layer
 from ..errors import KernelvizError, close_matches, out_of_range, unknown_choice
+from .baselines import BASELINES, baseline_image, describe_baseline
+from .cams import CAM_METHODS, cam
+from .deeplift import deeplift
 from .guided import rectified_gradients
 
 __all__ = [
+    "BASELINES",
+    "IG_TOLERANCE",
     "INPUT_SUFFIX",
+    "LAYER_METHODS",
     "METHODS",
     "SIGNED_METHODS",
     "Attribution",
@@ -51,21 +61,46 @@ __all__ = [
 ]
 
 METHODS = (
-    "gradcam",
+    *CAM_METHODS,
     "guided_gradcam",
     "guided_backprop",
     "deconvolution",
     "saliency",
-    "integrated_gradients",
     "smoothgrad",
+    "input_x_gradient",
+    "integrated_gradients",
+    "deeplift",
+    "gradient_shap",
     "occlusion",
+    "feature_ablation",
 )
-_LAYER_METHODS = ("gradcam", "guided_gradcam")
+#: Methods that read one layer.
+LAYER_METHODS = (*CAM_METHODS, "guided_gradcam")
 #: A layer name ending in this means the layer's input rather than its output (``"avgpool:input"``).
 INPUT_SUFFIX = ":input"
 
 #: Methods whose maps are signed (positive = evidence for the target, negative = against).
-SIGNED_METHODS = ("integrated_gradients", "occlusion")
+SIGNED_METHODS = (
+    "input_x_gradient",
+    "integrated_gradients",
+    "deeplift",
+    "gradient_shap",
+    "occlusion",
+    "feature_ablation",
+)
+_PERTURBATION = ("occlusion", "feature_ablation")
+#: Each method's default baseline (methods that compare the image with a reference).
+DEFAULT_BASELINES = {
+    "integrated_gradients": "black",
+    "deeplift": "black",
+    "gradient_shap": "all",
+    "occlusion": "mean",
+    "feature_ablation": "mean",
+    "scorecam": "black",
+}
+#: Integrated gradients' completeness error (fraction of the score's change) that more steps must bring below.
+IG_TOLERANCE = 0.05
+_IG_MAX_STEPS = 256
 
 
 def check_methods(methods: str | Sequence[str]) -> list[str]:
@@ -208,16 +243,27 @@ def default_layer(model: nn.Module) -> str:
     return f"{aliases.get(takers[0], takers[0])}{INPUT_SUFFIX}"
 
 
-def _target_score(scored: nn.Module, target: list[int] | None) -> Callable[[torch.Tensor], torch.Tensor]:
-    """``x -> (B,)``: each image's target logit, or the filter score a filter-explaining model returns."""
+class _TargetScore:
+    """Each image's target score: its class logit, or the filter score a filter-explaining model returns.
 
-    def score(x: torch.Tensor) -> torch.Tensor:
-        out = scored(x)  # (B, classes) or (B,)
-        if target is None:
+    Called on ``k * B`` rows (images stacked with their baselines, say), the targets repeat.
+    """
+
+    def __init__(self, scored: nn.Module, targets: list[int] | None) -> None:
+        self.scored = scored
+        self.targets = targets
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.scored(x)  # (N, classes) or (N,)
+        if self.targets is None:
             return out
-        return out.gather(1, torch.tensor(target, device=out.device).view(-1, 1))[:, 0]
+        index = torch.tensor(self.targets, device=out.device).repeat(out.shape[0] // len(self.targets))
+        return out.gather(1, index.view(-1, 1))[:, 0]
 
-    return score
+    def for_image(self, x: torch.Tensor, index: int) -> torch.Tensor:
+        """``(n, 3, H, W) -> (n,)``, every row scored for the target of image ``index``."""
+        out = self.scored(x)
+        return out if self.targets is None else out[:, self.targets[index]]
 
 
 def _layer_shape(model: nn.Module, x: torch.Tensor, path: str, at_input: bool) -> torch.Size:
@@ -298,9 +344,211 @@ def _check_targets(targets: list[int], classes: int) -> None:
 
 def _reduce(attr: torch.Tensor, method: str) -> torch.Tensor:
     """``(B, C, H, W)`` attribution → ``(B, H, W)``."""
+    if method in _PERTURBATION:
+        return attr.mean(1)
     if method in SIGNED_METHODS:
         return attr.sum(1)
     return attr.abs().amax(1)
+
+
+@dataclass
+class _Job:
+    """What every method needs: the scored model, the images, the targets, the layer, the baseline."""
+
+    scored: nn.Module
+    score: _TargetScore
+    inputs: torch.Tensor  # (B, 3, H, W), requires grad
+    target: list[int] | None  # captum's target argument
+    baseline: torch.Tensor | None  # (B, 3, H, W)
+    baseline_kind: str | None
+    module: nn.Module | None
+    at_input: bool
+    options: dict[str, Any]
+    settings: dict[str, Any]
+    delta: torch.Tensor | None = None
+
+
+def _cam_map(job: _Job, method: str) -> torch.Tensor:
+    assert job.module is not None
+    return cam(
+        method,
+        job.score,
+        job.module,
+        job.inputs,
+        at_input=job.at_input,
+        eigen_smooth=job.options["eigen_smooth"],
+        aug_smooth=job.options["aug_smooth"],
+        baseline=job.baseline,
+    )
+
+
+def _guided_gradcam(job: _Job) -> torch.Tensor:
+    gradcam = cam("gradcam", job.score, job.module, job.inputs, at_input=job.at_input)  # type: ignore[arg-type]
+    guided = rectified_gradients(job.score, job.inputs, "guided_gradcam")
+    return _reduce(guided * gradcam[:, None], "guided_gradcam")
+
+
+def _integrated_gradients(job: _Job) -> torch.Tensor:
+    import captum.attr as ca
+
+    ig = ca.IntegratedGradients(job.scored)
+    fixed = job.options["ig_steps"]
+    n, b = fixed or 32, job.inputs.shape[0]
+    while True:
+        attr, delta = ig.attribute(
+            job.inputs,
+            baselines=job.baseline,
+            target=job.target,
+            n_steps=n,
+            internal_batch_size=max(1, 2 * n // max(b, 1)),
+            return_convergence_delta=True,
+        )
+        change = attr.detach().flatten(1).sum(1) - delta.detach()  # the score's change, baseline to image
+        error = float((delta.detach().abs() / change.abs().clamp(min=1e-12)).max())
+        if fixed or error <= IG_TOLERANCE or n >= _IG_MAX_STEPS:
+            break
+        n = min(2 * n, _IG_MAX_STEPS)
+    job.delta = delta.detach().float().cpu()
+    how = (
+        "fixed"
+        if fixed
+        else f"doubled from 32 until the completeness error was within {IG_TOLERANCE:.0%} (max {_IG_MAX_STEPS})"
+    )
+    job.settings.update(steps=n, steps_chosen=how)
+    return _reduce(attr, "integrated_gradients")
+
+
+def _deeplift(job: _Job) -> torch.Tensor:
+    assert job.baseline is not None
+    attr, error = deeplift(job.score, job.inputs, job.baseline)
+    job.delta = error.float().cpu()
+    job.settings["rule"] = "rescale on every activation function; max pooling by its gradient"
+    return _reduce(attr, "deeplift")
+
+
+def _gradient_shap(job: _Job, images: torch.Tensor, mean: Sequence[float] | None) -> torch.Tensor:
+    import captum.attr as ca
+
+    kinds = BASELINES if job.baseline_kind in (None, "all") else (job.baseline_kind,)
+    maps = []
+    for i in range(images.shape[0]):
+        refs = torch.cat([baseline_image(images[i : i + 1], k, mean) for k in kinds])  # (kinds, 3, H, W)
+        attr = ca.GradientShap(job.scored).attribute(
+            job.inputs[i : i + 1],
+            baselines=refs,
+            target=None if job.target is None else job.target[i],
+            n_samples=job.options["shap_samples"],
+            stdevs=0.09,
+        )
+        maps.append(_reduce(attr, "gradient_shap"))
+    job.settings.update(samples=job.options["shap_samples"], noise_std=0.09)
+    return torch.cat(maps)
+
+
+def _feature_ablation(job: _Job, images: torch.Tensor) -> torch.Tensor:
+    import captum.attr as ca
+
+    try:
+        from skimage.segmentation import slic
+    except ImportError as err:
+        raise KernelvizError(
+            "feature_ablation needs scikit-image for its superpixels: pip install scikit-image"
+        ) from err
+    segments = job.options["segments"]
+    maps = []
+    for i in range(images.shape[0]):
+        picture = images[i].permute(1, 2, 0).cpu().double().numpy()
+        labels = slic(picture, n_segments=segments, compactness=10, start_label=0, channel_axis=-1)
+        mask = torch.from_numpy(labels).to(job.inputs.device).long()[None, None].expand(1, 3, -1, -1)
+        attr = ca.FeatureAblation(job.scored).attribute(
+            job.inputs[i : i + 1],
+            baselines=job.baseline[i : i + 1] if job.baseline is not None else None,
+            target=None if job.target is None else job.target[i],
+            feature_mask=mask,
+            perturbations_per_eval=16,
+        )
+        maps.append(_reduce(attr, "feature_ablation"))
+    job.settings.update(superpixels=f"SLIC, about {segments} segments (scikit-image)")
+    return torch.cat(maps)
+
+
+def _occlusion(job: _Job, h: int, w: int) -> torch.Tensor:
+    import captum.attr as ca
+
+    win = job.options["occlusion_window"] or max(2, min(h, w) // 8)
+    stride = max(1, win // 2)
+    attr = ca.Occlusion(job.scored).attribute(
+        job.inputs,
+        sliding_window_shapes=(3, win, win),
+        strides=(3, stride, stride),
+        baselines=job.baseline,
+        target=job.target,
+        perturbations_per_eval=8,
+    )
+    job.settings.update(window=win, stride=stride)
+    return _reduce(attr, "occlusion")
+
+
+def _compute(job: _Job, method: str, images: torch.Tensor, mean: Sequence[float] | None) -> torch.Tensor:
+    """The ``(B, H, W)`` map of ``method``."""
+    import captum.attr as ca
+
+    h, w = images.shape[-2:]
+    if method in CAM_METHODS:
+        return _cam_map(job, method)
+    if method == "guided_gradcam":
+        return _guided_gradcam(job)
+    if method in ("guided_backprop", "deconvolution"):
+        return _reduce(rectified_gradients(job.score, job.inputs, method, deconv=method == "deconvolution"), method)
+    if method == "saliency":
+        return _reduce(ca.Saliency(job.scored).attribute(job.inputs, target=job.target, abs=False), method)
+    if method == "input_x_gradient":
+        return _reduce(ca.InputXGradient(job.scored).attribute(job.inputs, target=job.target), method)
+    if method == "smoothgrad":
+        samples, noise = job.options["smooth_samples"], job.options["smooth_std"]
+        attr = ca.NoiseTunnel(ca.Saliency(job.scored)).attribute(
+            job.inputs,
+            nt_type="smoothgrad",
+            nt_samples=samples,
+            stdevs=noise,
+            target=job.target,
+            nt_samples_batch_size=max(1, samples),
+        )
+        job.settings.update(samples=samples, noise_std=noise)
+        return _reduce(attr, method)
+    if method == "integrated_gradients":
+        return _integrated_gradients(job)
+    if method == "deeplift":
+        return _deeplift(job)
+    if method == "gradient_shap":
+        return _gradient_shap(job, images, mean)
+    if method == "feature_ablation":
+        return _feature_ablation(job, images)
+    return _occlusion(job, h, w)
+
+
+def _layer_of(
+    model: nn.Module, method: str, layer: str | None, filter_layer: str | None, x: torch.Tensor
+) -> tuple[str, str, bool]:
+    """The layer a layer method reads: its name, module path and whether its input is meant."""
+    layer_name = layer or filter_layer or default_layer(model)
+    at_input = layer_name.endswith(INPUT_SUFFIX)
+    path = resolve_layer(model, layer_name.removesuffix(INPUT_SUFFIX))
+    if path == "":
+        raise KernelvizError(f"{method} needs an inner layer, not {LOGITS!r}")
+    runs = module_runs(model).get(path, 1)
+    if runs > 1:
+        raise KernelvizError(
+            f"{method} cannot explain one run of {path!r}, a module used {runs} times per "
+            "forward pass: pick the layer that contains it (its block) or the one after it"
+        )
+    shape = _layer_shape(model, x, path, at_input)
+    if len(shape) != 4:
+        raise KernelvizError(
+            f"{method} needs a layer with a spatial output, but {layer_name!r} gives {tuple(shape[1:])}: "
+            "pick a conv or pool layer (kernelviz layers MODEL lists them)"
+        )
+    return layer_name, path, at_input
 
 
 def attribute(
@@ -313,10 +561,15 @@ def attribute(
     layer: str | None = None,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
-    ig_steps: int = 32,
+    baseline: str | None = None,
+    ig_steps: int | None = None,
     smooth_samples: int = 16,
     smooth_std: float = 0.15,
+    shap_samples: int = 32,
     occlusion_window: int | None = None,
+    segments: int = 64,
+    eigen_smooth: bool = False,
+    aug_smooth: bool = False,
 ) -> Attribution:
     """Compute heatmaps with one method for a batch of images.
 
@@ -328,30 +581,38 @@ def attribute(
         target: class index, class name, a list with one per image, or
             ``None`` for each image's top-1 prediction.
         filter: ``"layer:index"`` to explain a filter's mean activation instead of a class.
-        layer: the layer of Grad-CAM / Guided Grad-CAM (default:
+        layer: the layer of the layer methods (:data:`LAYER_METHODS`; default:
             :func:`default_layer`; for a filter target, the filter's layer).
         mean, std: override the model's normalization.
-        ig_steps: integration steps of integrated gradients.
+        baseline: the reference image of integrated gradients, DeepLift, GradientShap, occlusion, feature
+            ablation and Score-CAM, one of :data:`BASELINES` (default per method: :data:`DEFAULT_BASELINES`;
+            GradientShap's default is the expectation over all four).
+        ig_steps: integration steps of integrated gradients; ``None`` doubles them from 32 until the
+            completeness error is within :data:`IG_TOLERANCE` (at most 256).
         smooth_samples, smooth_std: SmoothGrad's noisy copies and their noise
             level (fraction of the [0, 1] range).
-        occlusion_window: side of the gray occluding patch (default: 1/8 of
+        shap_samples: GradientShap's random points.
+        occlusion_window: side of the occluding patch (default: 1/8 of
             the image side); the stride is half of it.
+        segments: about how many superpixels feature ablation removes one at a time.
+        eigen_smooth, aug_smooth: CAM options (:func:`kernelviz.explain.cams.cam`).
 
     Returns:
         An :class:`Attribution`; its ``maps`` are ``(B, H, W)``.
     """
-    import captum.attr as ca
-
     check_methods(method)
     if filter is not None and target is not None:
         raise KernelvizError("give either a target (a class) or a filter, not both")
+    if (eigen_smooth or aug_smooth) and method not in CAM_METHODS:
+        raise KernelvizError(
+            f"eigen_smooth and aug_smooth apply to the CAM methods ({', '.join(CAM_METHODS)}), not {method}"
+        )
     if images.dim() == 3:
         images = images.unsqueeze(0)
     meta = model_meta(model)
     norm = meta.with_normalization(mean, std)
     device = model_device(model)
     x = images.to(device, torch.float32)
-    b, _, h, w = x.shape
 
     filter_layer, filter_index = None, 0
     if filter is not None:
@@ -361,31 +622,28 @@ def attribute(
         resolve_layer(model, name)
         filter_layer, filter_index = name, int(idx)
         targets = None
-        captum_target = None
     else:
         targets = _resolve_targets(model, x, target)
-        captum_target = targets
 
     settings: dict[str, Any] = {"normalization": {"mean": norm.mean, "std": norm.std}}
-    layer_name = None
-    if method in _LAYER_METHODS:
-        layer_name = layer or filter_layer or default_layer(model)
-        at_input = layer_name.endswith(INPUT_SUFFIX)
-        path = resolve_layer(model, layer_name.removesuffix(INPUT_SUFFIX))
-        if path == "":
-            raise KernelvizError(f"{method} needs an inner layer, not {LOGITS!r}")
-        if module_runs(model).get(path, 1) > 1:
-            raise KernelvizError(
-                f"{method} cannot explain one run of {path!r}, a module used {module_runs(model)[path]} times per "
-                "forward pass: pick the layer that contains it (its block) or the one after it"
-            )
-        shape = _layer_shape(model, norm.normalize(x[:1]), path, at_input)
-        if len(shape) != 4:
-            raise KernelvizError(
-                f"{method} needs a layer with a spatial output, but {layer_name!r} gives {tuple(shape[1:])}: "
-                "pick a conv or pool layer (kernelviz layers MODEL lists them)"
-            )
+    kind = baseline or DEFAULT_BASELINES.get(method)
+    if baseline is not None:
+        if method not in DEFAULT_BASELINES:
+            raise KernelvizError(f"{method} has no baseline; baselines apply to {', '.join(DEFAULT_BASELINES)}")
+        describe_baseline(baseline)
+    reference = None
+    if kind is not None:
+        reference = None if kind == "all" else baseline_image(x, kind, norm.mean)
+        settings["baseline"] = (
+            "; ".join(describe_baseline(k) for k in BASELINES) if kind == "all" else describe_baseline(kind)
+        )
+    layer_name, module, at_input = None, None, False
+    if method in LAYER_METHODS:
+        layer_name, path, at_input = _layer_of(model, method, layer, filter_layer, norm.normalize(x[:1]))
+        module = get_module(model, path)
         settings["upsampling"] = "bilinear"
+        if eigen_smooth or aug_smooth:
+            settings.update(eigen_smooth=eigen_smooth, aug_smooth=aug_smooth)
 
     with guarded(model), torch.inference_mode(False), torch.enable_grad(), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Setting backward hooks on ReLU")  # captum's notice
@@ -394,66 +652,29 @@ def attribute(
             with torch.no_grad():
                 classes = scored(x[:1]).shape[1]
             _check_targets(targets, classes)
-        delta = None
-        inputs = x.clone().requires_grad_(True)
+        job = _Job(
+            scored=scored,
+            score=_TargetScore(scored, targets),
+            inputs=x.clone().requires_grad_(True),
+            target=targets,
+            baseline=reference,
+            baseline_kind=kind,
+            module=module,
+            at_input=at_input,
+            options={
+                "ig_steps": ig_steps,
+                "smooth_samples": smooth_samples,
+                "smooth_std": smooth_std,
+                "shap_samples": shap_samples,
+                "occlusion_window": occlusion_window,
+                "segments": segments,
+                "eigen_smooth": eigen_smooth,
+                "aug_smooth": aug_smooth,
+            },
+            settings=settings,
+        )
         try:
-            if method == "gradcam":
-                module = get_module(model, path)
-                cam = ca.LayerGradCam(scored, module).attribute(
-                    inputs, target=captum_target, relu_attributions=True, attribute_to_layer_input=at_input
-                )
-                maps = F.interpolate(cam, size=(h, w), mode="bilinear", align_corners=False)[:, 0]
-            elif method == "guided_gradcam":  # guided backprop times the upsampled Grad-CAM, as captum composes it
-                cam = ca.LayerGradCam(scored, get_module(model, path)).attribute(
-                    inputs, target=captum_target, relu_attributions=True, attribute_to_layer_input=at_input
-                )
-                guided = rectified_gradients(_target_score(scored, captum_target), inputs, method)
-                maps = _reduce(guided * F.interpolate(cam, size=(h, w), mode="bilinear"), method)
-            elif method in ("guided_backprop", "deconvolution"):
-                grads = rectified_gradients(
-                    _target_score(scored, captum_target), inputs, method, deconv=method == "deconvolution"
-                )
-                maps = _reduce(grads, method)
-            elif method == "saliency":
-                maps = _reduce(ca.Saliency(scored).attribute(inputs, target=captum_target, abs=False), method)
-            elif method == "integrated_gradients":
-                baseline = torch.zeros_like(inputs)
-                attr, delta = ca.IntegratedGradients(scored).attribute(
-                    inputs,
-                    baselines=baseline,
-                    target=captum_target,
-                    n_steps=ig_steps,
-                    internal_batch_size=max(1, 2 * ig_steps // max(b, 1)),
-                    return_convergence_delta=True,
-                )
-                maps = _reduce(attr, method)
-                delta = delta.detach().float().cpu()
-                settings.update(baseline="black image (all zeros in [0, 1] space)", steps=ig_steps)
-            elif method == "smoothgrad":
-                nt = ca.NoiseTunnel(ca.Saliency(scored))
-                attr = nt.attribute(
-                    inputs,
-                    nt_type="smoothgrad",
-                    nt_samples=smooth_samples,
-                    stdevs=smooth_std,
-                    target=captum_target,
-                    nt_samples_batch_size=max(1, smooth_samples),
-                )
-                maps = _reduce(attr, method)
-                settings.update(samples=smooth_samples, noise_std=smooth_std)
-            else:  # occlusion
-                win = occlusion_window or max(2, min(h, w) // 8)
-                stride = max(1, win // 2)
-                attr = ca.Occlusion(scored).attribute(
-                    inputs,
-                    sliding_window_shapes=(3, win, win),
-                    strides=(3, stride, stride),
-                    baselines=0.5,
-                    target=captum_target,
-                    perturbations_per_eval=8,
-                )
-                maps = _reduce(attr, method)
-                settings.update(window=win, stride=stride, baseline="gray 0.5")
+            maps = _compute(job, method, x, norm.mean)
         except (AssertionError, RuntimeError) as err:
             if filter_layer is not None and layer_name is not None:
                 raise KernelvizError(
@@ -461,8 +682,14 @@ def attribute(
                     f"before the filter's layer ({err})"
                 ) from err
             raise
-    if method not in _LAYER_METHODS or method == "guided_gradcam":
-        settings["reduction"] = "sum over color channels" if method in SIGNED_METHODS else "max |.| over color channels"
+    if method not in CAM_METHODS:
+        settings["reduction"] = (
+            "mean over color channels"
+            if method in _PERTURBATION
+            else "sum over color channels"
+            if method in SIGNED_METHODS
+            else "max |.| over color channels"
+        )
     maps = maps.detach().float().cpu()
     zero = maps.flatten(1).abs().amax(1) == 0
     cats = meta.categories
@@ -475,7 +702,7 @@ def attribute(
         target_names=names,
         filter=filter,
         zero=zero,
-        delta=delta,
+        delta=job.delta,
         settings=settings,
     )
 

@@ -1,0 +1,275 @@
+"""Which map to believe: faithfulness scores and the model-randomization sanity check.
+
+* Deletion and insertion (Petsiuk et al., 2018): the image's pixels are replaced by a baseline (default: the
+  image blurred) in the order the map ranks them, most important first, in ``steps`` equal parts; the
+  target's score (its softmax probability, or a filter's mean activation relative to its value on the image)
+  is read after each part. Deletion's area under the curve should be *low* (the score falls at once when
+  the important pixels go); insertion's, fading the image back in over the baseline, *high*. Both are
+  compared with the same curves for a random map (:func:`reference_map`), which a method must beat to
+  mean anything.
+* Cascading randomization (Adebayo et al., 2018): the weights of the network's layers are re-initialized
+  from the top (logits) down, on a copy of the model, and the map is computed again; the Spearman rank
+  correlation of ``|map|`` with the original says how much the map depends on what the network learned. A
+  map that barely changes when every layer is random explains the image, not the model, and is flagged.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..core.guard import guarded
+from ..core.layers import list_layers
+from ..core.models import model_device, model_meta
+from ..errors import KernelvizError, unknown_choice
+from .baselines import baseline_image, describe_baseline
+from .heatmaps import Attribution, _Scored, attribute
+
+__all__ = [
+    "INSENSITIVE",
+    "REFERENCE_MAPS",
+    "Faithfulness",
+    "Sanity",
+    "faithfulness",
+    "reference_map",
+    "sanity_check",
+]
+
+#: Maps every method is compared with: a random map (the floor) and a centred blob (photographers centre).
+REFERENCE_MAPS = ("random", "blob")
+#: Rank correlation with the original map, the top half of the layers randomized, at or above which a
+#: method is flagged: its map survives the loss of half of what the network learned.
+INSENSITIVE = 0.5
+
+
+def reference_map(shape: Sequence[int], kind: str, seed: int = 0) -> torch.Tensor:
+    """A map that knows nothing of the model, ``(B, H, W)``: ``"random"`` (uniform, seeded) or ``"blob"``
+    (a Gaussian centred on the image, sigma = 1/4 of its side)."""
+    b, h, w = shape
+    if kind == "random":
+        return torch.rand(b, h, w, generator=torch.Generator().manual_seed(seed))
+    if kind == "blob":
+        ys = torch.arange(h, dtype=torch.float32)[:, None] - (h - 1) / 2
+        xs = torch.arange(w, dtype=torch.float32)[None, :] - (w - 1) / 2
+        sigma = max(h, w) / 4
+        return torch.exp(-(ys**2 + xs**2) / (2 * sigma**2)).expand(b, h, w).clone()
+    raise unknown_choice("reference map", kind, REFERENCE_MAPS)
+
+
+@dataclass
+class Faithfulness:
+    """Deletion and insertion of each image's map.
+
+    Attributes:
+        deletion, insertion: ``(B,)`` areas under the curves (fraction of pixels 0..1 on x).
+        curves: ``{"deletion": (B, steps + 1), "insertion": (B, steps + 1)}``, the scores read.
+        score: what was read (``"softmax probability"`` or the filter's relative activation).
+        settings: steps and baseline.
+    """
+
+    deletion: torch.Tensor
+    insertion: torch.Tensor
+    curves: dict[str, torch.Tensor]
+    score: str
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def record(self, index: int) -> dict[str, Any]:
+        """JSON-ready scores of image ``index``."""
+        return {
+            "deletion_auc": round(float(self.deletion[index]), 4),
+            "insertion_auc": round(float(self.insertion[index]), 4),
+            "score": self.score,
+            **self.settings,
+        }
+
+
+def _scorer(
+    model: nn.Module, targets: list[int] | None, filter: str | None
+) -> tuple[Callable[[torch.Tensor, int], torch.Tensor], str]:
+    """``(images (n, 3, H, W), image index) -> (n,)`` scores for that image's target, and their name."""
+    meta = model_meta(model)
+    if filter is not None:
+        name, _, idx = filter.rpartition(":")
+        scored = _Scored(model, meta, name, int(idx))
+        return (lambda x, i: scored(x)), "filter mean activation / its value on the image"
+    if targets is None:
+        raise KernelvizError("faithfulness needs the attribution's targets (a class per image) or its filter")
+    scored = _Scored(model, meta, None, 0)
+    return (lambda x, i: scored(x).float().softmax(1)[:, targets[i]]), "softmax probability of the target"
+
+
+def faithfulness(
+    model: nn.Module,
+    images: torch.Tensor,
+    maps: torch.Tensor,
+    *,
+    targets: list[int] | None = None,
+    filter: str | None = None,
+    steps: int = 20,
+    baseline: str = "blur",
+    seed: int = 0,
+) -> Faithfulness:
+    """Deletion and insertion curves of ``maps`` for the model's ``targets`` (or ``filter``).
+
+    Args:
+        images: ``(B, 3, H, W)`` in ``[0, 1]``.
+        maps: ``(B, H, W)``; higher = more important (a signed map's negative pixels come last).
+        targets: the class of each image (an :class:`Attribution`'s ``targets``).
+        filter: ``"layer:index"`` instead of classes.
+        steps: parts the pixels are removed or added in (``steps + 1`` forward passes per image and curve).
+        baseline: what removed pixels become (:data:`kernelviz.explain.baselines.BASELINES`).
+        seed: breaks ties in the ranking (a flat map ranks at random).
+
+    Returns:
+        :class:`Faithfulness` with ``(B,)`` areas.
+    """
+    if steps < 1:
+        raise KernelvizError(f"steps must be at least 1, got {steps}")
+    if maps.shape[0] != images.shape[0] or maps.shape[-2:] != images.shape[-2:]:
+        raise KernelvizError(f"maps {tuple(maps.shape)} do not match images {tuple(images.shape)}")
+    meta = model_meta(model)
+    device = model_device(model)
+    x = images.to(device, torch.float32)
+    base = baseline_image(x, baseline, meta.mean)
+    b, _, h, w = x.shape
+    n = h * w
+    generator = torch.Generator().manual_seed(seed)
+    counts = torch.round(torch.linspace(0, 1, steps + 1) * n).long()  # pixels changed after each part
+    curves = {"deletion": torch.empty(b, steps + 1), "insertion": torch.empty(b, steps + 1)}
+    score, what = _scorer(model, targets, filter)
+    with guarded(model), torch.no_grad():
+        reference = score(x, 0) if filter is not None else None  # (B,) the filter's value on each image
+        for i in range(b):
+            flat = maps[i].flatten().float().cpu()
+            span = float(flat.max() - flat.min()) or 1.0
+            jitter = torch.rand(n, generator=generator) * span * 1e-6
+            order = torch.argsort(flat + jitter, descending=True)
+            rank = torch.empty(n, dtype=torch.long)
+            rank[order] = torch.arange(n)
+            changed = (rank[None] < counts[:, None]).view(steps + 1, 1, h, w).to(device)  # (steps + 1, 1, H, W)
+            for name, start, end in (("deletion", x[i], base[i]), ("insertion", base[i], x[i])):
+                seen = score(torch.where(changed, end, start), i).float().cpu()
+                if reference is not None:
+                    seen = seen / reference[i].float().cpu().abs().clamp(min=1e-12)
+                curves[name][i] = seen
+    area = {k: torch.trapezoid(v, dx=1 / steps, dim=1) for k, v in curves.items()}
+    settings = {"steps": steps, "baseline": describe_baseline(baseline)}
+    return Faithfulness(area["deletion"], area["insertion"], curves, what, settings)
+
+
+@dataclass
+class Sanity:
+    """How a method's map changes as the network's weights are randomized, top layer first.
+
+    Attributes:
+        layers: the layers randomized, top first.
+        correlations: ``[(layers randomized, (B,) Spearman correlations of |map| with the original)]``.
+        flagged: ``(B,)`` true where the map with the top half of the layers random (the first measured
+            depth at or past half) still correlates at :data:`INSENSITIVE` or more.
+        half: the depth ``flagged`` is read at.
+    """
+
+    layers: list[str]
+    correlations: list[tuple[int, torch.Tensor]]
+    flagged: torch.Tensor
+    half: int
+
+    def record(self, index: int) -> dict[str, Any]:
+        """JSON-ready result for image ``index``."""
+        return {
+            "test": "cascading randomization (Adebayo et al., 2018), Spearman correlation of |map|",
+            "steps": [
+                {
+                    "layers_randomized": k,
+                    "top_layer": self.layers[0],
+                    "down_to": self.layers[k - 1],
+                    "rank_corr": round(float(c[index]), 4),
+                }
+                for k, c in self.correlations
+            ],
+            "insensitive": bool(self.flagged[index]),
+            "rule": f"flagged when the rank correlation with {self.half} of {len(self.layers)} layers random is "
+            f">= {INSENSITIVE}",
+        }
+
+
+def _ranks(values: torch.Tensor) -> torch.Tensor:
+    """``(B, N)`` → ranks along N (ties broken by position)."""
+    ranks = torch.empty_like(values)
+    order = values.argsort(1)
+    ranks.scatter_(1, order, torch.arange(values.shape[1], dtype=values.dtype).expand_as(values).contiguous())
+    return ranks
+
+
+def _spearman(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Rank correlation of ``|a|`` and ``|b|``, ``(B, H, W)`` each → ``(B,)``; 0 where a map is flat."""
+    ra, rb = _ranks(a.flatten(1).abs().double()), _ranks(b.flatten(1).abs().double())
+    ra, rb = ra - ra.mean(1, keepdim=True), rb - rb.mean(1, keepdim=True)
+    corr = (ra * rb).sum(1) / (ra.norm(dim=1) * rb.norm(dim=1)).clamp(min=1e-12)
+    flat = (a.flatten(1).abs().amax(1) == a.flatten(1).abs().amin(1)) | (
+        b.flatten(1).abs().amax(1) == b.flatten(1).abs().amin(1)
+    )
+    return torch.where(flat, torch.zeros_like(corr), corr).float()
+
+
+def _weighted_layers(model: nn.Module) -> dict[str, str]:
+    """``{path: name}`` of the layers with weights (conv, linear), in the order they run."""
+    seen: dict[str, str] = {}
+    for row in list_layers(model):
+        if row.trainable and (row.type.startswith("Conv") or row.type == "Linear"):
+            seen.setdefault(row.path, row.name)
+    return seen
+
+
+def sanity_check(
+    model: nn.Module,
+    images: torch.Tensor,
+    result: Attribution,
+    *,
+    points: int = 4,
+    seed: int = 0,
+    **options: Any,
+) -> Sanity:
+    """Cascading model-parameter randomization of ``result``'s method, on a copy of ``model``.
+
+    Args:
+        images: the ``(B, 3, H, W)`` images ``result`` explains.
+        result: the original maps (its method, layer, targets or filter are reused).
+        points: how many depths to measure at: the top layer alone, then evenly down to every layer.
+        options: further :func:`~kernelviz.explain.heatmaps.attribute` arguments (baseline, window...) as
+            the original was computed with (integrated gradients keeps its number of steps).
+
+    Returns:
+        :class:`Sanity`; the user's model is not touched (the copy is randomized).
+    """
+    named = _weighted_layers(model)
+    layers = list(named)[::-1]  # top first
+    if not layers:
+        raise KernelvizError("the model has no conv or linear layer to randomize")
+    depths = sorted({max(1, round(len(layers) * k / max(1, points - 1))) for k in range(points)} | {1, len(layers)})
+    twin = copy.deepcopy(model)
+    modules = dict(twin.named_modules())
+    target = None if result.targets is None else list(result.targets)
+    if result.method == "integrated_gradients":  # the steps of the original: a random network must not take more
+        options.setdefault("ig_steps", result.settings.get("steps"))
+    correlations = []
+    done = 0
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for depth in depths:
+            for path in layers[done:depth]:
+                module = modules[path]
+                if hasattr(module, "reset_parameters"):
+                    module.reset_parameters()
+            done = depth
+            maps = attribute(
+                twin, images, result.method, target=target, filter=result.filter, layer=result.layer, **options
+            ).maps
+            correlations.append((depth, _spearman(result.maps, maps)))
+    half, corr = next((d, c) for d, c in correlations if 2 * d >= len(layers))
+    return Sanity([named[p] for p in layers], correlations, corr >= INSENSITIVE, half)
