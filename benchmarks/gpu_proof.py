@@ -190,7 +190,7 @@ def check_heatmaps(plan: Plan, cpu: nn.Module, dev: nn.Module, report: Report) -
         if fingerprint(dev) != before:
             failed.append(f"{method} changed the model")
         corr[method] = round(correlation(a, b), 5)
-        if method != "smoothgrad" and corr[method] <= 0.99:  # smoothgrad draws its noise on the device
+        if method not in ("smoothgrad", "gradient_shap") and corr[method] <= 0.99:  # noise drawn on the device
             failed.append(f"{method} corr {corr[method]}")
     report.data["heatmap_correlation"] = corr
     return not failed, ("; ".join(failed) or "all deterministic methods > 0.99") + f" {corr}"

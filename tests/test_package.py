@@ -72,4 +72,5 @@ def test_cli_holds_no_computation():
                 assert any(target == a or target.startswith(a + ".") for a in allowed) or target in (
                     "kernelviz.core.models",  # load_model
                     "kernelviz.explain.heatmaps",  # check_methods: a typo fails before the model loads
+                    "kernelviz.explain.baselines",  # BASELINES, the choices of --baseline (no torch import)
                 ), (path.name, target)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from ..explain.baselines import BASELINES
 from .options import LOG, ModelSource, errors_to_click, model_options
 
 __all__ = ["heatmap_cmd", "layers_cmd", "maps_cmd", "weights_cmd"]
@@ -116,8 +117,10 @@ def maps_cmd(
     multiple=True,
     default=("gradcam",),
     show_default=True,
-    help="gradcam, guided_gradcam, guided_backprop, deconvolution, saliency, integrated_gradients, smoothgrad, "
-    "occlusion; repeat for several side by side.",
+    help="Method; repeat for several side by side. CAMs: gradcam, gradcam++, xgradcam, hirescam, layercam, "
+    "scorecam, ablationcam, eigencam; guided_gradcam; gradients: guided_backprop, deconvolution, saliency, "
+    "smoothgrad, input_x_gradient; against a baseline: integrated_gradients, deeplift, gradient_shap; "
+    "perturbation: occlusion, feature_ablation.",
 )
 @click.option(
     "-t",
@@ -148,15 +151,37 @@ def maps_cmd(
     type=click.Choice(["per-map", "shared"]),
     default="per-map",
     show_default=True,
-    help="Color range of side-by-side maps: each its own, or one shared.",
+    help="Color range of side-by-side maps: each its own, or one shared by the methods of a family (CAMs, "
+    "gradients, attributions, perturbations: each in its own units).",
 )
 @click.option("--size", type=click.IntRange(min=8), default=None, help="Input side [default: the model's].")
 @click.option(
     "--ig-steps",
     type=click.IntRange(min=1),
-    default=32,
-    show_default=True,
-    help="Integration steps of integrated_gradients (a warning says when they are too few).",
+    default=None,
+    help="Integration steps of integrated_gradients [default: doubled from 32 until the map adds up to the "
+    "score's change within 5%, at most 256].",
+)
+@click.option(
+    "--baseline",
+    type=click.Choice(BASELINES),
+    default=None,
+    help="Reference image of integrated_gradients, deeplift, gradient_shap, occlusion, feature_ablation, scorecam "
+    "[default: black for the path methods, the mean color for occlusion, all four averaged for gradient_shap].",
+)
+@click.option("--eigen-smooth", is_flag=True, help="CAMs: the first principal component of the weighted channels.")
+@click.option("--aug-smooth", is_flag=True, help="CAMs: average over the image flipped and rescaled (6 passes).")
+@click.option(
+    "--score",
+    is_flag=True,
+    help="Rate each map: deletion AUC (lower is better) and insertion AUC (higher is better) over 20 steps into a "
+    "blurred image, next to a random and a centred-blob map.",
+)
+@click.option(
+    "--sanity",
+    is_flag=True,
+    help="Re-run each method as the network's layers are randomized, top first (Adebayo et al. 2018); flag maps "
+    "that do not change.",
 )
 @model_options
 @errors_to_click
@@ -172,13 +197,18 @@ def heatmap_cmd(
     alpha: float,
     scale: str,
     size: int | None,
-    ig_steps: int,
+    ig_steps: int | None,
+    baseline: str | None,
+    eigen_smooth: bool,
+    aug_smooth: bool,
+    score: bool,
+    sanity: bool,
     source: ModelSource,
 ) -> None:
     """Which regions of each IMAGE drive a class (default: the top-1 prediction) or a filter.
 
     Writes, per image and method, an overlay PNG, the raw map as .npy and a JSON sidecar; with several
-    methods, also IMAGE_methods.png with them side by side.
+    methods, also IMAGE_methods.png with them side by side. --score and --sanity say which map to believe.
     """
     from ..explain.heatmaps import check_methods
     from ..jobs.inspect import export_heatmaps
@@ -198,6 +228,11 @@ def heatmap_cmd(
         scale=scale,
         size=size,
         ig_steps=ig_steps,
+        baseline=baseline,
+        eigen_smooth=eigen_smooth,
+        aug_smooth=aug_smooth,
+        score=score,
+        sanity=sanity,
         log=LOG,
     )
 

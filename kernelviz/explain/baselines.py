@@ -9,11 +9,12 @@ it is recorded with every map.
 from __future__ import annotations
 
 from collections.abc import Sequence
-
-import torch
-import torchvision.transforms.functional as TF
+from typing import TYPE_CHECKING
 
 from ..errors import unknown_choice
+
+if TYPE_CHECKING:  # torch is imported where an image is made: the CLI reads BASELINES without it
+    import torch
 
 __all__ = ["BASELINES", "baseline_image", "describe_baseline"]
 
@@ -46,6 +47,9 @@ def baseline_image(images: torch.Tensor, kind: str, mean: Sequence[float] | None
     Returns:
         ``(B, 3, H, W)`` on the images' device and dtype.
     """
+    import torch
+    import torchvision.transforms.functional as TF
+
     describe_baseline(kind)
     if kind == "black":
         return torch.zeros_like(images)

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..core.guard import guarded
@@ -42,17 +43,24 @@ __all__ = [
 
 #: Maps every method is compared with: a random map (the floor) and a centred blob (photographers centre).
 REFERENCE_MAPS = ("random", "blob")
+#: The random map is drawn on a grid of this fraction of the image side, then upsampled: random *pixels*
+#: would scatter the deleted pixels as noise, which hurts a classifier more than removing any region (an
+#: artifact of the test, not knowledge), so the floor is random regions the size of a CAM's cells.
+RANDOM_CELL = 1 / 32
 #: Rank correlation with the original map, the top half of the layers randomized, at or above which a
 #: method is flagged: its map survives the loss of half of what the network learned.
 INSENSITIVE = 0.5
 
 
 def reference_map(shape: Sequence[int], kind: str, seed: int = 0) -> torch.Tensor:
-    """A map that knows nothing of the model, ``(B, H, W)``: ``"random"`` (uniform, seeded) or ``"blob"``
-    (a Gaussian centred on the image, sigma = 1/4 of its side)."""
+    """A map that knows nothing of the model, ``(B, H, W)``: ``"random"`` (uniform on a grid of cells
+    :data:`RANDOM_CELL` of the side, upsampled bilinearly; seeded) or ``"blob"`` (a Gaussian centred on the
+    image, sigma = 1/4 of its side)."""
     b, h, w = shape
     if kind == "random":
-        return torch.rand(b, h, w, generator=torch.Generator().manual_seed(seed))
+        cells = (max(2, round(h * RANDOM_CELL)), max(2, round(w * RANDOM_CELL)))
+        grid = torch.rand(b, 1, *cells, generator=torch.Generator().manual_seed(seed))
+        return F.interpolate(grid, size=(h, w), mode="bilinear", align_corners=False)[:, 0]
     if kind == "blob":
         ys = torch.arange(h, dtype=torch.float32)[:, None] - (h - 1) / 2
         xs = torch.arange(w, dtype=torch.float32)[None, :] - (w - 1) / 2

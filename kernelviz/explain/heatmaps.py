@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,6 +47,7 @@ from .guided import rectified_gradients
 
 __all__ = [
     "BASELINES",
+    "FAMILIES",
     "IG_TOLERANCE",
     "INPUT_SUFFIX",
     "LAYER_METHODS",
@@ -57,6 +58,7 @@ __all__ = [
     "check_methods",
     "default_layer",
     "heatmap",
+    "method_family",
     "predict",
 ]
 
@@ -101,6 +103,30 @@ DEFAULT_BASELINES = {
 #: Integrated gradients' completeness error (fraction of the score's change) that more steps must bring below.
 IG_TOLERANCE = 0.05
 _IG_MAX_STEPS = 256
+
+
+#: The families whose maps share units (one color scale under ``--scale shared``). The CAMs that weight
+#: channels otherwise (Grad-CAM++'s alphas, Score-CAM's softmax, Ablation-CAM's relative drops, EigenCAM's
+#: projection) are each a family of their own.
+FAMILIES = {
+    "cam": "gradient-weighted activations (Grad-CAM, XGrad-CAM, HiResCAM, LayerCAM)",
+    "gradient": "gradient magnitude per pixel",
+    "attribution": "score change per pixel",
+    "perturbation": "score drop when a region is replaced",
+}
+
+
+def method_family(method: str) -> str:
+    """The family of ``method`` (a key of :data:`FAMILIES`, or the method itself for a CAM in units of its
+    own): maps of one family are in the same units."""
+    check_methods(method)
+    if method in ("gradcam", "xgradcam", "hirescam", "layercam"):
+        return "cam"
+    if method in CAM_METHODS:
+        return method
+    if method in _PERTURBATION:
+        return "perturbation"
+    return "attribution" if method in SIGNED_METHODS else "gradient"
 
 
 def check_methods(methods: str | Sequence[str]) -> list[str]:
@@ -441,7 +467,7 @@ def _gradient_shap(job: _Job, images: torch.Tensor, mean: Sequence[float] | None
             stdevs=0.09,
         )
         maps.append(_reduce(attr, "gradient_shap"))
-    job.settings.update(samples=job.options["shap_samples"], noise_std=0.09)
+    job.settings.update(samples=job.options["shap_samples"], noise_std=0.09, seed=0)
     return torch.cat(maps)
 
 
@@ -489,6 +515,28 @@ def _occlusion(job: _Job, h: int, w: int) -> torch.Tensor:
     return _reduce(attr, "occlusion")
 
 
+_STOCHASTIC = ("smoothgrad", "gradient_shap")
+
+
+@contextlib.contextmanager
+def _seeded(device: torch.device, stochastic: bool) -> Iterator[None]:
+    """Seed 0 for the noise of a stochastic method (the same map on a rerun), the caller's torch and numpy
+    generators left as they were (captum's GradientShap draws its path points with numpy)."""
+    if not stochastic:
+        yield
+        return
+    import numpy as np
+
+    state = np.random.get_state()
+    try:
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(0)
+            np.random.seed(0)
+            yield
+    finally:
+        np.random.set_state(state)
+
+
 def _compute(job: _Job, method: str, images: torch.Tensor, mean: Sequence[float] | None) -> torch.Tensor:
     """The ``(B, H, W)`` map of ``method``."""
     import captum.attr as ca
@@ -514,7 +562,7 @@ def _compute(job: _Job, method: str, images: torch.Tensor, mean: Sequence[float]
             target=job.target,
             nt_samples_batch_size=max(1, samples),
         )
-        job.settings.update(samples=samples, noise_std=noise)
+        job.settings.update(samples=samples, noise_std=noise, seed=0)
         return _reduce(attr, method)
     if method == "integrated_gradients":
         return _integrated_gradients(job)
@@ -674,7 +722,8 @@ def attribute(
             settings=settings,
         )
         try:
-            maps = _compute(job, method, x, norm.mean)
+            with _seeded(x.device, method in _STOCHASTIC):
+                maps = _compute(job, method, x, norm.mean)
         except (AssertionError, RuntimeError) as err:
             if filter_layer is not None and layer_name is not None:
                 raise KernelvizError(

@@ -13,16 +13,22 @@ from torch import nn
 from ..core.layers import LayerInfo, field_text, list_layers
 from ..core.models import model_meta, model_slug
 from ..errors import KernelvizError
-from ..explain.heatmaps import attribute, check_methods, predict
+from ..explain.faithfulness import Faithfulness
+from ..explain.heatmaps import (
+    DEFAULT_BASELINES,
+    IG_TOLERANCE,
+    Attribution,
+    attribute,
+    check_methods,
+    method_family,
+    predict,
+)
 from ..explain.kernels import kernel_weights
 from ..explain.maps import channel_stats, feature_maps, top_channels
 from ..files.images import image_size, load_images
 from ..files.records import provenance
 from ..files.write import save_figure, save_json, save_npy
 from .outputs import QUIET, Log, check_folder, check_writable, output_paths, unique_stems
-
-#: Integrated gradients' completeness error above which a warning is printed (fraction of the score's change).
-IG_TOLERANCE = 0.05
 
 __all__ = ["LayerTable", "export_heatmaps", "export_kernels", "export_maps", "layer_table"]
 
@@ -110,16 +116,20 @@ def _warn_small(images: Sequence[Path], side: int, log: Log) -> None:
 
 
 def _warn_ig(res: Any, i: int, name: str, log: Log) -> None:
-    """Integrated gradients' completeness check: the map should add up to the score's change from the baseline."""
+    """Completeness check of integrated gradients and DeepLift: the map should add up to the score's change
+    from the baseline."""
     if res.delta is None:
         return
     delta = float(res.delta[i])
     change = float(res.maps[i].sum()) - delta  # sum of attributions = change + delta
     if change and abs(delta / change) > IG_TOLERANCE:
-        log.warn(
-            f"warning: integrated gradients of {name} miss completeness by {100 * abs(delta / change):.0f}% "
-            f"(the map does not add up to the score's change): raise --ig-steps"
-        )
+        miss = f"{100 * abs(delta / change):.0f}% (the map does not add up to the score's change)"
+        if getattr(res, "method", "integrated_gradients") == "deeplift":
+            log.warn(
+                f"warning: deeplift of {name} misses completeness by {miss}: max pooling and gates pass the gradient"
+            )
+        else:
+            log.warn(f"warning: integrated gradients of {name} miss completeness by {miss}: raise --ig-steps")
 
 
 def export_maps(
@@ -179,6 +189,31 @@ def export_maps(
     return paths
 
 
+#: Display blur of per-pixel maps, as a fraction of the image side (2 px at 224): raw per-pixel
+#: gradients read as speckle; the .npy keeps the raw map.
+DISPLAY_BLUR = 1 / 112
+
+
+def _what(res: Attribution, i: int) -> str:
+    """The target of map ``i`` in words: the filter, the class name or the class index."""
+    if res.filter:
+        return res.filter
+    return res.target_names[i] if res.target_names else f"class {res.targets[i]}"  # type: ignore[index]
+
+
+def _score_lines(name: str, results: Sequence[Attribution], scores: dict[str, Faithfulness], i: int) -> list[str]:
+    """The faithfulness table of image ``i``: one line per method, then the reference maps."""
+    first = next(iter(scores.values()))
+    lines = [
+        f"{name}: deletion AUC (lower is better) / insertion AUC (higher is better), {first.settings['steps']} steps, "
+        f"{first.score} of {_what(results[0], i)}"
+    ]
+    width = max(len(k) for k in scores)
+    for key, f in scores.items():
+        lines.append(f"  {key.ljust(width)}  {float(f.deletion[i]):.3f} / {float(f.insertion[i]):.3f}")
+    return lines
+
+
 def export_heatmaps(
     model: nn.Module,
     images: Sequence[Path],
@@ -192,7 +227,12 @@ def export_heatmaps(
     alpha: float = 0.5,
     scale: str = "per-map",
     size: int | None = None,
-    ig_steps: int = 32,
+    ig_steps: int | None = None,
+    baseline: str | None = None,
+    eigen_smooth: bool = False,
+    aug_smooth: bool = False,
+    score: bool = False,
+    sanity: bool = False,
     log: Log = QUIET,
 ) -> list[Path]:
     """Heatmaps of each image for each method: an overlay PNG, the raw map as ``.npy`` and a JSON
@@ -202,11 +242,17 @@ def export_heatmaps(
         targets: class indices or names, one for all images or one per image; default top-1 (the top-5
             predictions are logged).
         filter: ``"layer:index"`` to explain a filter instead of a class.
-        layer: the layer of the Grad-CAM methods.
+        layer: the layer of the layer methods.
+        scale: ``"per-map"`` or ``"shared"`` (one color range per family of methods on the sheet).
+        ig_steps, baseline, eigen_smooth, aug_smooth: see :func:`~kernelviz.explain.heatmaps.attribute`.
+        score: add deletion and insertion AUCs of each map, and of a random and a centred-blob map, to the
+            records and the log (and the sheet's titles).
+        sanity: add the cascading randomization check of each method to the records and the log.
 
     Returns:
         The PNG paths written.
     """
+    from ..explain.faithfulness import faithfulness, reference_map, sanity_check
     from ..plot.colors import check_cmap
     from ..plot.heatmaps import plot_heatmap
 
@@ -227,52 +273,104 @@ def export_heatmaps(
         for path, preds in zip(images, predict(model, batch, 5), strict=True):
             shown = ", ".join(f"{name or idx} {p:.3f}" for idx, name, p in preds)
             log.info(f"{path.name}: top-5 {shown}")
-    results, written = [], []
+    if baseline is not None and not set(chosen) & set(DEFAULT_BASELINES):
+        log.warn(f"warning: --baseline applies to {', '.join(DEFAULT_BASELINES)}; none of them was asked for")
+    if (eigen_smooth or aug_smooth) and not any(method_family(m) == "cam" for m in chosen):
+        log.warn("warning: --eigen-smooth and --aug-smooth apply to the CAM methods; none of them was asked for")
+    options: dict[str, Any] = {"ig_steps": ig_steps}
+    results: list[Attribution] = []
     for method in chosen:
-        res = attribute(model, batch, method, target=target, filter=filter, layer=layer, ig_steps=ig_steps)
-        results.append(res)
+        extra = dict(options)
+        if (eigen_smooth or aug_smooth) and method_family(method) == "cam":
+            extra.update(eigen_smooth=eigen_smooth, aug_smooth=aug_smooth)
+        if baseline is not None and method in DEFAULT_BASELINES:
+            extra["baseline"] = baseline
+        results.append(attribute(model, batch, method, target=target, filter=filter, layer=layer, **extra))
+        if sanity:
+            log.info(f"{method}: randomizing the network's layers, top first, on a copy...")
+            checks = sanity_check(model, batch, results[-1], **{k: v for k, v in extra.items() if k != "ig_steps"})
+            results[-1].settings["sanity"] = [checks.record(i) for i in range(len(images))]
+    scores: list[dict[str, Faithfulness]] = []
+    if score:
+        first = results[0]
+        scoring = {"targets": first.targets, "filter": filter}
+        per_method = {r.method: faithfulness(model, batch, r.maps, **scoring) for r in results}  # type: ignore[arg-type]
+        for kind in ("random", "blob"):
+            per_method[f"{kind} map"] = faithfulness(model, batch, reference_map(first.maps.shape, kind), **scoring)  # type: ignore[arg-type]
+        scores = [per_method]
+    written = []
+    for res in results:
+        blur = side * DISPLAY_BLUR if method_family(res.method) in ("gradient", "attribution") else 0.0
         for i, stem in enumerate(stems):
-            what = filter or (res.target_names[i] if res.target_names else f"class {res.targets[i]}")  # type: ignore[index]
-            base = output / f"{stem}_{method}"
+            what = _what(res, i)
+            base = output / f"{stem}_{res.method}"
             fig = plot_heatmap(
                 batch[i : i + 1],
                 [res.maps[i : i + 1]],
                 cmap=cmap,
                 alpha=alpha,
-                titles=[f"{method}{' @ ' + res.layer if res.layer else ''}: {what}"],
+                smooth=[blur],
+                titles=[f"{res.method}{' @ ' + res.layer if res.layer else ''}: {what}"],
             )
             save_figure(fig, base.with_suffix(".png"))
             save_npy(res.maps[i], base.with_suffix(".npy"))
-            save_json(
-                provenance(
-                    meta,
-                    image=str(images[i]),
-                    input_size=side,
-                    **res.record(i),
-                    overlay={"cmap": cmap, "alpha": alpha},
-                ),
-                base.with_suffix(".json"),
+            record = provenance(
+                meta,
+                image=str(images[i]),
+                input_size=side,
+                **res.record(i),
+                overlay={"cmap": cmap, "alpha": alpha, "display_blur_px": round(blur, 2)},
             )
+            if "sanity" in res.settings:
+                record["settings"] = {k: v for k, v in res.settings.items() if k != "sanity"}
+                record["sanity"] = res.settings["sanity"][i]
+            if scores:
+                record["faithfulness"] = {
+                    **scores[0][res.method].record(i),
+                    "random_map": scores[0]["random map"].record(i),
+                    "blob_map": scores[0]["blob map"].record(i),
+                }
+            save_json(record, base.with_suffix(".json"))
             written.append(base.with_suffix(".png"))
             log.info(f"wrote {base.with_suffix('.png')}")
             _warn_ig(res, i, images[i].name, log)
             if bool(res.zero[i]):
                 log.warn(
-                    f"warning: the {method} map of {images[i].name} is all zero (nothing drives {what} "
+                    f"warning: the {res.method} map of {images[i].name} is all zero (nothing drives {what} "
                     "there); the overlay is empty"
                 )
+    for i, path in enumerate(images):
+        if scores:
+            for line in _score_lines(path.name, results, scores[0], i):
+                log.info(line)
+        if sanity:
+            for res in results:
+                check = res.settings["sanity"][i]
+                steps = ", ".join(f"{s['layers_randomized']}: {s['rank_corr']:+.2f}" for s in check["steps"])
+                flag = "  FLAGGED: the map survives randomizing half the network" if check["insensitive"] else ""
+                log.info(f"{path.name} {res.method} sanity, rank correlation by layers randomized ({steps}){flag}")
     if len(chosen) > 1:
         for i, stem in enumerate(stems):
-            first = results[0]
-            what = filter or (first.target_names[i] if first.target_names else f"class {first.targets[i]}")  # type: ignore[index]
+            titles = []
+            for r in results:
+                title = f"{r.method}{' @ ' + r.layer if r.layer else ''}"
+                if scores:
+                    f = scores[0][r.method]
+                    title += f"\ndel {float(f.deletion[i]):.2f} / ins {float(f.insertion[i]):.2f}"
+                titles.append(title)
             fig = plot_heatmap(
                 batch[i : i + 1],
                 [r.maps[i : i + 1] for r in results],
-                titles=[f"{r.method}{' @ ' + r.layer if r.layer else ''}" for r in results],
+                titles=titles,
                 scale=scale,
+                groups=[method_family(r.method) for r in results],
+                smooth=[
+                    side * DISPLAY_BLUR if method_family(r.method) in ("gradient", "attribution") else 0.0
+                    for r in results
+                ],
                 cmap=cmap,
                 alpha=alpha,
-                title=f"{meta.name} on {images[i].name}: {what}",
+                title=f"{meta.name} on {images[i].name}: {_what(results[0], i)}",
             )
             path = output / f"{stem}_methods.png"
             save_figure(fig, path)

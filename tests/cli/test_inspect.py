@@ -114,3 +114,47 @@ def test_methods_sheet_is_titled_and_colorbars_are_opaque():
     assert fig._suptitle.get_text() == "net: cat"
     colorbars = [ax for ax in fig.axes if ax.get_label() == "<colorbar>"]
     assert colorbars and all(ax.collections[0].get_alpha() in (None, 1.0) for ax in colorbars if ax.collections)
+
+
+def test_heatmap_score_and_sanity(cli, photo, tmp_path):
+    """--score prints and records deletion/insertion next to the reference maps; --sanity the randomization."""
+    out = tmp_path / "hm"
+    result = cli(
+        "heatmap", "MODEL", str(photo), "-m", "gradcam", "-m", "integrated_gradients", "-t", "3", "--score",
+        "--sanity", "--baseline", "blur", "--ig-steps", "8", "-o", str(out), "--scale", "shared", *RANDOM,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "deletion AUC (lower is better) / insertion AUC (higher is better), 20 steps" in result.output
+    for line in ("  gradcam ", "  integrated_gradients ", "  random map ", "  blob map "):
+        assert line in result.output
+    assert "coffee.png gradcam sanity, rank correlation by layers randomized (1: " in result.output
+    record = json.loads((out / "coffee_integrated_gradients.json").read_text())
+    assert 0 <= record["faithfulness"]["deletion_auc"] <= 1 and "random_map" in record["faithfulness"]
+    assert record["sanity"]["steps"][0]["top_layer"] == "fc8"  # tiny_vgg's logits
+    assert "blurred" in record["settings"]["baseline"] and record["settings"]["steps"] == 8
+    gradcam = json.loads((out / "coffee_gradcam.json").read_text())
+    assert "baseline" not in gradcam["settings"]  # Grad-CAM takes none
+    assert record["overlay"]["display_blur_px"] == pytest.approx(32 / 112, abs=0.01)
+
+
+def test_heatmap_option_warnings(cli, photo):
+    said = cli("heatmap", "MODEL", str(photo), "-m", "saliency", "--baseline", "noise", "--aug-smooth", *RANDOM)
+    assert said.exit_code == 0, said.output
+    assert "--baseline applies to integrated_gradients" in said.output
+    assert "--eigen-smooth and --aug-smooth apply to the CAM methods" in said.output
+    bad = cli("heatmap", "MODEL", str(photo), "--baseline", "white", *RANDOM)
+    assert bad.exit_code == 2 and "'white' is not one of" in bad.output
+
+
+def test_shared_scale_is_per_family():
+    from kernelviz.explain.heatmaps import method_family
+    from kernelviz.plot.heatmaps import plot_heatmap
+
+    assert [method_family(m) for m in ("gradcam", "hirescam", "eigencam", "saliency", "deeplift", "occlusion")] == [
+        "cam", "cam", "eigencam", "gradient", "attribution", "perturbation",
+    ]  # fmt: skip
+    maps = [torch.rand(1, 8, 8), 100 * torch.rand(1, 8, 8), torch.rand(1, 8, 8) - 0.5]
+    fig = plot_heatmap(torch.rand(1, 3, 8, 8), maps, scale="shared", groups=["cam", "cam", "attribution"])
+    bars = [ax for ax in fig.axes if ax.get_label() == "<colorbar>"]
+    assert len(bars) == 2  # one per family
+    assert bars[0].get_ylim()[1] > 50 and bars[1].get_ylim()[0] < 0  # the two CAMs share the larger range

@@ -77,7 +77,10 @@ def test_deeplift_sums_to_the_score_change_on_any_activation():
     net = _Mixed()
     x = torch.rand(2, 3, 12, 12)
     result = attribute(net, x, "deeplift", target=[0, 2], baseline="blur")
-    logits = net(x)[torch.arange(2), torch.tensor([0, 2])] - net(baseline_image(x, "blur"))[torch.arange(2), torch.tensor([0, 2])]
+    logits = (
+        net(x)[torch.arange(2), torch.tensor([0, 2])]
+        - net(baseline_image(x, "blur"))[torch.arange(2), torch.tensor([0, 2])]
+    )
     torch.testing.assert_close(result.maps.sum((1, 2)), logits.detach(), rtol=1e-4, atol=1e-4)
     assert float(result.delta.abs().max()) < 1e-4
     saliency_like = attribute(net, x, "input_x_gradient", target=[0, 2]).maps
@@ -87,13 +90,22 @@ def test_deeplift_sums_to_the_score_change_on_any_activation():
 def test_deeplift_equals_captum_on_relu_modules():
     torch.manual_seed(1)
     net = nn.Sequential(
-        nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.Conv2d(6, 6, 3, stride=2), nn.ReLU(), nn.Flatten(), nn.Linear(6 * 5 * 5, 4)
+        nn.Conv2d(3, 6, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(6, 6, 3, stride=2),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(6 * 5 * 5, 4),
     )
     x = torch.rand(2, 3, 12, 12)
     mine = attribute(net, x, "deeplift", target=[1, 3]).maps
     scored = _Scored(net, model_meta(net), None, 0)
     with kernelviz.guarded(net), torch.enable_grad():
-        theirs = ca.DeepLift(scored).attribute(x.clone().requires_grad_(True), baselines=torch.zeros_like(x), target=[1, 3]).sum(1)
+        theirs = (
+            ca.DeepLift(scored)
+            .attribute(x.clone().requires_grad_(True), baselines=torch.zeros_like(x), target=[1, 3])
+            .sum(1)
+        )
     torch.testing.assert_close(mine, theirs.detach(), rtol=1e-4, atol=1e-6)
 
 
@@ -125,7 +137,9 @@ def test_feature_ablation_removes_superpixels():
     x = torch.rand(1, 3, 24, 24)
     x[:, :, :12] *= 0.3  # two regions SLIC can tell apart
     got = attribute(net, x, "feature_ablation", target=0, baseline="black", segments=16)
-    labels = torch.from_numpy(slic(x[0].permute(1, 2, 0).double().numpy(), n_segments=16, compactness=10, start_label=0, channel_axis=-1))
+    labels = torch.from_numpy(
+        slic(x[0].permute(1, 2, 0).double().numpy(), n_segments=16, compactness=10, start_label=0, channel_axis=-1)
+    )
     expected = torch.zeros(24, 24)
     for s in labels.unique():
         region = labels == s
@@ -144,3 +158,24 @@ def test_integrated_gradients_chooses_its_steps(tiny):
     assert "doubled" in auto.settings["steps_chosen"]
     fixed = attribute(tiny, x, "integrated_gradients", target=[0, 1], ig_steps=4)
     assert fixed.settings["steps"] == 4 and fixed.settings["steps_chosen"] == "fixed"
+
+
+@pytest.mark.parametrize("method", ["smoothgrad", "gradient_shap"])
+def test_stochastic_methods_are_reproducible_and_leave_the_callers_generators(tiny, method):
+    import numpy as np
+
+    x = torch.rand(1, 3, 32, 32)
+    torch.manual_seed(5)
+    np.random.seed(5)
+    first = attribute(tiny, x, method, target=1)
+    after = (torch.rand(1), np.random.rand())
+    torch.manual_seed(5)
+    np.random.seed(5)
+    torch.rand(7)  # the caller's generators moved: the map must not
+    second = attribute(tiny, x, method, target=1)
+    torch.testing.assert_close(first.maps, second.maps, rtol=0, atol=0)
+    torch.manual_seed(5)
+    np.random.seed(5)
+    attribute(tiny, x, method, target=1)
+    assert (torch.rand(1), np.random.rand()) == after
+    assert first.settings["seed"] == 0

@@ -163,7 +163,9 @@ def test_gradcam_equals_captum(tiny):
     mine = attribute(tiny, x, "gradcam", target=[1, 3], layer="conv2_1").maps
     scored = _Scored(tiny, model_meta(tiny), None, 0)
     with kernelviz.guarded(tiny), torch.enable_grad():
-        cam = ca.LayerGradCam(scored, get_module(tiny, resolve_layer(tiny, "conv2_1"))).attribute(x.clone().requires_grad_(True), target=[1, 3], relu_attributions=True)
+        cam = ca.LayerGradCam(scored, get_module(tiny, resolve_layer(tiny, "conv2_1"))).attribute(
+            x.clone().requires_grad_(True), target=[1, 3], relu_attributions=True
+        )
     torch.testing.assert_close(mine, F.interpolate(cam, size=(32, 32), mode="bilinear")[:, 0].detach())
 
 
