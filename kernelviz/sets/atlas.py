@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -41,7 +41,15 @@ from ..optvis.batch import auto_batch_size, layer_grid
 from ..optvis.settings import DEFAULTS, OptimSettings
 from .site import layer_dir, write_index
 
-__all__ = ["AtlasReport", "atlas", "distributed_shard"]
+__all__ = [
+    "AtlasReport",
+    "atlas",
+    "check_settings",
+    "distributed_shard",
+    "filter_kept",
+    "write_examples",
+    "write_filters",
+]
 
 
 @dataclass
@@ -97,7 +105,7 @@ def _valid_json(path: Path, key: str | None = None) -> bool:
     return key is None or (isinstance(data, dict) and key in data)
 
 
-def _kept(root: Path, layer: str, n: int) -> bool:
+def filter_kept(root: Path, layer: str, n: int) -> bool:
     """Whether filter ``n``'s files are whole: the record parses, the PNG decodes. Damaged ones are removed."""
     from PIL import Image
 
@@ -117,7 +125,7 @@ def _kept(root: Path, layer: str, n: int) -> bool:
     return whole
 
 
-def _check_settings(root: Path, settings: dict[str, Any]) -> None:
+def check_settings(root: Path, settings: dict[str, Any]) -> None:
     """Refuse to resume an atlas made with other settings; write ``settings.json`` for a new one."""
     path = root / "settings.json"
     if not path.exists():
@@ -158,6 +166,49 @@ def _plan(
             chosen = [n for n in filters if n < row.channels]
         plan.append((name, row, chosen))
     return plan
+
+
+def write_filters(
+    model: nn.Module,
+    root: Path,
+    layer: str,
+    group: Sequence[int],
+    settings: OptimSettings,
+    *,
+    skip: Collection[tuple[str, int]] = (),
+    progress: Callable[[int, float], None] | None = None,
+) -> tuple[int, bool]:
+    """Optimize ``group``'s filters of ``layer`` in one batch and write each one's PNG and record (the record
+    last: it marks the filter done) under the atlas root, atomically.
+
+    The one place an atlas filter is made: :func:`atlas` and the live explorer both call it.
+
+    Args:
+        root: the model's atlas folder (``DIR/<model>``).
+        settings: the atlas's settings (its ``batch_size`` is ignored: the group is one batch).
+        skip: ``(layer, filter)`` pairs already written (an earlier run that died inside this batch).
+        progress: ``progress(step, value)`` every few steps (see :func:`~kernelviz.visualize`).
+
+    Returns:
+        ``(filters written, interrupted)``; an interrupted batch writes nothing.
+    """
+    meta = model_meta(model)
+    result = layer_grid(model, layer, list(group), settings.with_(batch_size=len(group)), progress=progress).results[0]
+    if result.interrupted:
+        return 0, True
+    peak = feature_maps(model, result.images, layer).flatten(2).amax(2)  # (B, C): max over positions
+    d = layer_dir(root, layer)
+    written = 0
+    for i, n in enumerate(group):
+        if (layer, n) in skip:
+            continue
+        record = result.record(
+            i, meta, layer=layer, filter=n, objective=f"channel({layer}:{n})", max_activation=float(peak[i, n])
+        )
+        write_or_rescue(partial(save_png, result.images[i]), d / f"{n:04d}.png")
+        write_or_rescue(partial(save_json, record), d / f"{n:04d}.json")  # last: marks it done
+        written += 1
+    return written, False
 
 
 def atlas(
@@ -212,7 +263,7 @@ def atlas(
     settings = settings.with_(batch_size=chunk)
     recorded = {**settings.to_json(), "model": meta.name, "weights": meta.weights}
     root.mkdir(parents=True, exist_ok=True)
-    _check_settings(root, recorded)
+    check_settings(root, recorded)
     if rank == 0 and dist_shard is None and shard is None:
         _remove_stale_temporaries(root)
 
@@ -220,7 +271,7 @@ def atlas(
     # in the same batch whatever the sharding: 1 or N processes make the same pictures.
     batches = [(name, chosen[i : i + chunk]) for name, _, chosen in plan for i in range(0, len(chosen), chunk)]
     mine = [b for i, b in enumerate(batches) if i % world == rank]
-    kept = {(name, n) for name, group in mine for n in group if _kept(root, name, n)}
+    kept = {(name, n) for name, group in mine for n in group if filter_kept(root, name, n)}
     todo = [(name, group) for name, group in mine if not all((name, n) in kept for n in group)]
     skipped = len(kept)
     computed, interrupted = 0, False
@@ -230,26 +281,11 @@ def atlas(
         for name, group in todo:
             if bars:
                 bars[0].set_description(f"[{rank}/{world}] {name}")
-            result = layer_grid(model, name, group, settings.with_(batch_size=len(group))).results[0]
-            if result.interrupted:  # unfinished pictures are not written: a rerun redoes this batch
+            done, stopped = write_filters(model, root, name, group, settings, skip=kept)
+            computed += done
+            if stopped:  # unfinished pictures are not written: a rerun redoes this batch
                 interrupted = True
                 break
-            peak = feature_maps(model, result.images, name).flatten(2).amax(2)  # (B, C): max over positions
-            d = layer_dir(root, name)
-            for i, n in enumerate(group):
-                if (name, n) in kept:
-                    continue  # written by an earlier run that died inside this batch
-                record = result.record(
-                    i,
-                    meta,
-                    layer=name,
-                    filter=n,
-                    objective=f"channel({name}:{n})",
-                    max_activation=float(peak[i, n]),
-                )
-                write_or_rescue(partial(save_png, result.images[i]), d / f"{n:04d}.png")
-                write_or_rescue(partial(save_json, record), d / f"{n:04d}.json")  # last: marks it done
-                computed += 1
             layers_left[name] -= 1
             if bars:
                 bars[1].update(len(group))
@@ -258,7 +294,7 @@ def atlas(
         if images is not None and not interrupted:
             for j, (name, _, chosen) in enumerate(plan):
                 if j % world == rank and not _valid_json(layer_dir(root, name) / "examples.json"):
-                    _write_examples(model, root, name, chosen, images, k, size)
+                    write_examples(model, root, name, chosen, images, k, size)
     finally:
         for bar in bars:
             bar.close()
@@ -286,7 +322,7 @@ def _bars(enabled: bool, layers: int, filters: int, rank: int) -> list[Any]:
     ]
 
 
-def _write_examples(
+def write_examples(
     model: nn.Module, root: Path, layer: str, filters: list[int], images: str | os.PathLike, k: int, size: int
 ) -> None:
     scan = find_examples(model, layer, filters, images, k=k, size=size)
