@@ -16,6 +16,7 @@ matplotlib.use("Agg")  # files only: the CLI never opens a window
 
 from .inspect import heatmap_cmd, layers_cmd, maps_cmd, weights_cmd
 from .optimize import atlas_cmd, examples_cmd, filter_cmd, grid_cmd
+from .serve import serve_cmd
 
 __all__ = ["main"]
 
@@ -30,5 +31,15 @@ def main() -> None:
     """
 
 
-for _command in (layers_cmd, filter_cmd, grid_cmd, atlas_cmd, examples_cmd, maps_cmd, heatmap_cmd, weights_cmd):
+for _command in (
+    layers_cmd,
+    filter_cmd,
+    grid_cmd,
+    atlas_cmd,
+    examples_cmd,
+    maps_cmd,
+    heatmap_cmd,
+    weights_cmd,
+    serve_cmd,
+):
     main.add_command(_command)

@@ -1,0 +1,70 @@
+"""``kernelviz serve``: a live explorer of a model, unit by unit, in the browser.
+
+:mod:`~kernelviz.serve.explorer` holds what the explorer knows and computes (no HTTP),
+:mod:`~kernelviz.serve.worker` the one thread that owns the model, :mod:`~kernelviz.serve.pages` the HTML,
+:mod:`~kernelviz.serve.app` the routes. Needs the ``serve`` extra (Starlette, uvicorn).
+"""
+
+from __future__ import annotations
+
+import secrets
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from torch import nn
+
+from ..core.models import model_meta, model_slug
+from ..errors import KernelvizError
+
+__all__ = ["serve"]
+
+
+def serve(
+    model: nn.Module,
+    *,
+    atlas: str | Path | None = None,
+    images: str | Path | None = None,
+    host: str = "127.0.0.1",
+    port: int = 8765,
+    token: bool = True,
+    say: Callable[..., None] = print,
+) -> None:
+    """Run the explorer until Ctrl-C.
+
+    Args:
+        model: the network (with metadata: :func:`~kernelviz.load_model`).
+        atlas: the atlas folder that caches the pictures (``atlas/<model>/``, the layout of
+            :func:`~kernelviz.atlas`); default: a new temporary folder (lost when the machine cleans it).
+        images: a folder of natural images (dataset examples, the image page's picker).
+        host: the address to bind; anything but a loopback address is said to be exposed.
+        port: the port.
+        token: ask for a random token on every request (printed in the URL).
+        say: where to print the URL and notices.
+    """
+    try:
+        import uvicorn
+
+        from .app import create_app
+        from .explorer import Explorer
+    except ImportError as err:
+        raise KernelvizError(
+            f"kernelviz serve needs its extra: pip install 'kernelviz[serve]' ({err.name} is missing)"
+        ) from err
+    tell = say
+    if atlas is None:
+        atlas = tempfile.mkdtemp(prefix="kernelviz-atlas-")
+        tell(f"pictures are kept in {atlas} (pass --atlas DIR to keep them across runs)")
+    root = Path(atlas) / model_slug(model_meta(model).name)
+    explorer = Explorer(model, root, Path(images) if images else None)
+    secret = secrets.token_urlsafe(24) if token else None
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        tell(f"warning: binding {host} exposes the explorer (and your model) to the network", file=sys.stderr)
+    shown = "localhost" if host in ("127.0.0.1", "::1") else host
+    tell(f"kernelviz explorer of {explorer.meta.name}: http://{shown}:{port}/" + (f"?token={secret}" if secret else ""))
+    app = create_app(explorer, secret)
+    try:
+        uvicorn.run(app, host=host, port=port, log_level="warning")
+    finally:
+        explorer.worker.stop()

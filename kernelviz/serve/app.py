@@ -1,0 +1,243 @@
+"""The explorer's web app (Starlette on uvicorn): routes, the token, files, server-sent events.
+
+Every route but ``/static`` asks for the token (as Jupyter does): ``?token=`` on the first visit sets a
+cookie; a request without either is refused with 403. Files are served only from the atlas folder
+(``/files/...``: a path that leaves it is refused), uploads are capped and decoded safely, and every
+failure is a JSON error or an error page: the server goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import Future
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.base import BaseHTTPMiddleware
+from starlette.requests import Request
+from starlette.responses import (
+    FileResponse,
+    HTMLResponse,
+    JSONResponse,
+    RedirectResponse,
+    Response,
+    StreamingResponse,
+)
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from ..errors import KernelvizError
+from .explorer import MAX_UPLOAD, Explorer
+from .pages import filter_page, image_page, layer_page, message_page, model_page
+
+__all__ = ["COOKIE", "create_app"]
+
+COOKIE = "kernelviz_token"
+_LOG = logging.getLogger("kernelviz.serve")
+
+
+async def _wait(future: Future) -> Any:
+    """The result of a worker future, awaited without blocking the event loop."""
+    return await asyncio.wrap_future(future)
+
+
+def _error(message: str, status: int = 400) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def create_app(explorer: Explorer, token: str | None) -> Starlette:
+    """The app serving ``explorer``; ``token=None`` turns the token check off (``--no-token``)."""
+
+    class TokenCheck(BaseHTTPMiddleware):
+        async def dispatch(self, request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+            if token is None or request.url.path.startswith("/static/"):
+                return await call_next(request)
+            given = request.query_params.get("token") or request.headers.get("x-kernelviz-token")
+            from_query = given is not None
+            given = given or request.cookies.get(COOKIE)
+            if not given or not hmac.compare_digest(given.encode(), token.encode()):
+                message = "a token is required: open the URL kernelviz serve printed (it ends in ?token=...)"
+                if request.url.path.startswith("/api/"):
+                    return _error(message, 403)
+                return HTMLResponse(message_page(explorer, "token required", message), status_code=403)
+            response = await call_next(request)
+            if from_query:
+                response.set_cookie(COOKIE, token, httponly=True, samesite="strict")
+            return response
+
+    def guarded(
+        handler: Callable[[Request], Awaitable[Response]],
+    ) -> Callable[[Request], Awaitable[Response]]:
+        """A handler whose KernelvizError becomes a 400 (JSON for /api, a page otherwise) and any other
+        error a 500 with its message: one request never brings the server down."""
+
+        async def run(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except KernelvizError as err:
+                status = 404 if "not found" in str(err) or "unknown" in str(err) else 400
+                if request.url.path.startswith("/api/"):
+                    return _error(str(err), status)
+                return HTMLResponse(message_page(explorer, "cannot show that", str(err)), status_code=status)
+            except Exception as err:  # a bug must not take the server down: say it, log it
+                _LOG.exception("request %s failed", request.url.path)
+                message = f"internal error: {type(err).__name__}: {err}"
+                if request.url.path.startswith("/api/"):
+                    return _error(message, 500)
+                return HTMLResponse(message_page(explorer, "internal error", message), status_code=500)
+
+        return run
+
+    def _int(value: str, what: str) -> int:
+        try:
+            return int(value)
+        except ValueError as err:
+            raise KernelvizError(f"{what} must be a whole number, got {value!r}") from err
+
+    async def home(request: Request) -> Response:
+        return HTMLResponse(model_page(explorer, token or ""))
+
+    async def layer(request: Request) -> Response:
+        page = _int(request.query_params.get("page", "0"), "page")
+        return HTMLResponse(layer_page(explorer, request.path_params["layer"], max(0, page), token or ""))
+
+    async def filter_(request: Request) -> Response:
+        n = _int(request.path_params["n"], "filter")
+        return HTMLResponse(filter_page(explorer, request.path_params["layer"], n, token or ""))
+
+    async def files(request: Request) -> Response:
+        root = explorer.root.resolve()
+        path = (root / request.path_params["path"]).resolve()
+        if not path.is_relative_to(root) or not path.is_file():
+            raise KernelvizError("file not found in the atlas folder")
+        return FileResponse(path)
+
+    async def json_body(request: Request) -> dict[str, Any]:
+        try:
+            data = json.loads(await request.body())
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise KernelvizError(f"the request body is not JSON: {err}") from err
+        if not isinstance(data, dict):
+            raise KernelvizError("the request body must be a JSON object")
+        return data
+
+    async def compute(request: Request) -> Response:
+        data = await json_body(request)
+        layer_name = str(data.get("layer", ""))
+        filters = data.get("filters", [])
+        if not isinstance(filters, list) or not all(isinstance(n, int) for n in filters):
+            raise KernelvizError("filters must be a list of whole numbers")
+        futures = explorer.request_filters(layer_name, filters)
+        return JSONResponse({"batches": len(futures), "batch_size": explorer.optim.batch_size})
+
+    async def variant(request: Request) -> Response:
+        data = await json_body(request)
+        explorer.request_variant(
+            str(data.get("layer", "")), _int(str(data.get("filter", "")), "filter"), str(data.get("variant", ""))
+        )
+        return JSONResponse({"queued": True})
+
+    async def examples(request: Request) -> Response:
+        data = await json_body(request)
+        if explorer.request_examples(str(data.get("layer", ""))) is None:
+            raise KernelvizError("no --images folder was given to the server")
+        return JSONResponse({"queued": True})
+
+    async def kernel(request: Request) -> Response:
+        n = _int(request.path_params["n"], "filter")
+        png = await asyncio.to_thread(explorer.kernel_png, request.path_params["layer"], n)
+        return Response(png, media_type="image/png")
+
+    async def events(request: Request) -> Response:
+        loop = asyncio.get_running_loop()
+        inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=1000)
+
+        def listener(event: dict[str, Any]) -> None:  # called on the worker thread
+            loop.call_soon_threadsafe(_put, event)
+
+        def _put(event: dict[str, Any]) -> None:
+            if not inbox.full():  # a slow client loses progress ticks, not the server's memory
+                inbox.put_nowait(event)
+
+        async def stream() -> AsyncIterator[str]:
+            explorer.worker.subscribe(listener)
+            try:
+                yield ": connected\n\n"
+                while True:
+                    try:
+                        event = await asyncio.wait_for(inbox.get(), timeout=15)
+                    except TimeoutError:
+                        yield ": keep-alive\n\n"
+                        continue
+                    yield f"data: {json.dumps(event)}\n\n"
+            finally:  # the client went away: stop listening; the computation goes on and is kept
+                explorer.worker.unsubscribe(listener)
+
+        return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-store"})
+
+    def image_file(request: Request) -> Path:
+        q = request.query_params
+        return explorer.image_path(upload=q.get("upload"), pick=q.get("pick"))
+
+    async def image(request: Request) -> Response:
+        if request.method == "POST":
+            if int(request.headers.get("content-length") or 0) > MAX_UPLOAD + 65536:
+                raise KernelvizError(f"the file is too large: uploads are limited to {MAX_UPLOAD // 2**20} MiB")
+            form = await request.form(max_files=1, max_fields=4)
+            upload = form.get("file")
+            if upload is None or isinstance(upload, str):
+                raise KernelvizError("no file in the upload: choose an image file")
+            data = await upload.read(MAX_UPLOAD + 1)
+            digest = await asyncio.to_thread(explorer.save_upload, data)
+            return RedirectResponse(f"/image?upload={digest}", status_code=303)
+        query = {k: v for k, v in request.query_params.items() if k in ("upload", "pick")}
+        analysis = None
+        if query:
+            analysis = await _wait(explorer.analyse(image_file(request)))
+        return HTMLResponse(image_page(explorer, analysis, query, token or ""))
+
+    async def image_png(request: Request) -> Response:
+        return FileResponse(image_file(request))
+
+    async def heatmap(request: Request) -> Response:
+        q = request.query_params
+        future = explorer.heatmap_png(
+            image_file(request), q.get("method", "gradcam"), q.get("target") or None, q.get("filter") or None
+        )
+        return Response(await _wait(future), media_type="image/png")
+
+    async def maps(request: Request) -> Response:
+        future = explorer.maps_png(image_file(request), request.query_params.get("layer", ""))
+        return Response(await _wait(future), media_type="image/png")
+
+    async def status(request: Request) -> Response:
+        layer_name = request.path_params["layer"]
+        explorer.row(layer_name)
+        return JSONResponse({"layer": layer_name, "done": explorer.done(layer_name)})
+
+    static = resources.files("kernelviz.serve") / "static"
+    routes = [
+        Route("/", guarded(home)),
+        Route("/layer/{layer:str}", guarded(layer)),
+        Route("/filter/{layer:str}/{n:str}", guarded(filter_)),
+        Route("/image", guarded(image), methods=["GET", "POST"]),
+        Route("/files/{path:path}", guarded(files)),
+        Route("/api/compute", guarded(compute), methods=["POST"]),
+        Route("/api/variant", guarded(variant), methods=["POST"]),
+        Route("/api/examples", guarded(examples), methods=["POST"]),
+        Route("/api/kernel/{layer:str}/{n:str}.png", guarded(kernel)),
+        Route("/api/events", events),
+        Route("/api/status/{layer:str}", guarded(status)),
+        Route("/api/image.png", guarded(image_png)),
+        Route("/api/heatmap.png", guarded(heatmap)),
+        Route("/api/maps.png", guarded(maps)),
+        Mount("/static", StaticFiles(directory=str(static)), name="static"),
+    ]
+    return Starlette(routes=routes, middleware=[Middleware(TokenCheck)])

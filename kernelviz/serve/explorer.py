@@ -1,0 +1,423 @@
+"""What the live explorer knows and computes, for one model and one atlas folder; no HTTP here.
+
+The explorer's cache *is* an atlas (:mod:`kernelviz.sets.atlas`): a filter's picture is made by the same
+:func:`~kernelviz.sets.atlas.write_filters` in the same batches (the atlas's batch ``i`` holds filters
+``i*B .. i*B+B-1`` of a layer), written with the same atomic writes, under the same ``settings.json``.
+So ``kernelviz atlas`` output serves at once, a restart loses nothing, and ``kernelviz atlas`` can finish
+what the explorer started. Variants (another seed, parameterization, more steps, a diversity batch) go
+to ``<layer>/variants/``, which the atlas ignores; uploaded photos to ``uploads/``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..core.capture import activations
+from ..core.layers import LayerInfo
+from ..core.models import model_device, model_meta, model_slug
+from ..core.names import resolve_layer
+from ..errors import KernelvizError, out_of_range
+from ..explain.heatmaps import attribute, check_methods, predict
+from ..explain.kernels import kernel_weights
+from ..files.images import image_files, load_image
+from ..files.write import save_figure, save_json, save_png
+from ..jobs.inspect import LayerTable, layer_table
+from ..optvis.batch import auto_batch_size
+from ..optvis.settings import DEFAULTS, OptimSettings
+from ..sets.atlas import check_settings, filter_kept, write_examples, write_filters
+from ..sets.site import layer_dir
+from .worker import Emit, Worker
+
+__all__ = ["MAX_UPLOAD", "VARIANTS", "Explorer"]
+
+#: Largest upload accepted, in bytes.
+MAX_UPLOAD = 20 * 1024 * 1024
+#: The variants a filter page offers: name -> (what it changes, in words).
+VARIANTS = {
+    "seed": "another random start (seed + 1)",
+    "pixel": "the article's plain pixel image",
+    "maco": "MACO (phase only, the spectrum of natural images)",
+    "steps": "twice the steps",
+    "diversity": "a batch of 4 pushed apart (Gram-matrix diversity)",
+}
+
+
+@dataclass
+class Explorer:
+    """One model, its atlas folder and its worker.
+
+    Args:
+        model: the network (with metadata: :func:`~kernelviz.load_model`).
+        root: the model's atlas folder (``DIR/<model>``), created if needed.
+        images: a folder of natural images (dataset examples, the image page's picker).
+        settings: optimization settings; default: those of the atlas already in ``root``, else the defaults.
+    """
+
+    model: nn.Module
+    root: Path
+    images: Path | None = None
+    settings: OptimSettings | None = None
+    worker: Worker = field(default_factory=Worker)
+
+    def __post_init__(self) -> None:
+        meta = model_meta(self.model)
+        self.meta = meta
+        self.root = Path(self.root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        existing = self.root / "settings.json"
+        if self.settings is None and existing.exists():
+            try:
+                data = json.loads(existing.read_text())
+                self.settings = OptimSettings.from_json({k: v for k, v in data.items() if k in OptimSettings.names()})
+            except (ValueError, TypeError, KernelvizError) as err:
+                raise KernelvizError(f"{existing} cannot be read ({err}): use another --atlas folder") from err
+        settings = (self.settings or DEFAULTS).for_model(meta.input_size)
+        self._table = layer_table(self.model, int(settings.size or meta.input_size))
+        self._rows = {r.name: r for r in self._table.rows}
+        first = next((r.name for r in self._table.rows if r.type.startswith("Conv")), None)
+        if first is None:
+            raise KernelvizError(f"{meta.name} has no convolution: nothing to explore")
+        if not settings.batch_size:
+            widest = max(r.channels for r in self._table.rows if r.type.startswith("Conv"))
+            size = int(settings.size or 0)
+            settings = settings.with_(
+                batch_size=auto_batch_size(self.model, first, size, model_device(self.model), widest)
+            )
+        self.optim: OptimSettings = settings
+        self.recorded = {**settings.to_json(), "model": meta.name, "weights": meta.weights}
+        check_settings(self.root, self.recorded)  # refuses an atlas made with other settings
+        if self.images is not None and not Path(self.images).is_dir():
+            raise KernelvizError(f"--images {self.images}: not a folder")
+
+    # --- the model -------------------------------------------------------------------------------
+    @property
+    def table(self) -> LayerTable:
+        """The layer table (computed once, at start)."""
+        return self._table
+
+    def conv_layers(self) -> list[LayerInfo]:
+        """The rows of the layers with filters to show: convolutions (and their activations) with a spatial map."""
+        return [r for r in self._table.rows if len(r.shape) == 3 and r.type.startswith("Conv")]
+
+    def row(self, layer: str) -> LayerInfo:
+        """The table row of a layer the explorer shows; an unknown one is a :class:`KernelvizError`."""
+        resolve_layer(self.model, layer)  # the usual message, with close names
+        row = self._rows.get(layer)
+        if row is None or row not in self.conv_layers():
+            raise KernelvizError(f"layer {layer!r} is not a convolution with a spatial output: it has no filter page")
+        return row
+
+    def check_filter(self, layer: str, n: int) -> LayerInfo:
+        row = self.row(layer)
+        if not 0 <= n < row.channels:
+            raise out_of_range("filter", n, row.channels, f"layer {layer!r}")
+        return row
+
+    # --- filters ---------------------------------------------------------------------------------
+    def record(self, layer: str, n: int) -> dict[str, Any] | None:
+        """Filter ``n``'s record when its files are whole, else ``None``."""
+        if not filter_kept(self.root, layer, n):
+            return None
+        return json.loads((layer_dir(self.root, layer) / f"{n:04d}.json").read_text())
+
+    def done(self, layer: str) -> list[int]:
+        """The filters of ``layer`` whose picture is on disk (cheap: for pages)."""
+        d = layer_dir(self.root, layer)
+        return sorted(int(p.stem) for p in d.glob("[0-9][0-9][0-9][0-9].json") if (d / f"{p.stem}.png").exists())
+
+    def file_url(self, path: Path) -> str:
+        """The URL path of a file under the atlas root (``files/...``)."""
+        return "files/" + path.relative_to(self.root).as_posix()
+
+    def request_filters(self, layer: str, filters: list[int]) -> list[Future]:
+        """Queue the atlas batches holding ``filters`` that are not on disk; returns their futures.
+
+        Each batch task reports ``progress`` (step, objective) and one ``done`` event per filter written.
+        """
+        row = self.row(layer)
+        b = int(self.optim.batch_size or 1)
+        futures = []
+        for start in sorted({n // b * b for n in filters if 0 <= n < row.channels}):
+            group = list(range(start, min(start + b, row.channels)))
+            missing = [n for n in group if not filter_kept(self.root, layer, n)]
+            if not missing:
+                continue
+            futures.append(self.worker.submit(("batch", layer, start), self._batch_task(layer, group)))
+        return futures
+
+    def _batch_task(self, layer: str, group: list[int]) -> Callable[[Emit], Any]:
+        def run(emit: Emit) -> int:
+            kept = {(layer, n) for n in group if filter_kept(self.root, layer, n)}
+            if len(kept) == len(group):
+                return 0
+            total = int(self.optim.steps)
+
+            def progress(step: int, value: float) -> None:
+                emit(
+                    {"type": "progress", "layer": layer, "filters": group, "step": step, "steps": total, "value": value}
+                )
+
+            emit({"type": "progress", "layer": layer, "filters": group, "step": 0, "steps": total, "value": None})
+            written, _ = write_filters(self.model, self.root, layer, group, self.optim, skip=kept, progress=progress)
+            d = layer_dir(self.root, layer)
+            for n in group:
+                record = json.loads((d / f"{n:04d}.json").read_text())
+                emit(
+                    {
+                        "type": "done",
+                        "layer": layer,
+                        "filter": n,
+                        "src": self.file_url(d / f"{n:04d}.png"),
+                        "value": record["final_value"],
+                        "dead": record["dead_unit"],
+                    }
+                )
+            return written
+
+        return run
+
+    def kernel_png(self, layer: str, n: int) -> bytes:
+        """Filter ``n``'s kernel weights drawn (one tile per input channel, the first 16 of them)."""
+        from ..plot.kernels import plot_kernels
+
+        self.check_filter(layer, n)
+        w = kernel_weights(self.model, layer)
+        fig = plot_kernels(w, filters=[n], inputs=list(range(min(16, w.shape[1]))), title=f"{layer} filter {n}")
+        return _png(fig)
+
+    def feeders(self, layer: str, n: int, k: int = 6) -> list[tuple[str | None, int, float]]:
+        """The input channels that feed filter ``n`` most, by the norm of its kernel on each:
+        ``[(previous layer or None, channel, norm)]``. The previous layer is the last convolution before
+        this one with as many channels as the kernel has inputs (``None`` for the image's RGB)."""
+        self.check_filter(layer, n)
+        w = kernel_weights(self.model, layer)[n]  # (C_in, kh, kw)
+        norms = w.flatten(1).norm(dim=1)
+        convs = self.conv_layers()
+        index = [r.name for r in convs].index(layer)
+        before = [r for r in convs[:index] if r.channels == w.shape[0]]
+        previous = before[-1].name if before else None
+        top = norms.topk(min(k, len(norms)))
+        return [(previous, int(c), float(v)) for v, c in zip(top.values, top.indices, strict=True)]
+
+    def examples(self, layer: str) -> dict[str, Any] | None:
+        """The layer's ``examples.json`` (dataset examples of every filter), when made."""
+        path = layer_dir(self.root, layer) / "examples.json"
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+
+    def request_examples(self, layer: str) -> Future | None:
+        """Scan ``--images`` once for every filter of ``layer`` (atlas layout); ``None`` without images."""
+        if self.images is None:
+            return None
+        row = self.row(layer)
+        images = self.images
+
+        def run(emit: Emit) -> None:
+            emit({"type": "progress", "layer": layer, "examples": True, "step": 0, "steps": 1, "value": None})
+            write_examples(
+                self.model, self.root, layer, list(range(row.channels)), images, 9, int(self.optim.size or 0)
+            )
+            emit({"type": "examples", "layer": layer})
+
+        return self.worker.submit(("examples", layer), run)
+
+    def variant_path(self, layer: str, n: int, kind: str) -> Path:
+        if kind not in VARIANTS:
+            raise KernelvizError(f"unknown variant {kind!r}: choose from {', '.join(VARIANTS)}")
+        return layer_dir(self.root, layer) / "variants" / f"{n:04d}_{kind}.png"
+
+    def variants(self, layer: str, n: int) -> dict[str, Path]:
+        """The variants of filter ``n`` already made."""
+        return {
+            k: p for k in VARIANTS if (p := self.variant_path(layer, n, k)).exists() and p.with_suffix(".json").exists()
+        }
+
+    def request_variant(self, layer: str, n: int, kind: str) -> Future:
+        """Make one variant of filter ``n`` (its PNG and record under ``<layer>/variants/``)."""
+        from ..optvis.objectives import channel, diversity
+        from ..optvis.render import visualize
+
+        self.check_filter(layer, n)
+        path = self.variant_path(layer, n, kind)
+        base = self.optim.with_(batch_size=None)
+        changed = {
+            "seed": base.with_(seed=base.seed + 1),
+            "pixel": base.with_(param="pixel"),
+            "maco": base.with_(param="maco"),
+            "steps": base.with_(steps=2 * base.steps),
+            "diversity": base,
+        }[kind]
+
+        def run(emit: Emit) -> str:
+            def progress(step: int, value: float) -> None:
+                emit(
+                    {
+                        "type": "progress",
+                        "layer": layer,
+                        "filters": [n],
+                        "variant": kind,
+                        "step": step,
+                        "steps": changed.steps,
+                        "value": value,
+                    }
+                )
+
+            if kind == "diversity":
+                unit = channel(layer, n)
+                main = visualize(self.model, unit, **changed.visualize_kwargs())
+                weight = 0.5 * abs(float(main.final[0])) or 1.0
+                result = visualize(
+                    self.model,
+                    unit + weight * diversity(layer),
+                    batch=4,
+                    progress=progress,
+                    **changed.visualize_kwargs(),
+                )
+                from ..plot.grid import plot_grid
+
+                labels = [f"{float(v):.3g}" for v in result.final]
+                save_figure(plot_grid(list(result.images), labels, title=f"{layer}:{n} diversity x{weight:.3g}"), path)
+                save_json(
+                    result.record(0, self.meta, layer=layer, filter=n, variant=kind, diversity_weight=weight),
+                    path.with_suffix(".json"),
+                )
+            else:
+                result = visualize(self.model, channel(layer, n), progress=progress, **changed.visualize_kwargs())
+                save_png(result.images[0], path)
+                save_json(result.record(0, self.meta, layer=layer, filter=n, variant=kind), path.with_suffix(".json"))
+            emit({"type": "variant", "layer": layer, "filter": n, "variant": kind, "src": self.file_url(path)})
+            return str(path)
+
+        return self.worker.submit(("variant", layer, n, kind), run)
+
+    # --- images ----------------------------------------------------------------------------------
+    def picks(self) -> list[str]:
+        """The images of ``--images``, as paths relative to it."""
+        if self.images is None:
+            return []
+        return [p.relative_to(self.images).as_posix() for p in image_files(self.images)]
+
+    def save_upload(self, data: bytes) -> str:
+        """Decode an uploaded image safely, store it as PNG under ``uploads/``; returns its id.
+
+        Raises:
+            KernelvizError: too large, or not an image Pillow can decode.
+        """
+        from PIL import Image
+
+        if len(data) > MAX_UPLOAD:
+            raise KernelvizError(
+                f"the file is {len(data) / 2**20:.1f} MiB: uploads are limited to {MAX_UPLOAD // 2**20} MiB"
+            )
+        if not data:
+            raise KernelvizError("the upload is empty: choose an image file")
+        digest = hashlib.sha256(data).hexdigest()[:16]
+        out = self.root / "uploads" / f"{digest}.png"
+        if not out.exists():
+            with tempfile.TemporaryDirectory() as tmp:
+                raw = Path(tmp) / "upload"
+                raw.write_bytes(data)
+                try:
+                    with Image.open(io.BytesIO(data)) as probe:
+                        probe.verify()
+                    image = load_image(raw)
+                except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, KernelvizError) as err:
+                    raise KernelvizError(f"the upload is not an image kernelviz can read ({err})") from err
+            save_png(image, out)
+        return digest
+
+    def image_path(self, upload: str | None = None, pick: str | None = None) -> Path:
+        """The file of an uploaded image id or of a picked ``--images`` file, checked to lie inside its folder."""
+        if upload is not None:
+            if not (len(upload) == 16 and all(c in "0123456789abcdef" for c in upload)):
+                raise KernelvizError("unknown upload id")
+            path = self.root / "uploads" / f"{upload}.png"
+        elif pick is not None and self.images is not None:
+            base = Path(self.images).resolve()
+            path = (base / pick).resolve()
+            if (
+                not path.is_relative_to(base)
+                or path.suffix.lower() not in {p.suffix.lower() for p in image_files(base)} | set()
+            ):
+                raise KernelvizError("that image is not in the --images folder")
+        else:
+            raise KernelvizError("no image: upload one, or pick one from --images")
+        if not path.is_file():
+            raise KernelvizError("image not found")
+        return path
+
+    def _image(self, path: Path) -> torch.Tensor:
+        return load_image(path, self.meta.input_size)  # (3, S, S)
+
+    def analyse(self, path: Path) -> Future:
+        """Top-5 predictions and, per explored layer, the 6 filters with the largest mean activation."""
+
+        def run(emit: Emit) -> dict[str, Any]:
+            x = self._image(path)[None]
+            preds = predict(self.model, x, 5)[0]
+            layers = [r.name for r in self.conv_layers()]
+            acts = activations(self.model, self.meta.normalize(x.to(model_device(self.model))), layers)
+            firing = {}
+            for name in layers:
+                means = acts[name][0].flatten(1).mean(1).float().cpu()
+                top = means.topk(min(6, len(means)))
+                firing[name] = [(int(i), float(v)) for v, i in zip(top.values, top.indices, strict=True)]
+            return {"predictions": preds, "firing": firing}
+
+        return self.worker.submit(("analyse", str(path), os.path.getmtime(path)), run)
+
+    def heatmap_png(self, path: Path, method: str, target: str | None, filter: str | None) -> Future:
+        """The overlay of one heatmap method on the image, as PNG bytes."""
+        check_methods(method)
+
+        def run(emit: Emit) -> bytes:
+            from ..plot.heatmaps import plot_heatmap
+
+            x = self._image(path)[None]
+            res = attribute(self.model, x, method, target=target if not filter else None, filter=filter or None)
+            what = res.filter or (res.target_names[0] if res.target_names else f"class {res.targets[0]}")  # type: ignore[index]
+            title = f"{method}{' @ ' + res.layer if res.layer else ''}: {what}"
+            return _png(plot_heatmap(x, [res.maps], titles=[title]))
+
+        return self.worker.submit(("heatmap", str(path), method, target, filter), run)
+
+    def maps_png(self, path: Path, layer: str) -> Future:
+        """The feature maps of ``layer`` on the image (its 16 strongest channels), as PNG bytes."""
+        self.row(layer)
+
+        def run(emit: Emit) -> bytes:
+            from ..explain.maps import feature_maps
+            from ..plot.maps import plot_feature_maps
+
+            x = self._image(path)[None]
+            acts = feature_maps(self.model, x, layer)[0]
+            return _png(plot_feature_maps(acts, image=x[0], k=16, title=f"{self.meta.name} {layer}: top 16 channels"))
+
+        return self.worker.submit(("maps", str(path), layer), run)
+
+    @property
+    def slug(self) -> str:
+        return model_slug(self.meta.name)
+
+
+def _png(fig: Any) -> bytes:
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return buffer.getvalue()

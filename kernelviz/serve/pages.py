@@ -1,0 +1,264 @@
+"""The explorer's HTML pages. Every name from the model or the disk goes through one escaping helper per
+context (:func:`~kernelviz.sets.site.text`, :func:`~kernelviz.sets.site.attr`, :func:`_href`)."""
+
+from __future__ import annotations
+
+import json
+import urllib.parse
+from pathlib import Path
+from typing import Any
+
+from ..core.layers import field_text
+from ..explain.examples import ratio_to_natural
+from ..explain.heatmaps import METHODS
+from ..sets.site import attr, layer_dir, text
+from .explorer import VARIANTS, Explorer
+
+__all__ = ["PER_PAGE", "filter_page", "image_page", "layer_page", "message_page", "model_page"]
+
+#: Filters per layer page.
+PER_PAGE = 48
+
+
+def _href(*parts: object, **query: object) -> str:
+    """An absolute URL path from segments (each percent-encoded) and a query, attribute-escaped."""
+    path = "/" + "/".join(urllib.parse.quote(str(p), safe="") for p in parts)
+    q = urllib.parse.urlencode({k: v for k, v in query.items() if v is not None})
+    return attr(path + ("?" + q if q else ""))
+
+
+def _page(ex: Explorer, title: str, body: str, data: dict[str, Any] | None = None, token: str = "") -> str:
+    extra = "".join(f' data-{k}="{attr(v)}"' for k, v in (data or {}).items())
+    return (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        f"<title>{text(title)}</title>"
+        '<link rel="stylesheet" href="/static/style.css"></head>'
+        f'<body data-base="/" data-token="{attr(token)}" data-images-ok="pending"{extra}>'
+        f'<header><b>kernelviz</b><a href="/">{text(ex.meta.name)}</a><a href="/image">image</a>'
+        f'<span class="small">weights: {text(ex.meta.weights)}</span></header>'
+        f'<main>{body}</main><script src="/static/app.js"></script></body></html>'
+    )
+
+
+def message_page(ex: Explorer, title: str, message: str) -> str:
+    """A page that says what went wrong, and links home."""
+    return _page(ex, title, f'<h1>{text(title)}</h1><p class="error">{text(message)}</p><p><a href="/">model</a></p>')
+
+
+def model_page(ex: Explorer, token: str = "") -> str:
+    """The layer table (shape, channels, receptive field) and the depth; conv layers link to their pages."""
+    table = ex.table
+    explorable = {r.name for r in ex.conv_layers()}
+    rows = []
+    for r in table.rows:
+        name = f'<a href="{_href("layer", r.name)}">{text(r.name)}</a>' if r.name in explorable else text(r.name)
+        done = len(ex.done(r.name)) if r.name in explorable else None
+        rows.append(
+            f"<tr><td>{name}</td><td><code>{text(r.path)}</code></td><td>{text(r.type)}</td>"
+            f"<td>{'x'.join(map(str, r.shape))}</td><td>{r.channels}</td>"
+            f"<td>{text(field_text(r.receptive_field, table.size))}</td>"
+            f"<td>{'' if done is None else f'{done}/{r.channels}'}</td></tr>"
+        )
+    body = (
+        f"<h1>{text(table.model)}</h1>"
+        f"<p>input {table.size}x{table.size}; depth {table.depth} ({table.convs} conv + {table.fcs} fully connected; "
+        "only "
+        "layers with trainable weights count). RF = receptive field in input pixels. Filter pictures are kept in "
+        f"<code>{text(ex.root)}</code> (an atlas folder).</p>"
+        "<table><tr><th>layer</th><th>module</th><th>type</th><th>output</th><th>channels</th><th>RF</th>"
+        "<th>pictures</th></tr>" + "".join(rows) + "</table>"
+    )
+    return _page(ex, f"{table.model}: layers", body, {"page": "model"}, token)
+
+
+def layer_page(ex: Explorer, layer: str, page: int = 0, token: str = "") -> str:
+    """The layer's filters, ``PER_PAGE`` at a time: pictures on disk at once, the others computed and shown
+    as they arrive."""
+    row = ex.row(layer)
+    first, last = page * PER_PAGE, min(row.channels, (page + 1) * PER_PAGE)
+    done = set(ex.done(layer))
+    d = layer_dir(ex.root, layer)
+    tiles, missing = [], []
+    for n in range(first, last):
+        link = _href("filter", layer, n)
+        if n in done:
+            record = json.loads((d / f"{n:04d}.json").read_text())
+            value = f"mean {record['final_value']:.4g}" + (" (dead unit)" if record["dead_unit"] else "")
+            picture = f'<img src="{_href(*ex.file_url(d / f"{n:04d}.png").split("/"))}" alt="filter {n}">'
+        else:
+            missing.append(n)
+            value, picture = "", '<div class="wait">queued</div>'
+        tiles.append(
+            f'<div class="tile" id="f{n}" data-done="{int(n in done)}"><a href="{link}">{picture}</a>'
+            f'<a href="{link}">filter {n}</a> <span class="value">{text(value)}</span></div>'
+        )
+    pages = (row.channels + PER_PAGE - 1) // PER_PAGE
+    nav = " ".join(
+        f'<a href="{_href("layer", layer, page=p)}">{p * PER_PAGE}-{min(row.channels, (p + 1) * PER_PAGE) - 1}</a>'
+        if p != page
+        else f"<b>{p * PER_PAGE}-{last - 1}</b>"
+        for p in range(pages)
+    )
+    s = ex.optim
+    body = (
+        f'<p><a href="/">&larr; layers</a></p><h1>{text(ex.meta.name)} {text(layer)}</h1>'
+        f"<p>module <code>{text(row.path)}</code>, output {'x'.join(map(str, row.shape))}, receptive field "
+        f"{text(field_text(row.receptive_field, ex.table.size))} px; {row.channels} filters. Settings: {text(s.param)} "
+        f"image, {s.steps} steps, lr {s.lr}, seed {s.seed}, batches of {s.batch_size}.</p>"
+        f"<p>filters: {nav}</p>"
+        f'<div class="bar"><div></div></div> <div class="status" id="status">'
+        f"{len(missing)} of {last - first} filters on this page still to compute</div>"
+        f'<div class="grid">{"".join(tiles)}</div>'
+    )
+    data = {"page": "layer", "layer": layer, "missing": json.dumps(missing)}
+    return _page(ex, f"{ex.meta.name} {layer}", body, data, token)
+
+
+def _curve_svg(history: list[float]) -> str:
+    """The objective per step as an inline SVG polyline (no plotting library in the page)."""
+    if len(history) < 2:
+        return ""
+    lo, hi = min(history), max(history)
+    span = (hi - lo) or 1.0
+    w, h = 320, 120
+    points = " ".join(f"{w * i / (len(history) - 1):.1f},{h - h * (v - lo) / span:.1f}" for i, v in enumerate(history))
+    return (
+        f'<svg width="{w}" height="{h + 20}" role="img" aria-label="objective per step">'
+        f'<polyline fill="none" stroke="#00897b" stroke-width="1.5" points="{points}"/>'
+        f'<text x="0" y="{h + 16}" font-size="11">step 0: {history[0]:.3g}</text>'
+        f'<text x="{w}" y="{h + 16}" font-size="11" text-anchor="end">'
+        f"step {len(history) - 1}: {history[-1]:.3g}</text></svg>"
+    )
+
+
+def filter_page(ex: Explorer, layer: str, n: int, token: str = "") -> str:
+    """One filter: picture, curve, settings, kernel, the channels feeding it, examples, variants."""
+    row = ex.check_filter(layer, n)
+    record = ex.record(layer, n)
+    d = layer_dir(ex.root, layer)
+    if record is None:
+        main = '<div class="wait big">being computed</div>'
+        facts = "<p>not computed yet: it is queued now and this page reloads when it is done.</p>"
+    else:
+        src = _href(*ex.file_url(d / f"{n:04d}.png").split("/"))
+        main = f'<img class="big" src="{src}" alt="filter {n}">'
+        dead = '<p class="dead">dead unit: it never responded to any image tried</p>' if record.get("dead_unit") else ""
+        history = record.get("curve") or []
+        settings = {
+            k: record.get("settings", {}).get(k) for k in ("param", "steps", "lr", "seed", "size", "transforms")
+        }
+        facts = (
+            f"<p>mean activation {record['final_value']:.4g}; "
+            f"max activation {record.get('max_activation', float('nan')):.4g}</p>"
+            f"{dead}{_curve_svg([float(v) for v in history])}"
+            f"<p class=small>settings: <code>{text(json.dumps(settings))}</code> &middot; "
+            f'<a href="{_href(*ex.file_url(d / f"{n:04d}.json").split("/"))}">full record</a></p>'
+        )
+    feeders = []
+    for previous, c, norm in ex.feeders(layer, n):
+        if previous is None:
+            feeders.append(f"<li>input channel {'RGB'[c] if c < 3 else c} (weight norm {norm:.3g})</li>")
+            continue
+        thumb = ""
+        if (layer_dir(ex.root, previous) / f"{c:04d}.png").exists():
+            src = _href(*ex.file_url(layer_dir(ex.root, previous) / f"{c:04d}.png").split("/"))
+            thumb = f'<img src="{src}" alt="{attr(previous)} {c}" width="56" height="56"> '
+        feeders.append(
+            f'<li>{thumb}<a href="{_href("filter", previous, c)}">{text(previous)} filter {c}</a> '
+            f"(weight norm {norm:.3g})</li>"
+        )
+    examples = ex.examples(layer)
+    if examples is not None:
+        found = examples["filters"].get(str(n), [])
+        crops = "".join(
+            f'<img src="{_href(*ex.file_url(d / e["crop"]).split("/"))}" alt="example" '
+            f'title="{attr(Path(e["image"]).name)}: {e["value"]:.3g}">'
+            for e in found
+        )
+        ratio = ratio_to_natural(
+            record.get("max_activation", float("nan")) if record else float("nan"), [e["value"] for e in found]
+        )
+        shown = f"{ratio:.2f}x" if ratio == ratio else "n/a"
+        ex_html = (
+            f'<div class="examples">{crops or "no image excites it"}</div>'
+            f"<p class=small>synthesized / best natural max: {shown}</p>"
+        )
+    elif ex.images is not None:
+        ex_html = '<button id="examples-button">find the images of --images that excite it most</button>'
+    else:
+        ex_html = "<p class=small>start the server with --images DIR to see the real images that excite it</p>"
+    made = ex.variants(layer, n)
+    variants = []
+    for kind, what in VARIANTS.items():
+        pic = ""
+        if kind in made:
+            size = "" if kind == "diversity" else " class=big"
+            pic = f'<img src="{_href(*ex.file_url(made[kind]).split("/"))}" alt="{kind}" style="max-width:640px"{size}>'
+        variants.append(
+            f'<div><button data-variant="{attr(kind)}">{text(what)}</button>'
+            f'<div id="variant-{attr(kind)}">{pic}</div></div>'
+        )
+    nav = []
+    if n > 0:
+        nav.append(f'<a href="{_href("filter", layer, n - 1)}">&larr; filter {n - 1}</a>')
+    if n + 1 < row.channels:
+        nav.append(f'<a href="{_href("filter", layer, n + 1)}">filter {n + 1} &rarr;</a>')
+    body = (
+        f'<p><a href="/">layers</a> &middot; <a href="{_href("layer", layer, page=n // PER_PAGE)}">{text(layer)}</a> '
+        f"&middot; {' &middot; '.join(nav)}</p>"
+        f"<h1>{text(ex.meta.name)} {text(layer)} filter {n}</h1>"
+        f'<div class="status" id="status"></div>'
+        f'<div class="pair"><div>{main}{facts}</div>'
+        f'<div><h2>kernel</h2><img src="{_href("api", "kernel", layer, f"{n}.png")}" alt="kernel of filter {n}" '
+        f'style="max-width:420px"><h2>fed most by</h2><ul>{"".join(feeders)}</ul></div></div>'
+        f"<h2>real images that excite it</h2>{ex_html}<h2>variants</h2>{''.join(variants)}"
+    )
+    data = {"page": "filter", "layer": layer, "filter": n, "self-missing": "1" if record is None else "0"}
+    return _page(ex, f"{ex.meta.name} {layer} filter {n}", body, data, token)
+
+
+def image_page(ex: Explorer, analysis: dict[str, Any] | None, query: dict[str, str], token: str = "") -> str:
+    """Upload or pick a photo; then its top-5, a heatmap, feature maps and the filters that fire most."""
+    picks = ex.picks()
+    options = "".join(f'<option value="{attr(p)}">{text(p)}</option>' for p in picks)
+    chooser = (
+        '<form method="post" action="/image" enctype="multipart/form-data">'
+        '<input type="file" name="file" accept="image/*" required> <button type="submit">upload</button></form>'
+    )
+    if picks:
+        chooser += (
+            f'<form method="get" action="/image">or pick one: <select name="pick">{options}</select> '
+            '<button type="submit">open</button></form>'
+        )
+    body = f"<h1>an image through {text(ex.meta.name)}</h1>{chooser}"
+    if analysis is not None:
+        key = {k: v for k, v in query.items() if k in ("upload", "pick")}
+        src = _href("api", "image.png", **key)
+        preds = "".join(
+            f"<tr><td>{i}</td><td>{text(name or '(no name)')}</td><td>{p:.3f}</td></tr>"
+            for i, name, p in analysis["predictions"]
+        )
+        methods = "".join(f'<option value="{m}"{" selected" if m == "gradcam" else ""}>{m}</option>' for m in METHODS)
+        hidden = "".join(f'<input type="hidden" name="{attr(k)}" value="{attr(v)}">' for k, v in key.items())
+        layers = "".join(f'<option value="{attr(r.name)}">{text(r.name)}</option>' for r in ex.conv_layers())
+        firing = "".join(
+            f"<tr><td>{text(name)}</td><td>"
+            + " ".join(
+                f'<a href="{_href("filter", name, c)}">{c}</a> <span class=small>({v:.3g})</span>' for c, v in top
+            )
+            + "</td></tr>"
+            for name, top in analysis["firing"].items()
+        )
+        body += (
+            f'<div class="status" id="status"></div>'
+            f'<div class="pair"><div><img class="big" src="{src}" alt="the image"></div>'
+            f"<div><h2>top-5</h2><table><tr><th>class</th><th>name</th><th>p</th></tr>{preds}</table></div></div>"
+            f'<h2>heatmap</h2><form id="heatmap-form">{hidden}<select name="method">{methods}</select> '
+            'class (index or name, default top-1) <input name="target" size="14"> or filter <input name="filter" '
+            'size="14" placeholder="layer:index"> <button type="submit">show</button></form>'
+            '<img id="heatmap" alt="heatmap" style="max-width:720px">'
+            f'<h2>feature maps</h2><form id="maps-form">{hidden}<select name="layer">{layers}</select> '
+            '<button type="submit">show</button></form><img id="maps" alt="" style="max-width:900px">'
+            f"<h2>filters that fire most on it (mean activation)</h2><table>{firing}</table>"
+        )
+    return _page(ex, f"{ex.meta.name}: image", body, {"page": "image"}, token)

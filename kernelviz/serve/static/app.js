@@ -1,0 +1,154 @@
+// kernelviz explorer: asks the server for missing units and shows them as they arrive (server-sent events).
+"use strict";
+
+(function () {
+  var body = document.body;
+  var token = body.getAttribute("data-token") || "";
+  function withToken(url) {
+    if (!token) return url;
+    return url + (url.indexOf("?") < 0 ? "?" : "&") + "token=" + encodeURIComponent(token);
+  }
+  function post(url, data) {
+    return fetch(withToken(url), {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify(data),
+    }).then(function (r) {
+      return r.json().then(function (j) {
+        if (!r.ok) throw new Error(j.error || r.statusText);
+        return j;
+      });
+    });
+  }
+  var statusBox = document.getElementById("status");
+  var bar = document.querySelector(".bar > div");
+  function say(text, isError) {
+    if (!statusBox) return;
+    statusBox.textContent = text;
+    statusBox.className = isError ? "status error" : "status";
+  }
+  function events(onEvent) {
+    var source = new EventSource(withToken("api/events".replace(/^/, body.getAttribute("data-base") || "")));
+    source.onmessage = function (m) { onEvent(JSON.parse(m.data)); };
+    return source;
+  }
+  function markImagesLoaded() {
+    var imgs = Array.prototype.slice.call(document.images);
+    var bad = imgs.filter(function (im) { return !(im.complete && im.naturalWidth > 0); });
+    body.setAttribute("data-images-ok", (imgs.length - bad.length) + "/" + imgs.length);
+    body.setAttribute("data-images-pending", String(bad.length));
+  }
+  window.addEventListener("load", markImagesLoaded);
+
+  // A layer page: tiles without a picture are asked for; each arrives with a "done" event.
+  var layer = body.getAttribute("data-layer");
+  var page = body.getAttribute("data-page");
+  if (page === "layer") {
+    var missing = JSON.parse(body.getAttribute("data-missing") || "[]");
+    var total = missing.length, got = 0;
+    body.setAttribute("data-missing-count", String(total));
+    if (total > 0) {
+      events(function (e) {
+        if (e.layer !== layer) return;
+        if (e.type === "progress" && e.filters) {
+          var where = e.value === null ? "starting" : "objective " + e.value.toFixed(3);
+          say("filters " + e.filters[0] + "-" + e.filters[e.filters.length - 1] + ": step " + e.step + "/" + e.steps + ", " + where);
+        } else if (e.type === "done") {
+          var tile = document.getElementById("f" + e.filter);
+          if (tile && tile.getAttribute("data-done") !== "1") {
+            var box = tile.querySelector(".wait");
+            var img = document.createElement("img");
+            img.alt = "filter " + e.filter;
+            img.src = withToken(body.getAttribute("data-base") + e.src);
+            img.onload = markImagesLoaded;
+            if (box) box.replaceWith(img);
+            tile.querySelector(".value").textContent = "mean " + e.value.toPrecision(4) + (e.dead ? " (dead unit)" : "");
+            tile.setAttribute("data-done", "1");
+            got += 1;
+            body.setAttribute("data-missing-count", String(total - got));
+            if (bar) bar.style.width = (100 * got / total) + "%";
+            if (got === total) say("all " + total + " filters on this page are done");
+          }
+        } else if (e.type === "error") {
+          say(e.message, true);
+        }
+      });
+      post(body.getAttribute("data-base") + "api/compute", { layer: layer, filters: missing })
+        .then(function (j) { say("queued " + j.batches + " batch(es) of " + j.batch_size + " filters"); })
+        .catch(function (err) { say(err.message, true); });
+    }
+  }
+
+  // A filter page: variant buttons and the dataset-examples button.
+  if (page === "filter") {
+    var filter = parseInt(body.getAttribute("data-filter"), 10);
+    events(function (e) {
+      if (e.layer !== layer) return;
+      if (e.type === "progress" && e.variant) {
+        say(e.variant + ": step " + e.step + "/" + e.steps + (e.value === null ? "" : ", objective " + e.value.toFixed(3)));
+      } else if (e.type === "variant" && e.filter === filter) {
+        var slot = document.getElementById("variant-" + e.variant);
+        if (slot) {
+          slot.innerHTML = "";
+          var img = document.createElement("img");
+          img.src = withToken(body.getAttribute("data-base") + e.src);
+          img.alt = e.variant;
+          img.className = e.variant === "diversity" ? "" : "big";
+          img.style.maxWidth = "640px";
+          slot.appendChild(img);
+        }
+        say(e.variant + " done");
+      } else if (e.type === "done" && e.filter === filter) {
+        window.location.reload();
+      } else if (e.type === "examples") {
+        window.location.reload();
+      } else if (e.type === "error") {
+        say(e.message, true);
+      }
+    });
+    Array.prototype.forEach.call(document.querySelectorAll("button[data-variant]"), function (b) {
+      b.addEventListener("click", function () {
+        say("queued " + b.getAttribute("data-variant"));
+        post(body.getAttribute("data-base") + "api/variant", { layer: layer, filter: filter, variant: b.getAttribute("data-variant") })
+          .catch(function (err) { say(err.message, true); });
+      });
+    });
+    var ex = document.getElementById("examples-button");
+    if (ex) ex.addEventListener("click", function () {
+      say("scanning the images folder...");
+      post(body.getAttribute("data-base") + "api/examples", { layer: layer }).catch(function (err) { say(err.message, true); });
+    });
+    var missingSelf = body.getAttribute("data-self-missing") === "1";
+    if (missingSelf) post(body.getAttribute("data-base") + "api/compute", { layer: layer, filters: [filter] }).catch(function (err) { say(err.message, true); });
+  }
+
+  // An image page: the heatmap and feature-map pictures follow the choosers.
+  if (page === "image") {
+    var form = document.getElementById("heatmap-form");
+    var out = document.getElementById("heatmap");
+    if (form && out) {
+      form.addEventListener("submit", function (ev) {
+        ev.preventDefault();
+        var q = new URLSearchParams(new FormData(form)).toString();
+        say("computing the heatmap...");
+        out.onload = function () { say("heatmap ready"); markImagesLoaded(); };
+        out.onerror = function () {
+          fetch(out.src).then(function (r) { return r.json(); }).then(function (j) { say(j.error, true); })
+            .catch(function () { say("the heatmap failed", true); });
+        };
+        out.src = withToken(body.getAttribute("data-base") + "api/heatmap.png?" + q);
+      });
+      form.dispatchEvent(new Event("submit"));
+    }
+    var mform = document.getElementById("maps-form");
+    var mout = document.getElementById("maps");
+    if (mform && mout) {
+      mform.addEventListener("submit", function (ev) {
+        ev.preventDefault();
+        var q = new URLSearchParams(new FormData(mform)).toString();
+        mout.onload = markImagesLoaded;
+        mout.src = withToken(body.getAttribute("data-base") + "api/maps.png?" + q);
+      });
+    }
+  }
+})();

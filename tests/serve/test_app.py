@@ -1,0 +1,266 @@
+"""The explorer over HTTP: every endpoint with good and bad requests, the token, traversal, the cache."""
+
+from __future__ import annotations
+
+import io
+import json
+from html.parser import HTMLParser
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+import kernelviz
+from kernelviz.core.models import model_meta, model_slug
+from kernelviz.errors import KernelvizError
+from kernelviz.sets.atlas import atlas
+
+pytest.importorskip("starlette")
+pytest.importorskip("httpx")
+from starlette.testclient import TestClient
+
+from kernelviz.serve.app import COOKIE, create_app
+from kernelviz.serve.explorer import Explorer
+
+from ..nets import tiny_vgg
+from ..sets.test_site import EVIL, _Walk, evil_net
+
+TOKEN = "s3cret-token"
+FAST = {"steps": 4, "size": 32}
+
+
+def _explorer(tmp_path, model=None, **kwargs) -> Explorer:
+    net = model if model is not None else tiny_vgg()
+    settings = kernelviz.OptimSettings.from_json({**kernelviz.DEFAULTS.to_json(), **FAST})
+    return Explorer(net, tmp_path / "atlas" / model_slug(model_meta(net).name), settings=settings, **kwargs)
+
+
+@pytest.fixture
+def served(tmp_path):
+    ex = _explorer(tmp_path, images=_photos(tmp_path))
+    client = TestClient(create_app(ex, TOKEN))
+    client.get(f"/?token={TOKEN}")  # sets the cookie
+    yield ex, client
+    ex.worker.stop()
+
+
+def _photos(tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(folder / f"p{i}.png")
+    return folder
+
+
+def _png_bytes() -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((36, 36, 3), 120, dtype=np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_token_is_required_everywhere(tmp_path):
+    ex = _explorer(tmp_path)
+    client = TestClient(create_app(ex, TOKEN))
+    for path in ("/", "/layer/conv1_1", "/filter/conv1_1/0", "/image", "/files/settings.json", "/api/status/conv1_1"):
+        response = client.get(path)
+        assert response.status_code == 403, path
+        assert "token is required" in response.text
+    assert client.get("/?token=wrong").status_code == 403
+    assert client.post("/api/compute", json={"layer": "conv1_1", "filters": [0]}).status_code == 403
+    assert client.get("/static/app.js").status_code == 200  # page assets hold nothing of the model
+    ok = client.get(f"/?token={TOKEN}")
+    assert ok.status_code == 200 and COOKIE in ok.cookies
+    assert client.get("/layer/conv1_1").status_code == 200  # the cookie from now on
+    header = TestClient(create_app(ex, TOKEN)).get("/", headers={"x-kernelviz-token": TOKEN})
+    assert header.status_code == 200
+    assert TestClient(create_app(ex, None)).get("/").status_code == 200  # --no-token
+    ex.worker.stop()
+
+
+def test_model_layer_and_filter_pages(served):
+    ex, client = served
+    home = client.get("/").text
+    assert "depth 9" in home and 'href="/layer/conv1_1"' in home and "RF" in home
+    layer = client.get("/layer/conv2_1")
+    assert layer.status_code == 200 and 'data-missing="[' in layer.text and 'id="f15"' in layer.text
+    response = client.post("/api/compute", json={"layer": "conv2_1", "filters": [0, 1, 9]})
+    assert response.status_code == 200 and response.json()["batches"] >= 1
+    for future in ex.request_filters("conv2_1", [0, 1, 9]) or []:
+        future.result(timeout=120)
+    ex.worker.submit("sync", lambda emit: None).result(timeout=120)  # the queue is drained
+    done = client.get("/api/status/conv2_1").json()["done"]
+    assert {0, 1, 9} <= set(done)
+    page = client.get("/filter/conv2_1/1").text
+    assert "mean activation" in page and "<svg" in page and "fed most by" in page
+    assert 'href="/filter/conv1_2/' in page  # the channels of the previous conv layer that feed it
+    kernel = client.get("/api/kernel/conv2_1/1.png")
+    assert kernel.status_code == 200 and kernel.headers["content-type"] == "image/png"
+    src = "/files/conv2_1/0001.png"
+    assert src in page and client.get(src).status_code == 200
+
+
+def test_bad_requests_are_clear_and_the_server_goes_on(served):
+    _, client = served
+    unknown = client.get("/layer/conv9_9")
+    assert unknown.status_code == 404 and "unknown layer" in unknown.text
+    assert "out of range" in client.get("/filter/conv1_1/99").text
+    assert "whole number" in client.get("/filter/conv1_1/x").text
+    assert client.get("/layer/fc6").status_code == 400  # not a convolution
+    bad = client.post("/api/compute", content=b"{nope")
+    assert bad.status_code == 400 and "not JSON" in bad.json()["error"]
+    assert client.post("/api/compute", json={"layer": "conv1_1", "filters": "all"}).status_code == 400
+    assert "unknown variant" in client.post("/api/variant", json={"layer": "conv1_1", "filter": 0, "variant": "x"}).text
+    assert client.get("/").status_code == 200  # still serving
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/files/../tiny_vgg/settings.json",
+        "/files/%2e%2e/%2e%2e/secret.txt",
+        "/files/..%2f..%2fsecret.txt",
+        "/files//etc/passwd",
+        "/files/conv1_1/../../../secret.txt",
+    ],
+)
+def test_no_file_outside_the_atlas_can_be_read(served, tmp_path, path):
+    (tmp_path / "secret.txt").write_text("do not serve")
+    _, client = served
+    response = client.get(path)
+    assert "do not serve" not in response.text
+    assert response.status_code in (400, 404)
+
+
+def test_uploads_and_image_endpoints(served):
+    _, client = served
+    response = client.post("/image", files={"file": ("a.png", _png_bytes(), "image/png")}, follow_redirects=False)
+    assert response.status_code == 303
+    page = client.get(response.headers["location"])
+    assert page.status_code == 200 and "top-5" in page.text and "filters that fire most" in page.text
+    upload = response.headers["location"].split("=")[1]
+    for url in (
+        f"/api/image.png?upload={upload}",
+        f"/api/heatmap.png?upload={upload}&method=gradcam&target=3",
+        f"/api/heatmap.png?upload={upload}&method=saliency&filter=conv2_1:3",
+        f"/api/maps.png?upload={upload}&layer=conv1_1",
+    ):
+        got = client.get(url)
+        assert got.status_code == 200 and got.content[:4] == b"\x89PNG", (url, got.text[:200])
+    assert "unknown method" in client.get(f"/api/heatmap.png?upload={upload}&method=nope").json()["error"]
+    assert "no class names" in client.get(f"/api/heatmap.png?upload={upload}&target=tabby").json()["error"]
+    assert client.get("/image?pick=p1.png").status_code == 200
+    assert client.get("/image?pick=../atlas/tiny_vgg/settings.json").status_code in (400, 404)
+    assert client.get("/api/image.png?upload=../../x").status_code == 404
+    broken = client.post("/image", files={"file": ("b.png", b"not an image at all", "image/png")})
+    assert broken.status_code == 400 and "not an image kernelviz can read" in broken.text
+    empty = client.post("/image", files={"file": ("c.png", b"", "image/png")})
+    assert empty.status_code == 400 and "empty" in empty.text
+
+
+def test_upload_size_is_limited(served, monkeypatch):
+    import kernelviz.serve.app as app_module
+    import kernelviz.serve.explorer as explorer_module
+
+    monkeypatch.setattr(explorer_module, "MAX_UPLOAD", 1000)
+    monkeypatch.setattr(app_module, "MAX_UPLOAD", 1000)
+    _, client = served
+    response = client.post("/image", files={"file": ("big.png", b"x" * 5000, "image/png")})
+    assert response.status_code == 400 and "limited to" in response.text
+
+
+def test_a_unit_asked_twice_is_computed_once_and_the_cache_is_an_atlas(tmp_path):
+    ex = _explorer(tmp_path)
+    first = ex.request_filters("conv1_1", [0, 1])
+    second = ex.request_filters("conv1_1", [1, 2])  # the same atlas batch (filters 0-7)
+    assert first and second and first[0] is second[0]
+    first[0].result(timeout=120)
+    assert ex.request_filters("conv1_1", [3]) == []  # on disk now: nothing to queue
+    assert ex.worker.runs[("batch", "conv1_1", 0)] == 1
+    ex.worker.stop()
+    # kernelviz atlas with the same settings finds those filters done and finishes the rest
+    report = atlas(ex.model, tmp_path / "atlas", ex.optim, layers=["conv1_1"], progress=False)
+    assert report.skipped == 8 and report.computed == 0 and report.index_written
+    # and a restarted explorer on a finished atlas has every picture without computing
+    again = Explorer(tiny_vgg(), ex.root)
+    assert again.done("conv1_1") == list(range(8)) and again.request_filters("conv1_1", list(range(8))) == []
+    again.worker.stop()
+    with pytest.raises(KernelvizError, match="other settings"):
+        Explorer(tiny_vgg(), ex.root, settings=kernelviz.DEFAULTS.with_(steps=7))
+
+
+class _Exploding(nn.Module):
+    """Its conv2 weights are NaN: every optimization of conv2 fails."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 4, 3, padding=1)
+        self.conv2 = nn.Conv2d(4, 4, 3, padding=1)
+        with torch.no_grad():
+            self.conv2.weight.fill_(float("nan"))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv2(torch.relu(self.conv1(x)))
+
+
+def test_a_failing_computation_is_reported_and_the_worker_goes_on(tmp_path):
+    ex = _explorer(tmp_path, model=_Exploding())
+    said: list[dict] = []
+    ex.worker.subscribe(said.append)
+    failed = ex.request_filters("conv2", [0])[0]
+    with pytest.raises(KernelvizError):
+        failed.result(timeout=120)
+    assert any(e["type"] == "error" and "NaN or infinite" in e["message"] for e in said), said
+    fine = ex.request_filters("conv1", [0])[0]
+    assert fine.result(timeout=120) == 4  # the next task runs
+    ex.worker.stop()
+
+
+def test_every_name_is_escaped(tmp_path):
+    ex = _explorer(tmp_path, model=evil_net())
+    client = TestClient(create_app(ex, None))
+    pages = [client.get("/").text]
+    link = next(a for a in _links(pages[0]) if a.startswith("/layer/"))
+    pages.append(client.get(link).text)
+    ex.request_filters(EVIL, [0])[0].result(timeout=120)
+    pages.append(client.get(link.replace("/layer/", "/filter/") + "/0").text)
+    for page in pages:
+        walk = _Walk()
+        walk.feed(page)
+        assert "img" not in {t for t, a in walk.tags if any(k == "onerror" for k, _ in a)}
+        assert not any(k.startswith("on") for _, attrs in walk.tags for k, _ in attrs), page
+        assert EVIL not in page  # only ever escaped
+    assert client.get(link).status_code == 200
+    ex.worker.stop()
+
+
+def _links(page: str) -> list[str]:
+    found: list[str] = []
+
+    class Links(HTMLParser):
+        def handle_starttag(self, tag, attrs):
+            found.extend(v for k, v in attrs if k == "href" and v)
+
+    Links().feed(page)
+    return found
+
+
+def test_events_reach_subscribers_and_a_closed_one_is_dropped(tmp_path):
+    ex = _explorer(tmp_path)
+    got: list[dict] = []
+
+    def closed(event: dict) -> None:
+        raise RuntimeError("client went away")
+
+    ex.worker.subscribe(got.append)
+    ex.worker.subscribe(closed)
+    ex.request_filters("conv1_1", [0])[0].result(timeout=120)
+    kinds = [e["type"] for e in got]
+    assert kinds[0] == "progress" and kinds.count("done") == 8
+    done = [e for e in got if e["type"] == "done"]
+    assert done[0]["src"] == "files/conv1_1/0000.png" and isinstance(done[0]["value"], float)
+    assert json.dumps(got)  # JSON-ready for the event stream
+    assert closed not in ex.worker._listeners
+    ex.worker.stop()
