@@ -32,7 +32,7 @@ def _page(ex: Explorer, title: str, body: str, data: dict[str, Any] | None = Non
     return (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         f"<title>{text(title)}</title>"
-        '<link rel="stylesheet" href="/static/style.css"></head>'
+        '<link rel="icon" href="data:,"><link rel="stylesheet" href="/static/style.css"></head>'
         f'<body data-base="/" data-token="{attr(token)}" data-images-ok="pending"{extra}>'
         f'<header><b>kernelviz</b><a href="/">{text(ex.meta.name)}</a><a href="/image">image</a>'
         f'<span class="small">weights: {text(ex.meta.weights)}</span></header>'

@@ -149,6 +149,7 @@
         mout.onload = markImagesLoaded;
         mout.src = withToken(body.getAttribute("data-base") + "api/maps.png?" + q);
       });
+      mform.dispatchEvent(new Event("submit"));
     }
   }
 })();

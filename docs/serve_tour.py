@@ -1,0 +1,134 @@
+"""A tour of ``kernelviz serve`` in a real browser (Playwright driving the system Chromium).
+
+Used by the browser test (``tests/serve/test_browser.py``, on a small model) and, run as a script, to make
+the README's screenshots on the ImageNet-trained EfficientNet-Lite0 (offline)::
+
+    python docs/serve_tour.py            # writes docs/img/serve_*.png (a few minutes on 2 CPU cores)
+
+The tour: the model page; a layer, waiting until every thumbnail of its first page has arrived; a filter
+page; the image page with an uploaded photo and its heatmap. It collects console errors and checks that
+every image on each page loaded.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+CHROMIUM = ("chromium", "chromium-browser", "google-chrome")
+
+
+def chromium_path() -> str | None:
+    """The system Chromium (Playwright drives it; no browser download)."""
+    return next((p for p in map(shutil.which, CHROMIUM) if p), None)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def running(app: Any) -> Iterator[str]:
+    """Serve ``app`` with uvicorn on a free local port in a thread; yields its base URL."""
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 30
+    while not server.started and time.time() < deadline:
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+_IMAGES_OK = """() => Array.from(document.images).every(im => im.complete && im.naturalWidth > 0)"""
+
+
+def tour(
+    base: str, token: str, layer: str, photo: Path, shots: Path | None = None, timeout_s: float = 300
+) -> dict[str, Any]:
+    """Walk the explorer; returns what was seen (console errors, images per page, timings)."""
+    from playwright.sync_api import sync_playwright
+
+    seen: dict[str, Any] = {"console_errors": [], "pages": {}}
+    ms = int(timeout_s * 1000)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium_path(), args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.on("console", lambda m: seen["console_errors"].append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: seen["console_errors"].append(str(e)))
+
+        def check(name: str) -> None:
+            page.wait_for_function(_IMAGES_OK, timeout=ms)
+            count = page.evaluate("() => document.images.length")
+            seen["pages"][name] = {"url": page.url, "images": count, "title": page.title()}
+            if shots is not None:
+                page.screenshot(path=str(shots / f"serve_{name}.png"), full_page=False)
+
+        page.goto(f"{base}/?token={token}")
+        check("model")
+        start = time.perf_counter()
+        page.click(f'a[href="/layer/{layer}"]')
+        page.wait_for_url("**/layer/**", timeout=ms)
+        page.wait_for_function("() => document.body && document.body.dataset.missingCount === '0'", timeout=ms)
+        seen["layer_seconds"] = round(time.perf_counter() - start, 1)
+        check("layer")
+        page.click("#f3 a")
+        page.wait_for_url("**/filter/**", timeout=ms)
+        page.wait_for_selector("img.big", timeout=ms)
+        check("filter")
+        page.goto(f"{base}/image")
+        page.set_input_files("input[type=file]", str(photo))
+        page.click("form[enctype] button[type=submit]")
+        page.wait_for_url("**/image?upload=*", timeout=ms)
+        page.wait_for_function(
+            "() => { const h = document.getElementById('heatmap'); return h && h.complete && h.naturalWidth > 0; }",
+            timeout=ms,
+        )
+        check("image")
+        browser.close()
+    return seen
+
+
+def main() -> None:
+    import secrets
+    import tempfile
+
+    from PIL import Image
+
+    import kernelviz
+    from kernelviz.core.models import model_slug
+    from kernelviz.serve.app import create_app
+    from kernelviz.serve.explorer import Explorer
+    from kernelviz.zoo import efficientnet_lite0, photo
+
+    out = Path(__file__).parent / "img"
+    with tempfile.TemporaryDirectory() as tmp:
+        picture = Path(tmp) / "chelsea.png"
+        Image.fromarray((photo("chelsea", 224).permute(1, 2, 0).numpy() * 255).astype("uint8")).save(picture)
+        model = efficientnet_lite0()
+        settings = kernelviz.DEFAULTS.with_(steps=96, size=128)
+        root = Path(tmp) / "atlas" / model_slug(kernelviz.model_meta(model).name)
+        explorer = Explorer(model, root, settings=settings)
+        token = secrets.token_urlsafe(16)
+        with running(create_app(explorer, token)) as base:
+            seen = tour(base, token, "_blocks.0._depthwise_conv", picture, shots=out, timeout_s=1200)
+        explorer.worker.stop()
+    print(seen)
+
+
+if __name__ == "__main__":
+    main()
