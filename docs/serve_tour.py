@@ -125,7 +125,7 @@ def main() -> None:
         explorer = Explorer(model, root, settings=settings)
         token = secrets.token_urlsafe(16)
         with running(create_app(explorer, token)) as base:
-            seen = tour(base, token, "_blocks.0._depthwise_conv", picture, shots=out, timeout_s=1200)
+            seen = tour(base, token, "_blocks.9._project_conv", picture, shots=out, timeout_s=1500)
         explorer.worker.stop()
     print(seen)
 

@@ -27,7 +27,7 @@ from torch import nn
 from ..core.capture import activations
 from ..core.layers import LayerInfo
 from ..core.models import model_device, model_meta, model_slug
-from ..core.names import resolve_layer
+from ..core.names import get_module, resolve_layer
 from ..errors import KernelvizError, out_of_range
 from ..explain.heatmaps import attribute, check_methods, predict
 from ..explain.kernels import kernel_weights
@@ -194,22 +194,27 @@ class Explorer:
 
         self.check_filter(layer, n)
         w = kernel_weights(self.model, layer)
-        fig = plot_kernels(w, filters=[n], inputs=list(range(min(16, w.shape[1]))), title=f"{layer} filter {n}")
+        fig = plot_kernels(w, filters=[n], inputs=list(range(min(16, w.shape[1]))))
         return _png(fig)
 
     def feeders(self, layer: str, n: int, k: int = 6) -> list[tuple[str | None, int, float]]:
         """The input channels that feed filter ``n`` most, by the norm of its kernel on each:
-        ``[(previous layer or None, channel, norm)]``. The previous layer is the last convolution before
-        this one with as many channels as the kernel has inputs (``None`` for the image's RGB)."""
+        ``[(previous layer or None, channel, norm)]``. A grouped (depthwise) convolution's filter reads only
+        its group's channels, numbered here as the previous layer numbers them. The previous layer is the last
+        convolution before this one with as many channels as this one takes in (``None`` for the image)."""
         self.check_filter(layer, n)
-        w = kernel_weights(self.model, layer)[n]  # (C_in, kh, kw)
-        norms = w.flatten(1).norm(dim=1)
+        module = get_module(self.model, resolve_layer(self.model, layer))
+        groups = int(getattr(module, "groups", 1))
+        w = kernel_weights(self.model, layer)  # (C_out, C_in / groups, kh, kw)
+        per_group_out, per_group_in = w.shape[0] // groups, w.shape[1]
+        first_input = (n // per_group_out) * per_group_in  # the first channel of n's group
+        norms = w[n].flatten(1).norm(dim=1)
         convs = self.conv_layers()
         index = [r.name for r in convs].index(layer)
-        before = [r for r in convs[:index] if r.channels == w.shape[0]]
+        before = [r for r in convs[:index] if r.channels == per_group_in * groups]
         previous = before[-1].name if before else None
         top = norms.topk(min(k, len(norms)))
-        return [(previous, int(c), float(v)) for v, c in zip(top.values, top.indices, strict=True)]
+        return [(previous, first_input + int(c), float(v)) for v, c in zip(top.values, top.indices, strict=True)]
 
     def examples(self, layer: str) -> dict[str, Any] | None:
         """The layer's ``examples.json`` (dataset examples of every filter), when made."""

@@ -264,3 +264,35 @@ def test_events_reach_subscribers_and_a_closed_one_is_dropped(tmp_path):
     assert json.dumps(got)  # JSON-ready for the event stream
     assert closed not in ex.worker._listeners
     ex.worker.stop()
+
+
+def test_serve_command_prints_its_url_and_binds_locally(cli, monkeypatch, tmp_path):
+    import uvicorn
+
+    calls = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: calls.append(kw))
+    result = cli("serve", "MODEL", "--weights", "random", "--atlas", str(tmp_path / "at"), "--port", "8123")
+    assert result.exit_code == 0, result.output
+    assert calls == [{"host": "127.0.0.1", "port": 8123, "log_level": "warning"}]
+    assert "http://localhost:8123/?token=" in result.output
+    assert (tmp_path / "at" / "tiny_vgg" / "settings.json").exists()  # the cache is an atlas folder
+    exposed = cli(
+        "serve", "MODEL", "--weights", "random", "--host", "0.0.0.0", "--no-token", "--atlas", str(tmp_path / "at")
+    )
+    assert "warning: binding 0.0.0.0 exposes the explorer" in exposed.output
+    assert "http://0.0.0.0:8765/\n" in exposed.output  # no token asked for
+    missing = cli("serve", "MODEL", "--weights", "random", "--images", str(tmp_path / "nowhere"))
+    assert missing.exit_code == 2 and "does not exist" in missing.output
+
+
+def test_feeders_of_a_depthwise_filter_are_its_own_channels(tmp_path):
+    """A depthwise filter reads one channel of the layer before: the one with its own index."""
+    net = nn.Sequential()
+    net.add_module("stem", nn.Conv2d(3, 6, 3, padding=1))
+    net.add_module("depthwise", nn.Conv2d(6, 6, 3, padding=1, groups=6))
+    net.add_module("grouped", nn.Conv2d(6, 4, 1, groups=2))
+    ex = _explorer(tmp_path, model=net)
+    assert [(p, c) for p, c, _ in ex.feeders("depthwise", 4)] == [("stem", 4)]
+    assert {c for _, c, _ in ex.feeders("grouped", 3)} == {3, 4, 5}  # the second group's inputs
+    assert {p for p, _, _ in ex.feeders("stem", 0)} == {None}  # the image
+    ex.worker.stop()
