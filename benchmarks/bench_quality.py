@@ -1,0 +1,215 @@
+"""Picture quality of filter visualizations, measured: strength, robustness, spectrum, time to quality.
+
+On the ImageNet-trained EfficientNet-Lite0 (offline), 8 filters in each of 3 blocks (early, middle, late),
+each configuration optimizes the 8 filters of a block in one batch (per-image seeds) and is scored by one
+evaluator that is not the optimizer's:
+
+* **final**: the filter's mean activation on the final image, as a ratio to the best of the bundled photos
+  (scikit-image's, 224 px) for that filter;
+* **robust**: the mean over 16 fixed random views of the image (crops of 50-100%, rescaled, shifted;
+  ``kernelviz.optvis.transforms.random_views``), same ratio: a feature survives being looked at
+  differently, adversarial noise does not;
+* **HF share**: the share of the gray-level spectral power above a quarter of the Nyquist frequency
+  (photos: about 6%; grass/gravel/brick textures about 50%);
+* **time to 90%**: the first checkpoint (steps 16, 32, 64, 96, 128, 192, 256) whose robust activation
+  reaches 90% of the configuration's own final robust activation, in steps and seconds.
+
+Medians over the 24 filters. Configurations: kernelviz's default (Fourier, 1/f, Lucid's transforms), the
+article's plain pixels (no transforms), MACO, and candidates: a steeper spectrum (``decay`` 1.5, 2) and
+coarse-to-fine (frequencies above a cutoff zeroed, the cutoff growing from 1/8 of Nyquist to all of it over
+the first half of the run). lucent's default is added when ``lucent`` is installed. Writes a contact sheet
+per block and the table:
+
+    python benchmarks/bench_quality.py --out benchmarks/QUALITY.md      # ~30 min on 2 CPU cores
+    python benchmarks/bench_quality.py --quick                          # 1 block, 4 filters, 64 steps
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import kernelviz
+from kernelviz.optvis.params import ImageParam, fourier_image, maco_image, pixel_image
+from kernelviz.optvis.transforms import random_views
+from kernelviz.zoo import efficientnet_lite0, photos
+
+LAYERS = {"_blocks.2": range(8), "_blocks.9": range(8), "_blocks.13": range(8)}
+CHECKPOINTS = (16, 32, 64, 96, 128, 192, 256)
+PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "camera", "coins", "hubble_deep_field",
+          "immunohistochemistry", "retina", "moon", "brick", "grass", "gravel", "page")  # fmt: skip
+
+
+def hf_share(images: torch.Tensor) -> torch.Tensor:
+    """``(B,)``: share of the gray-level power above a quarter of Nyquist (DC excluded)."""
+    gray = images.mean(1)
+    gray = gray - gray.mean((1, 2), keepdim=True)
+    power = torch.fft.rfft2(gray).abs() ** 2  # (B, H, W//2+1)
+    h, w = gray.shape[-2:]
+    f = torch.sqrt(torch.fft.fftfreq(h)[:, None] ** 2 + torch.fft.rfftfreq(w)[None, :] ** 2)
+    return power[:, f > 0.125].sum(1) / power[:, f > 0].sum(1).clamp(min=1e-12)
+
+
+class Recorder:
+    """Wraps a parameterization: keeps the rendered image at each checkpoint (render runs once per step)."""
+
+    def __init__(self, factory: Callable[..., ImageParam]) -> None:
+        self.factory = factory
+        self.snapshots: dict[int, torch.Tensor] = {}
+
+    def __call__(self, batch: int, size: tuple[int, int], **kwargs: Any) -> ImageParam:
+        inner = self.factory(batch, size, **kwargs)
+        calls = [0]
+
+        def render() -> torch.Tensor:
+            img = inner.render()
+            if calls[0] in CHECKPOINTS:
+                self.snapshots[calls[0]] = img.detach().cpu().clone()
+            calls[0] += 1
+            return img
+
+        return ImageParam(inner.params, render, inner.project, inner.name)
+
+
+def coarse_to_fine(batch: int, size: tuple[int, int], *, steps: int, **kwargs: Any) -> ImageParam:
+    """Fourier image whose frequencies above a cutoff are zeroed; the cutoff grows from 1/8 of Nyquist to
+    all of it over the first half of the run (one render per step)."""
+    inner = fourier_image(batch, size, **kwargs)
+    (spec,) = inner.params
+    h, w = size
+    f = torch.sqrt(torch.fft.fftfreq(h)[:, None] ** 2 + torch.fft.rfftfreq(w)[None, :] ** 2).to(spec.device)
+    calls = [0]
+    full = inner.render
+
+    def render() -> torch.Tensor:
+        grow = min(1.0, calls[0] / max(1, steps // 2))
+        cutoff = 0.5 * (0.125 + 0.875 * grow) * 2**0.5  # up to the corner of the grid
+        calls[0] += 1
+        if cutoff >= 0.5 * 2**0.5:
+            return full()
+        mask = (f <= cutoff).to(spec.dtype)[None, None, :, :, None]
+        saved = spec.data.clone()
+        spec.data.mul_(mask)  # the render reads spec: zero the high band for this step's image
+        try:
+            out = full()
+        finally:
+            spec.data.copy_(saved)
+        return out
+
+    return ImageParam(inner.params, render, inner.project, "fourier-c2f")
+
+
+def configs(steps: int) -> dict[str, tuple[Callable[..., ImageParam], str | None]]:
+    return {
+        "default (fourier)": (fourier_image, "standard"),
+        "pixel, no transforms (article)": (pixel_image, None),
+        "maco": (maco_image, "standard"),
+        "fourier decay 1.5": (partial(fourier_image, decay=1.5), "standard"),
+        "fourier decay 2": (partial(fourier_image, decay=2.0), "standard"),
+        "coarse-to-fine": (partial(coarse_to_fine, steps=steps), "standard"),
+    }
+
+
+def robust(model: torch.nn.Module, images: torch.Tensor, layer: str, filters: list[int]) -> torch.Tensor:
+    """``(B,)``: filter ``filters[i]``'s mean activation on 16 random views of image ``i``, averaged."""
+    views = random_views(images, 16, seed=1)  # (B*16, 3, H, W)
+    acts = kernelviz.feature_maps(model, views, layer).flatten(2).mean(2)  # (B*16, C)
+    b = images.shape[0]
+    picked = acts.view(b, 16, -1)[torch.arange(b), :, torch.tensor(filters)]  # (B, 16)
+    return picked.mean(1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=256)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--only", nargs="*", default=None, help="configuration names to run")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    layers = {"_blocks.9": range(4)} if args.quick else LAYERS
+    steps = 64 if args.quick else args.steps
+    model = efficientnet_lite0()
+    pics = photos(PHOTOS, 224)
+    pics_hf = float(hf_share(pics[:10]).median())
+    rows: dict[str, dict[str, list[float]]] = {}
+    sheets: dict[str, dict[str, torch.Tensor]] = {}
+    chosen = {k: v for k, v in configs(steps).items() if not args.only or k in args.only}
+    for layer, filters in layers.items():
+        fs = list(filters)
+        best = kernelviz.feature_maps(model, pics, layer).flatten(2).mean(2)[:, fs].amax(0).clamp(min=1e-6)  # (8,)
+        for name, (factory, transforms) in chosen.items():
+            recorder = Recorder(factory)
+            start = time.perf_counter()
+            result = kernelviz.visualize(
+                model, f"{layer}:{','.join(map(str, fs))}", steps=steps, param=recorder, transforms=transforms,
+                image_seeds=[1000 + n for n in fs],
+            )  # fmt: skip
+            seconds = time.perf_counter() - start
+            final = result.images
+            curve = {k: robust(model, v, layer, fs) for k, v in sorted(recorder.snapshots.items()) if k <= steps}
+            end = robust(model, final, layer, fs)
+            direct = kernelviz.feature_maps(model, final, layer).flatten(2).mean(2)[torch.arange(len(fs)), fs]
+            r = rows.setdefault(name, {})
+            for i in range(len(fs)):
+                r.setdefault("final", []).append(float(direct[i] / best[i]))
+                r.setdefault("robust", []).append(float(end[i] / best[i]))
+                reached = next((k for k, v in curve.items() if v[i] >= 0.9 * end[i]), steps)
+                r.setdefault("t90_steps", []).append(reached)
+                r.setdefault("t90_s", []).append(reached * seconds / steps / len(fs))
+            r.setdefault("hf", []).extend(hf_share(final).tolist())
+            r.setdefault("s_per_filter", []).append(seconds / len(fs))
+            sheets.setdefault(layer, {})[name] = final
+            print(f"{layer} {name:32s} robust {statistics.median(r['robust'][-len(fs):]):.2f} "
+                  f"hf {statistics.median(r['hf'][-len(fs):]):.2f} {seconds:.0f} s", flush=True)  # fmt: skip
+    lines = [
+        f"EfficientNet-Lite0, {sum(len(v) for v in layers.values())} filters ({', '.join(layers)}), {steps} steps, "
+        f"224 px; medians. Activations as ratios to the best bundled photo per filter; HF share of photos: "
+        f"{pics_hf:.1%}.",
+        "",
+        "| configuration | final | robust (16 views) | robust / final | HF share | time to 90% (steps) | "
+        "time to 90% (s / filter) | s / filter |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in rows.items():
+        med = {k: statistics.median(v) for k, v in r.items()}
+        keep = statistics.median(a / b for a, b in zip(r["robust"], r["final"], strict=True) if b > 0)
+        lines.append(
+            f"| {name} | {med['final']:.2f} | {med['robust']:.2f} | {keep:.2f} | {med['hf']:.1%} | "
+            f"{med['t90_steps']:.0f} | {med['t90_s']:.1f} | {med['s_per_filter']:.1f} |"
+        )
+    text = "\n".join(lines)
+    print("\n" + text)
+    if args.out:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        for layer, by_config in sheets.items():
+            names = list(by_config)
+            cols = by_config[names[0]].shape[0]
+            fig, axes = plt.subplots(len(names), cols, figsize=(1.6 * cols, 1.7 * len(names)), squeeze=False)
+            for i, name in enumerate(names):
+                for j in range(cols):
+                    axes[i, j].imshow(by_config[name][j].permute(1, 2, 0).clamp(0, 1).numpy())
+                    axes[i, j].set_xticks([])
+                    axes[i, j].set_yticks([])
+                    if j == 0:
+                        axes[i, j].set_ylabel(name, fontsize=7)
+                    if i == 0:
+                        axes[i, j].set_title(f"{layer}:{list(layers[layer])[j]}", fontsize=7)
+            fig.tight_layout()
+            fig.savefig(args.out.parent / f"quality_{layer.replace('.', '_')}.png", dpi=90)
+            plt.close(fig)
+        args.out.write_text(f"# Picture quality\n\n`python benchmarks/bench_quality.py --out {args.out}`\n\n{text}\n")
+
+
+if __name__ == "__main__":
+    main()
