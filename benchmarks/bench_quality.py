@@ -113,6 +113,7 @@ def configs(steps: int) -> dict[str, tuple[Callable[..., ImageParam], str | None
         "maco": (maco_image, "standard"),
         "fourier decay 1.5": (partial(fourier_image, decay=1.5), "standard"),
         "fourier decay 2": (partial(fourier_image, decay=2.0), "standard"),
+        "fourier decay 1.25": (partial(fourier_image, decay=1.25), "standard"),
         "coarse-to-fine": (partial(coarse_to_fine, steps=steps), "standard"),
     }
 
@@ -129,6 +130,7 @@ def robust(model: torch.nn.Module, images: torch.Tensor, layer: str, filters: li
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=256)
+    parser.add_argument("--size", type=int, default=224, help="image side (the evaluator sees the same size)")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--only", nargs="*", default=None, help="configuration names to run")
     parser.add_argument("--out", type=Path, default=None)
@@ -147,8 +149,9 @@ def main() -> None:
         for name, (factory, transforms) in chosen.items():
             recorder = Recorder(factory)
             start = time.perf_counter()
+            objective = f"{layer}:{','.join(map(str, fs))}"
             result = kernelviz.visualize(
-                model, f"{layer}:{','.join(map(str, fs))}", steps=steps, param=recorder, transforms=transforms,
+                model, objective, steps=steps, size=args.size, param=recorder, transforms=transforms,
                 image_seeds=[1000 + n for n in fs],
             )  # fmt: skip
             seconds = time.perf_counter() - start
@@ -170,7 +173,7 @@ def main() -> None:
                   f"hf {statistics.median(r['hf'][-len(fs):]):.2f} {seconds:.0f} s", flush=True)  # fmt: skip
     lines = [
         f"EfficientNet-Lite0, {sum(len(v) for v in layers.values())} filters ({', '.join(layers)}), {steps} steps, "
-        f"224 px; medians. Activations as ratios to the best bundled photo per filter; HF share of photos: "
+        f"{args.size} px; medians. Activations as ratios to the best bundled photo per filter; HF share of photos: "
         f"{pics_hf:.1%}.",
         "",
         "| configuration | final | robust (16 views) | robust / final | HF share | time to 90% (steps) | "

@@ -7,6 +7,10 @@
   the important pixels go); insertion's, fading the image back in over the baseline, *high*. Both are
   compared with the same curves for a random map (:func:`reference_map`), which a method must beat to
   mean anything.
+* ROAD (Rong et al., 2022): removing pixels by painting in a blur or a color leaks the *shape* of the mask,
+  which the network can read. ROAD removes them by imputation instead (here: the harmonic fill of the kept
+  pixels, which is what its noisy linear imputation solves, plus a little noise), most relevant first
+  (MoRF, lower is better) and least relevant first (LeRF, higher is better).
 * Cascading randomization (Adebayo et al., 2018): the weights of the network's layers are re-initialized
   from the top (logits) down, on a copy of the model, and the map is computed again; the Spearman rank
   correlation of ``|map|`` with the original says how much the map depends on what the network learned. A
@@ -75,7 +79,8 @@ class Faithfulness:
 
     Attributes:
         deletion, insertion: ``(B,)`` areas under the curves (fraction of pixels 0..1 on x).
-        curves: ``{"deletion": (B, steps + 1), "insertion": (B, steps + 1)}``, the scores read.
+        road_morf, road_lerf: ``(B,)`` ROAD areas, most / least relevant removed first (``None`` without ROAD).
+        curves: ``{"deletion": (B, steps + 1), "insertion": ..., "road_morf": ..., "road_lerf": ...}``.
         score: what was read (``"softmax probability"`` or the filter's relative activation).
         settings: steps and baseline.
     """
@@ -85,15 +90,55 @@ class Faithfulness:
     curves: dict[str, torch.Tensor]
     score: str
     settings: dict[str, Any] = field(default_factory=dict)
+    road_morf: torch.Tensor | None = None
+    road_lerf: torch.Tensor | None = None
 
     def record(self, index: int) -> dict[str, Any]:
         """JSON-ready scores of image ``index``."""
-        return {
+        out = {
             "deletion_auc": round(float(self.deletion[index]), 4),
             "insertion_auc": round(float(self.insertion[index]), 4),
-            "score": self.score,
-            **self.settings,
         }
+        if self.road_morf is not None and self.road_lerf is not None:
+            out.update(
+                road_morf_auc=round(float(self.road_morf[index]), 4),
+                road_lerf_auc=round(float(self.road_lerf[index]), 4),
+            )
+        return {**out, "score": self.score, **self.settings}
+
+
+def _impute(
+    image: torch.Tensor, removed: torch.Tensor, generator: torch.Generator, iterations: int = 20
+) -> torch.Tensor:
+    """``image`` ``(3, H, W)`` with the ``removed`` pixels ``(S, 1, H, W)`` filled from the kept ones.
+
+    The fill starts from a pyramid of the kept pixels' local means (coarse levels fill large holes, finer
+    ones take over where enough pixels are kept) and relaxes towards the harmonic solution (each removed
+    pixel the weighted mean of its 8 neighbours, 1/6 for the sides and 1/12 for the corners, the weights of
+    ROAD's imputation); noise of std 0.01 keeps the fill from being perfectly smooth. Returns ``(S, 3, H, W)``.
+    """
+    h, w = image.shape[-2:]
+    kept = (~removed).to(image.dtype)  # (S, 1, H, W)
+    x = image[None] * kept  # (S, 3, H, W)
+    total = kept.sum((2, 3), keepdim=True).clamp(min=1)
+    fill = (x.sum((2, 3), keepdim=True) / total).expand_as(x)  # the kept pixels' mean color
+    for factor in (32, 16, 8, 4, 2):
+        if min(h, w) < 2 * factor:
+            continue
+        # numerator and weight upsampled apart, then divided: a normalized convolution, holes never averaged in
+        both = F.interpolate(
+            F.avg_pool2d(torch.cat([x, kept], 1), factor, ceil_mode=True), size=(h, w), mode="bilinear"
+        )
+        weight = both[:, 3:]
+        fill = torch.where(weight > 0.05, both[:, :3] / weight.clamp(min=1e-6), fill)
+    x = torch.where(removed, fill, x)
+    for _ in range(iterations):
+        p = F.pad(x, (1, 1, 1, 1), mode="replicate")
+        sides = p[..., :-2, 1:-1] + p[..., 2:, 1:-1] + p[..., 1:-1, :-2] + p[..., 1:-1, 2:]
+        corners = p[..., :-2, :-2] + p[..., :-2, 2:] + p[..., 2:, :-2] + p[..., 2:, 2:]
+        x = torch.where(removed, sides / 6 + corners / 12, x)
+    noise = 0.01 * torch.randn(x.shape, generator=generator).to(x)
+    return torch.where(removed, (x + noise).clamp(0, 1), x)
 
 
 def _scorer(
@@ -121,8 +166,9 @@ def faithfulness(
     steps: int = 20,
     baseline: str = "blur",
     seed: int = 0,
+    road: bool = True,
 ) -> Faithfulness:
-    """Deletion and insertion curves of ``maps`` for the model's ``targets`` (or ``filter``).
+    """Deletion and insertion curves (and ROAD's) of ``maps`` for the model's ``targets`` (or ``filter``).
 
     Args:
         images: ``(B, 3, H, W)`` in ``[0, 1]``.
@@ -131,7 +177,8 @@ def faithfulness(
         filter: ``"layer:index"`` instead of classes.
         steps: parts the pixels are removed or added in (``steps + 1`` forward passes per image and curve).
         baseline: what removed pixels become (:data:`kernelviz.explain.baselines.BASELINES`).
-        seed: breaks ties in the ranking (a flat map ranks at random).
+        seed: breaks ties in the ranking (a flat map ranks at random), seeds ROAD's noise.
+        road: also the ROAD curves (removal by imputation; ``2 * (steps + 1)`` more forward passes).
 
     Returns:
         :class:`Faithfulness` with ``(B,)`` areas.
@@ -148,7 +195,8 @@ def faithfulness(
     n = h * w
     generator = torch.Generator().manual_seed(seed)
     counts = torch.round(torch.linspace(0, 1, steps + 1) * n).long()  # pixels changed after each part
-    curves = {"deletion": torch.empty(b, steps + 1), "insertion": torch.empty(b, steps + 1)}
+    kinds = ("deletion", "insertion", "road_morf", "road_lerf") if road else ("deletion", "insertion")
+    curves = {k: torch.empty(b, steps + 1) for k in kinds}
     score, what = _scorer(model, targets, filter)
     with guarded(model), torch.no_grad():
         reference = score(x, 0) if filter is not None else None  # (B,) the filter's value on each image
@@ -160,14 +208,26 @@ def faithfulness(
             rank = torch.empty(n, dtype=torch.long)
             rank[order] = torch.arange(n)
             changed = (rank[None] < counts[:, None]).view(steps + 1, 1, h, w).to(device)  # (steps + 1, 1, H, W)
-            for name, start, end in (("deletion", x[i], base[i]), ("insertion", base[i], x[i])):
-                seen = score(torch.where(changed, end, start), i).float().cpu()
+            made = {
+                "deletion": torch.where(changed, base[i], x[i]),
+                "insertion": torch.where(changed, x[i], base[i]),
+            }
+            if road:
+                last = (rank[None] >= n - counts[:, None]).view(steps + 1, 1, h, w).to(device)  # least relevant
+                made["road_morf"] = _impute(x[i], changed, generator)
+                made["road_lerf"] = _impute(x[i], last, generator)
+            for name, batch in made.items():
+                seen = score(batch, i).float().cpu()
                 if reference is not None:
                     seen = seen / reference[i].float().cpu().abs().clamp(min=1e-12)
                 curves[name][i] = seen
     area = {k: torch.trapezoid(v, dx=1 / steps, dim=1) for k, v in curves.items()}
     settings = {"steps": steps, "baseline": describe_baseline(baseline)}
-    return Faithfulness(area["deletion"], area["insertion"], curves, what, settings)
+    if road:
+        settings["road"] = "removal by harmonic imputation from the kept pixels, noise std 0.01"
+    return Faithfulness(
+        area["deletion"], area["insertion"], curves, what, settings, area.get("road_morf"), area.get("road_lerf")
+    )
 
 
 @dataclass

@@ -204,13 +204,19 @@ def _what(res: Attribution, i: int) -> str:
 def _score_lines(name: str, results: Sequence[Attribution], scores: dict[str, Faithfulness], i: int) -> list[str]:
     """The faithfulness table of image ``i``: one line per method, then the reference maps."""
     first = next(iter(scores.values()))
-    lines = [
-        f"{name}: deletion AUC (lower is better) / insertion AUC (higher is better), {first.settings['steps']} steps, "
-        f"{first.score} of {_what(results[0], i)}"
-    ]
     width = max(len(k) for k in scores)
+    lines = [
+        f"{name}: {first.score} of {_what(results[0], i)}, {first.settings['steps']} steps; deletion and "
+        "insertion fade into the blurred image, ROAD removes by imputation (MoRF: most relevant first, "
+        "LeRF: least relevant first)",
+        f"  {'method'.ljust(width)}  deletion (lower is better) / insertion (higher) / "
+        "ROAD MoRF (lower) / LeRF (higher)",
+    ]
     for key, f in scores.items():
-        lines.append(f"  {key.ljust(width)}  {float(f.deletion[i]):.3f} / {float(f.insertion[i]):.3f}")
+        row = f"  {key.ljust(width)}  {float(f.deletion[i]):.3f} / {float(f.insertion[i]):.3f}"
+        if f.road_morf is not None and f.road_lerf is not None:
+            row += f" / {float(f.road_morf[i]):.3f} / {float(f.road_lerf[i]):.3f}"
+        lines.append(row)
     return lines
 
 

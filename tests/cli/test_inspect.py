@@ -124,12 +124,13 @@ def test_heatmap_score_and_sanity(cli, photo, tmp_path):
         "--sanity", "--baseline", "blur", "--ig-steps", "8", "-o", str(out), "--scale", "shared", *RANDOM,
     )  # fmt: skip
     assert result.exit_code == 0, result.output
-    assert "deletion AUC (lower is better) / insertion AUC (higher is better), 20 steps" in result.output
+    assert "deletion (lower is better) / insertion (higher) / ROAD MoRF (lower) / LeRF (higher)" in result.output
     for line in ("  gradcam ", "  integrated_gradients ", "  random map ", "  blob map "):
         assert line in result.output
     assert "coffee.png gradcam sanity, rank correlation by layers randomized (1: " in result.output
     record = json.loads((out / "coffee_integrated_gradients.json").read_text())
     assert 0 <= record["faithfulness"]["deletion_auc"] <= 1 and "random_map" in record["faithfulness"]
+    assert 0 <= record["faithfulness"]["road_morf_auc"] <= 1 and "road_lerf_auc" in record["faithfulness"]["blob_map"]
     assert record["sanity"]["steps"][0]["top_layer"] == "fc8"  # tiny_vgg's logits
     assert "blurred" in record["settings"]["baseline"] and record["settings"]["steps"] == 8
     gradcam = json.loads((out / "coffee_gradcam.json").read_text())

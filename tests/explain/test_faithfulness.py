@@ -40,12 +40,31 @@ def test_gradcam_and_the_true_box_beat_a_random_map(toy_batch):
     for name in ("gradcam", "truth"):
         assert float(scores[name].deletion.mean()) < float(random.deletion.mean()) - 0.05, name
         assert float(scores[name].insertion.mean()) > float(random.insertion.mean()) + 0.05, name
+    truth_road, random_road = scores["truth"], scores["random"]
+    assert float(truth_road.road_morf.mean()) < float(random_road.road_morf.mean())  # ROAD agrees
+    assert float(truth_road.road_lerf.mean()) > float(random_road.road_lerf.mean())
     curves = scores["gradcam"].curves["deletion"]
     assert curves.shape == (12, 21)
     full = model(images).softmax(1)[torch.arange(12), labels]
     torch.testing.assert_close(curves[:, 0], full.detach())  # nothing deleted yet: the image's own probability
     record = scores["gradcam"].record(0)
-    assert set(record) >= {"deletion_auc", "insertion_auc", "score", "steps", "baseline"}
+    assert set(record) >= {"deletion_auc", "insertion_auc", "road_morf_auc", "road_lerf_auc", "score", "steps"}
+
+
+def test_road_imputation_fills_holes_from_their_neighbours():
+    """The harmonic fill of a linear ramp is the ramp: a hole in it is filled back within the noise; kept
+    pixels are untouched."""
+    from kernelviz.explain.faithfulness import _impute
+
+    ramp = torch.linspace(0, 1, 64).expand(3, 64, 64).clone()
+    removed = torch.zeros(2, 1, 64, 64, dtype=torch.bool)
+    removed[0, :, 20:40, 10:30] = True
+    removed[1, :, ::3, ::2] = True  # scattered pixels
+    out = _impute(ramp, removed, torch.Generator().manual_seed(0))
+    assert torch.equal(out[:, :, ~removed[0, 0]][0], ramp[:, ~removed[0, 0]])
+    hole = removed[0, 0]
+    assert float((out[0][:, hole] - ramp[:, hole]).abs().mean()) < 0.03
+    assert float((out[1][:, removed[1, 0]] - ramp[:, removed[1, 0]]).abs().mean()) < 0.02
 
 
 def test_filter_scores_are_relative_to_the_image(toy_batch):
