@@ -125,6 +125,13 @@ _OPTIMIZE_OPTIONS = [
         "or maco (phase only, natural 1/f magnitude).",
     ),
     click.option(
+        "--decay",
+        type=click.FloatRange(0, 4),
+        default=DEFAULTS.decay,
+        show_default=True,
+        help="Exponent of the fourier image's 1/f**decay spectrum: higher, less fine detail.",
+    ),
+    click.option(
         "--transforms",
         type=click.Choice(TRANSFORM_NAMES),
         default=DEFAULTS.transforms or "none",

@@ -206,7 +206,7 @@ def _score_lines(name: str, results: Sequence[Attribution], scores: dict[str, Fa
     first = next(iter(scores.values()))
     width = max(len(k) for k in scores)
     lines = [
-        f"{name}: {first.score} of {_what(results[0], i)}, {first.settings['steps']} steps; deletion and "
+        f"{name}, target {_what(results[0], i)}: {first.score}, {first.settings['steps']} steps; deletion and "
         "insertion fade into the blurred image, ROAD removes by imputation (MoRF: most relevant first, "
         "LeRF: least relevant first)",
         f"  {'method'.ljust(width)}  deletion (lower is better) / insertion (higher) / "

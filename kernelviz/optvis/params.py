@@ -230,10 +230,14 @@ def image_param(
     generator: Generators,
     device: torch.device,
     init: torch.Tensor | None = None,
+    decay: float = 1.0,
 ) -> ImageParam:
-    """Build a parameterization by name (``"pixel"``, ``"fourier"`` or ``"maco"``)."""
+    """Build a parameterization by name (``"pixel"``, ``"fourier"`` or ``"maco"``); ``decay`` is the Fourier
+    image's spectrum exponent."""
     try:
         factory = PARAMS[name]
     except KeyError:
         raise unknown_choice("parameterization", name, PARAMS) from None
+    if name == "fourier":
+        return fourier_image(batch, size, generator=generator, device=device, init=init, decay=decay)
     return factory(batch, size, generator=generator, device=device, init=init)

@@ -164,6 +164,7 @@ def visualize(
     size: int | None = DEFAULTS.size,
     lr: float = DEFAULTS.lr,
     param: str | Callable[..., ImageParam] = DEFAULTS.param,
+    decay: float = DEFAULTS.decay,
     transforms: str | Sequence[Transform] | None = DEFAULTS.transforms,
     seed: int = DEFAULTS.seed,
     image_seeds: Sequence[int] | None = None,
@@ -198,6 +199,7 @@ def visualize(
         param: ``"fourier"`` (default: decorrelated spectrum, far less noisy)
             or ``"pixel"`` (the article's plain pixels), or a callable with
             :func:`~kernelviz.params.pixel_image`'s signature.
+        decay: the fourier image's spectrum exponent (``1/f**decay``).
         transforms: ``"standard"`` (Lucid's pad/jitter/scale/rotate recipe),
             ``None`` for none, or a list of functions ``tensor -> tensor``.
         seed: seeds the start image and the transforms: the same seed and
@@ -230,7 +232,7 @@ def visualize(
     objective = as_objective(objective)
     keep_heap()  # no page faults from re-mapping activation buffers every step (see kernelviz.optvis.perf)
     checked = OptimSettings(  # validates every setting, with one wording for every front-end
-        steps=steps, size=size, lr=lr, param=param, transforms=transforms, seed=seed, precision=precision
+        steps=steps, size=size, lr=lr, param=param, decay=decay, transforms=transforms, seed=seed, precision=precision
     )
     meta = model_meta(model)
     dev = torch.device(device) if device is not None else model_device(model)
@@ -265,7 +267,7 @@ def visualize(
         if callable(param):
             image = param(b, hw, generator=starts, device=dev, init=init)
         else:
-            image = image_param(param, b, hw, generator=starts, device=dev, init=init)
+            image = image_param(param, b, hw, generator=starts, device=dev, init=init, decay=decay)
         chain = build_transforms(transforms, generator, side)
         optimizer = torch.optim.Adam(image.params, lr=lr)
 
@@ -274,6 +276,7 @@ def visualize(
             "size": list(hw),
             "lr": lr,
             "param": image.name,
+            "decay": decay if image.name == "fourier" else None,
             "transforms": transforms if isinstance(transforms, str) or transforms is None else "custom",
             "seed": seed,
             "image_seeds": list(image_seeds) if image_seeds is not None else None,

@@ -35,6 +35,8 @@ class OptimSettings:
         lr: Adam learning rate (Lucid's 0.05).
         param: image parameterization: ``"fourier"`` (decorrelated 1/f spectrum, far less noisy than
             pixels), ``"pixel"`` (the article's plain pixels) or ``"maco"`` (phase only).
+        decay: the exponent of the Fourier image's ``1/f**decay`` spectrum scaling (other
+            parameterizations ignore it): higher puts less of the change into fine detail.
         transforms: ``"standard"`` (Lucid's pad/jitter/scale/rotate each step) or ``None`` for none.
         seed: seeds the start images and the transforms: same seed and settings, same images on a CPU.
         precision: ``"auto"``, ``"fp32"``, ``"bf16"`` or ``"fp16"`` for the model's forward/backward.
@@ -46,6 +48,7 @@ class OptimSettings:
     size: int | None = None
     lr: float = 0.05
     param: str | Callable[..., Any] = "fourier"
+    decay: float = 1.0
     transforms: str | Sequence[Callable[[torch.Tensor], torch.Tensor]] | None = "standard"
     seed: int = 0
     precision: str = "auto"
@@ -63,6 +66,8 @@ class OptimSettings:
             or not (self.lr > 0 and math.isfinite(self.lr))
         ):
             raise KernelvizError(f"lr must be a positive number, got {self.lr!r}")
+        if isinstance(self.decay, bool) or not isinstance(self.decay, int | float) or not 0 <= self.decay <= 4:
+            raise KernelvizError(f"decay must be a number from 0 to 4, got {self.decay!r}")
         if not callable(self.param) and self.param not in PARAM_NAMES:
             raise unknown_choice("parameterization", self.param, PARAM_NAMES)
         if isinstance(self.transforms, str) and self.transforms not in TRANSFORM_NAMES:

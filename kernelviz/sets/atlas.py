@@ -125,6 +125,10 @@ def filter_kept(root: Path, layer: str, n: int) -> bool:
     return whole
 
 
+#: Settings added after atlases were first written, with the value those atlases were made with.
+_IMPLICIT = {"decay": 1.0}
+
+
 def check_settings(root: Path, settings: dict[str, Any]) -> None:
     """Refuse to resume an atlas made with other settings; write ``settings.json`` for a new one."""
     path = root / "settings.json"
@@ -138,6 +142,8 @@ def check_settings(root: Path, settings: dict[str, Any]) -> None:
             f"{path} is damaged ({err}), so the settings of the files already there are unknown: "
             "use another output folder, or delete that folder to start over"
         ) from err
+    if isinstance(before, dict):
+        before = {**_IMPLICIT, **before}  # settings older atlases were made with before they were recorded
     if before != settings:
         changed = [k for k in settings if not isinstance(before, dict) or before.get(k) != settings.get(k)]
         raise KernelvizError(
