@@ -257,3 +257,17 @@ def test_damaged_settings_refuse_to_resume(tiny, tmp_path):
     (tmp_path / "tiny_vgg" / "settings.json").write_text("{not json")
     with pytest.raises(KernelvizError, match=r"settings.json is damaged .* delete that folder to start over"):
         atlas(tiny, tmp_path, **kwargs)
+
+
+def test_an_atlas_from_before_the_decay_setting_resumes_as_decay_1(tmp_path):
+    from kernelviz.errors import KernelvizError
+    from kernelviz.optvis.settings import DEFAULTS
+    from kernelviz.sets.atlas import check_settings
+
+    old = {
+        k: v for k, v in {**DEFAULTS.with_(decay=1.0).to_json(), "model": "m", "weights": "w"}.items() if k != "decay"
+    }
+    (tmp_path / "settings.json").write_text(json.dumps(old))
+    check_settings(tmp_path, {**old, "decay": 1.0})  # the same pictures: resumes
+    with pytest.raises(KernelvizError, match="decay differ"):
+        check_settings(tmp_path, {**old, "decay": 1.5})
