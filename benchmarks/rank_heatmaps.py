@@ -8,7 +8,7 @@ map with its defaults; each map is scored by deletion (lower is better) and inse
 network with its top half of layers re-initialized and reports the rank correlation with the original map.
 Seconds per image are the map's own time (scoring excluded), on this machine.
 
-    python benchmarks/rank_heatmaps.py                      # 12 photos, sanity on 3: about 45 min on 2 cores
+    python benchmarks/rank_heatmaps.py                      # 12 photos, sanity on 2: about an hour on 2 cores
     python benchmarks/rank_heatmaps.py --photos 3 --sanity-photos 1 --methods gradcam saliency   # a quick look
     python benchmarks/rank_heatmaps.py --out benchmarks/HEATMAPS.md
 
@@ -49,7 +49,7 @@ PHOTOS = (
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--photos", type=int, default=12, help="how many of the photos (at most 15)")
-    parser.add_argument("--sanity-photos", type=int, default=3, help="photos the randomization check runs on")
+    parser.add_argument("--sanity-photos", type=int, default=2, help="photos the randomization check runs on")
     parser.add_argument("--methods", nargs="*", default=list(kernelviz.METHODS))
     parser.add_argument("--out", type=Path, default=None, help="also write the table to this Markdown file")
     args = parser.parse_args()
@@ -66,14 +66,14 @@ def main() -> None:
         print(f"[{n + 1}/{len(names)}] {name}: {top[1]} {top[2]:.2f}", flush=True)
         refs = {}
         for kind in ("random", "blob"):
-            refs[kind] = faithfulness(model, x, reference_map((1, 224, 224), kind), targets=[top[0]])
+            refs[kind] = faithfulness(model, x, reference_map((1, 224, 224), kind), targets=[top[0]], road=False)
             add(f"{kind} map", "deletion", float(refs[kind].deletion[0]))
             add(f"{kind} map", "insertion", float(refs[kind].insertion[0]))
         for method in args.methods:
             start = time.perf_counter()
             result = kernelviz.attribute(model, x, method, target=top[0])
             add(method, "seconds", time.perf_counter() - start)
-            f = faithfulness(model, x, result.maps, targets=[top[0]])
+            f = faithfulness(model, x, result.maps, targets=[top[0]], road=False)
             add(method, "deletion", float(f.deletion[0]))
             add(method, "insertion", float(f.insertion[0]))
             wins = float(f.deletion[0]) < float(refs["random"].deletion[0]) and float(f.insertion[0]) > float(
@@ -87,7 +87,15 @@ def main() -> None:
                 add(method, "sanity", corr)
                 line += f" sanity {corr:+.2f}"
             print(line + f" ({rows[method]['seconds'][-1]:.1f} s)", flush=True)
+        text = _table(rows, names[: n + 1], min(args.sanity_photos, n + 1))
+        if args.out:  # after every photo: an interrupted run keeps what it measured
+            args.out.write_text(
+                f"# Heatmap methods ranked\n\n`python benchmarks/rank_heatmaps.py --out {args.out}`\n\n{text}\n"
+            )
+    print("\n" + text)
 
+
+def _table(rows: dict[str, dict[str, list[float]]], names: tuple[str, ...], sanity_photos: int) -> str:
     def mean(values: list[float] | None) -> str:
         return "" if not values else f"{statistics.fmean(values):.3f}"
 
@@ -97,7 +105,7 @@ def main() -> None:
     table = [
         f"EfficientNet-Lite0 (ImageNet), {len(names)} photos at 224 px ({', '.join(names)}), each photo's top-1 class; "
         f"deletion/insertion: 20 steps into the blurred photo, softmax probability; sanity: Spearman correlation of "
-        f"|map| with the top half of the layers randomized, on {min(args.sanity_photos, len(names))} photos "
+        f"|map| with the top half of the layers randomized, on {sanity_photos} photo(s) "
         f"(>= {INSENSITIVE} flags the method); sorted by insertion - deletion.",
         "",
         "| method | deletion ↓ | insertion ↑ | ins - del | beats random (both) | sanity ρ (↓) | s / image |",
@@ -114,12 +122,7 @@ def main() -> None:
         name = f"*{key}*" if key.endswith(" map") else key
         cells = [name, mean(r["deletion"]), mean(r["insertion"]), f"{gap:+.3f}", beats, sanity or "—", seconds]
         table.append("| " + " | ".join(cells) + " |")
-    text = "\n".join(table)
-    print("\n" + text)
-    if args.out:
-        args.out.write_text(
-            f"# Heatmap methods ranked\n\n`python benchmarks/rank_heatmaps.py --out {args.out}`\n\n{text}\n"
-        )
+    return "\n".join(table)
 
 
 if __name__ == "__main__":
