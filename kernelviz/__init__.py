@@ -28,6 +28,7 @@ from .core.models import ModelMeta, load_checkpoint, load_model, model_meta, set
 from .core.names import layer_names, resolve_layer
 from .errors import KernelvizError, NonFiniteObjectiveError
 from .explain.examples import find_examples
+from .explain.faithfulness import faithfulness, sanity_check
 from .explain.heatmaps import METHODS, attribute, heatmap, predict
 from .explain.kernels import kernel_weights
 from .explain.maps import feature_maps
@@ -82,6 +83,7 @@ __all__ = [
     "count_depth",
     "direction",
     "diversity",
+    "faithfulness",
     "feature_maps",
     "find_examples",
     "guarded",
@@ -99,6 +101,7 @@ __all__ = [
     "params",
     "predict",
     "resolve_layer",
+    "sanity_check",
     "set_model_meta",
     "transforms",
     "visualize",
