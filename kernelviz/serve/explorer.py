@@ -84,7 +84,7 @@ class Explorer:
             except (ValueError, TypeError, KernelvizError) as err:
                 raise KernelvizError(f"{existing} cannot be read ({err}): use another --atlas folder") from err
         settings = (self.settings or DEFAULTS).for_model(meta.input_size)
-        self._table = layer_table(self.model, int(settings.size or meta.input_size))
+        self._table = layer_table(self.model)  # as `kernelviz layers MODEL` shows it: at the input size
         self._rows = {r.name: r for r in self._table.rows}
         first = next((r.name for r in self._table.rows if r.type.startswith("Conv")), None)
         if first is None:
