@@ -21,7 +21,8 @@ LOG = Log(info=click.echo, warn=lambda message: click.echo(message, err=True))
 
 
 def errors_to_click(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn library errors into ``click.ClickException`` (one line, exit 1)."""
+    """Turn library errors into ``click.ClickException`` (one line, exit 1), and Ctrl-C anywhere (not only
+    inside an optimization, which stops cleanly on its own) into a one-line note and exit status 130."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -29,6 +30,9 @@ def errors_to_click(fn: Callable[..., Any]) -> Callable[..., Any]:
             return fn(*args, **kwargs)
         except KernelvizError as err:
             raise click.ClickException(str(err)) from None
+        except KeyboardInterrupt:
+            click.echo("interrupted: every file already written is whole; rerun the command to go on", err=True)
+            sys.exit(130)
 
     return wrapper
 

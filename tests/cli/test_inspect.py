@@ -159,3 +159,17 @@ def test_shared_scale_is_per_family():
     bars = [ax for ax in fig.axes if ax.get_label() == "<colorbar>"]
     assert len(bars) == 2  # one per family
     assert bars[0].get_ylim()[1] > 50 and bars[1].get_ylim()[0] < 0  # the two CAMs share the larger range
+
+
+def test_ctrl_c_anywhere_is_a_clean_stop(cli, monkeypatch):
+    """Ctrl-C outside an optimization (loading, writing, drawing) is a one-line note and status 130, not
+    click's "Aborted!" with status 1."""
+    import kernelviz.jobs.inspect as jobs
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(jobs, "layer_table", interrupted)
+    result = cli("layers", "MODEL", *RANDOM)
+    assert result.exit_code == 130
+    assert "interrupted: every file already written is whole" in result.output
