@@ -31,7 +31,7 @@ from ..core.names import get_module, resolve_layer
 from ..errors import KernelvizError, out_of_range
 from ..explain.heatmaps import attribute, check_methods, predict
 from ..explain.kernels import kernel_weights
-from ..files.images import image_files, load_image
+from ..files.images import IMAGE_SUFFIXES, image_files, load_image
 from ..files.write import save_figure, save_json, save_png
 from ..jobs.inspect import LayerTable, layer_table
 from ..optvis.batch import auto_batch_size
@@ -354,10 +354,7 @@ class Explorer:
         elif pick is not None and self.images is not None:
             base = Path(self.images).resolve()
             path = (base / pick).resolve()
-            if (
-                not path.is_relative_to(base)
-                or path.suffix.lower() not in {p.suffix.lower() for p in image_files(base)} | set()
-            ):
+            if not path.is_relative_to(base) or path.suffix.lower() not in IMAGE_SUFFIXES:
                 raise KernelvizError("that image is not in the --images folder")
         else:
             raise KernelvizError("no image: upload one, or pick one from --images")
