@@ -83,6 +83,12 @@ def test_atlas_resumes_and_refuses_other_settings(vgg16, tmp_path):
         atlas(vgg16, tmp_path, **{**kwargs, "steps": 4})
 
 
+def _default_sigint() -> None:
+    """In the child: Ctrl-C as a user's shell delivers it. A test run started in the background (``cmd &``
+    in a script) inherits SIGINT *ignored*, and Python then installs no KeyboardInterrupt handler."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def run_cli(*args: str, cwd: Path, **popen) -> subprocess.Popen:
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "PYTHONPATH": str(REPO)}  # tests.nets importable
     return subprocess.Popen(
@@ -92,6 +98,7 @@ def run_cli(*args: str, cwd: Path, **popen) -> subprocess.Popen:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=_default_sigint,
         **popen,
     )
 
