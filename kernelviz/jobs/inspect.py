@@ -296,17 +296,21 @@ def export_heatmaps(
             log.info(f"{method}: randomizing the network's layers, top first, on a copy...")
             checks = sanity_check(model, batch, results[-1], **{k: v for k, v in extra.items() if k != "ig_steps"})
             results[-1].settings["sanity"] = [checks.record(i) for i in range(len(images))]
-    scores: list[dict[str, Faithfulness]] = []
+    scores: dict[str, Faithfulness] = {}  # per method, then "random map" and "blob map"; empty without score
     if score:
         first = results[0]
         scoring = {"targets": first.targets, "filter": filter}
-        per_method = {r.method: faithfulness(model, batch, r.maps, **scoring) for r in results}  # type: ignore[arg-type]
+        scores = {r.method: faithfulness(model, batch, r.maps, **scoring) for r in results}  # type: ignore[arg-type]
         for kind in ("random", "blob"):
-            per_method[f"{kind} map"] = faithfulness(model, batch, reference_map(first.maps.shape, kind), **scoring)  # type: ignore[arg-type]
-        scores = [per_method]
+            scores[f"{kind} map"] = faithfulness(model, batch, reference_map(first.maps.shape, kind), **scoring)  # type: ignore[arg-type]
+    # per-pixel maps are blurred for display only
+    blurs = {
+        r.method: side * DISPLAY_BLUR if method_family(r.method) in ("gradient", "attribution") else 0.0
+        for r in results
+    }
     written = []
     for res in results:
-        blur = side * DISPLAY_BLUR if method_family(res.method) in ("gradient", "attribution") else 0.0
+        blur = blurs[res.method]
         for i, stem in enumerate(stems):
             what = _what(res, i)
             base = output / f"{stem}_{res.method}"
@@ -332,9 +336,9 @@ def export_heatmaps(
                 record["sanity"] = res.settings["sanity"][i]
             if scores:
                 record["faithfulness"] = {
-                    **scores[0][res.method].record(i),
-                    "random_map": scores[0]["random map"].record(i),
-                    "blob_map": scores[0]["blob map"].record(i),
+                    **scores[res.method].record(i),
+                    "random_map": scores["random map"].record(i),
+                    "blob_map": scores["blob map"].record(i),
                 }
             save_json(record, base.with_suffix(".json"))
             written.append(base.with_suffix(".png"))
@@ -347,7 +351,7 @@ def export_heatmaps(
                 )
     for i, path in enumerate(images):
         if scores:
-            for line in _score_lines(path.name, results, scores[0], i):
+            for line in _score_lines(path.name, results, scores, i):
                 log.info(line)
         if sanity:
             for res in results:
@@ -361,7 +365,7 @@ def export_heatmaps(
             for r in results:
                 title = f"{r.method}{' @ ' + r.layer if r.layer else ''}"
                 if scores:
-                    f = scores[0][r.method]
+                    f = scores[r.method]
                     title += f"\ndel {float(f.deletion[i]):.2f} / ins {float(f.insertion[i]):.2f}"
                 titles.append(title)
             fig = plot_heatmap(
@@ -370,10 +374,7 @@ def export_heatmaps(
                 titles=titles,
                 scale=scale,
                 groups=[method_family(r.method) for r in results],
-                smooth=[
-                    side * DISPLAY_BLUR if method_family(r.method) in ("gradient", "attribution") else 0.0
-                    for r in results
-                ],
+                smooth=[blurs[r.method] for r in results],
                 cmap=cmap,
                 alpha=alpha,
                 title=f"{meta.name} on {images[i].name}: {_what(results[0], i)}",

@@ -52,17 +52,16 @@ def serve(
         raise KernelvizError(
             f"kernelviz serve needs its extra: pip install 'kernelviz[serve]' ({err.name} is missing)"
         ) from err
-    tell = say
     if atlas is None:
         atlas = tempfile.mkdtemp(prefix="kernelviz-atlas-")
-        tell(f"pictures are kept in {atlas} (pass --atlas DIR to keep them across runs)")
+        say(f"pictures are kept in {atlas} (pass --atlas DIR to keep them across runs)")
     root = Path(atlas) / model_slug(model_meta(model).name)
     explorer = Explorer(model, root, Path(images) if images else None)
     secret = secrets.token_urlsafe(24) if token else None
     if host not in ("127.0.0.1", "localhost", "::1"):
-        tell(f"warning: binding {host} exposes the explorer (and your model) to the network", file=sys.stderr)
+        say(f"warning: binding {host} exposes the explorer (and your model) to the network", file=sys.stderr)
     shown = "localhost" if host in ("127.0.0.1", "::1") else host
-    tell(f"kernelviz explorer of {explorer.meta.name}: http://{shown}:{port}/" + (f"?token={secret}" if secret else ""))
+    say(f"kernelviz explorer of {explorer.meta.name}: http://{shown}:{port}/" + (f"?token={secret}" if secret else ""))
     app = create_app(explorer, secret)
     try:
         uvicorn.run(app, host=host, port=port, log_level="warning")
