@@ -136,6 +136,14 @@ _OPTIMIZE_OPTIONS = [
         help="Exponent of the fourier image's 1/f**decay spectrum: higher, less fine detail.",
     ),
     click.option(
+        "--detail",
+        type=click.FloatRange(0.1, 1),
+        default=DEFAULTS.detail,
+        show_default=True,
+        help="The fourier image's resolution as a fraction of --size (built smaller, then upsampled): lower, "
+        "smoother pictures; 1 leaves every pixel free.",
+    ),
+    click.option(
         "--transforms",
         type=click.Choice(TRANSFORM_NAMES),
         default=DEFAULTS.transforms or "none",

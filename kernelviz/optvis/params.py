@@ -109,6 +109,7 @@ def fourier_image(
     generator: Generators,
     device: torch.device,
     decay: float = 1.0,
+    detail: float = 1.0,
     std: float = 0.01,
     init: torch.Tensor | None = None,
 ) -> ImageParam:
@@ -122,10 +123,20 @@ def fourier_image(
 
     Args:
         decay: exponent of the ``1/f`` scaling (1 = natural-image spectrum).
+        detail: the spectrum's resolution as a fraction of ``size``: the image is
+            built at ``round(H * detail) x round(W * detail)`` and upsampled
+            (bilinear) to ``size``, so nothing finer than about ``1 / detail`` pixels
+            can form. 1 leaves every pixel free (ignored with ``init``, which is
+            inverted at full resolution).
         std: standard deviation of the random initial spectrum.
         init: optional start image ``(B, 3, H, W)`` in ``[0, 1]``, inverted
             exactly into the parameterization (feature accentuation).
     """
+    if init is None and detail < 1:
+        return _upsampled(fourier_image(
+            batch, (max(1, round(size[0] * detail)), max(1, round(size[1] * detail))),
+            generator=generator, device=device, decay=decay, std=std,
+        ), size)  # fmt: skip
     h, w = size
     scale = _frequency_scale(h, w, decay, device)  # (H, W//2+1)
     color = _COLOR.to(device)
@@ -144,6 +155,15 @@ def fourier_image(
         return torch.sigmoid(rgb)
 
     return ImageParam([spec], render, _noop, "fourier")
+
+
+def _upsampled(inner: ImageParam, size: tuple[int, int]) -> ImageParam:
+    """``inner``'s images resized (bilinear) to ``size``: ``(B, 3, *size)``."""
+
+    def render() -> torch.Tensor:
+        return torch.nn.functional.interpolate(inner.render(), size=size, mode="bilinear", align_corners=False)
+
+    return ImageParam(inner.params, render, inner.project, inner.name)
 
 
 def natural_magnitude(
@@ -231,13 +251,14 @@ def image_param(
     device: torch.device,
     init: torch.Tensor | None = None,
     decay: float = 1.0,
+    detail: float = 1.0,
 ) -> ImageParam:
-    """Build a parameterization by name (``"pixel"``, ``"fourier"`` or ``"maco"``); ``decay`` is the Fourier
-    image's spectrum exponent."""
+    """Build a parameterization by name (``"pixel"``, ``"fourier"`` or ``"maco"``); ``decay`` and ``detail``
+    are the Fourier image's spectrum exponent and resolution (see :func:`fourier_image`)."""
     try:
         factory = PARAMS[name]
     except KeyError:
         raise unknown_choice("parameterization", name, PARAMS) from None
     if name == "fourier":
-        return fourier_image(batch, size, generator=generator, device=device, init=init, decay=decay)
+        return fourier_image(batch, size, generator=generator, device=device, init=init, decay=decay, detail=detail)
     return factory(batch, size, generator=generator, device=device, init=init)

@@ -165,6 +165,7 @@ def visualize(
     lr: float = DEFAULTS.lr,
     param: str | Callable[..., ImageParam] = DEFAULTS.param,
     decay: float = DEFAULTS.decay,
+    detail: float = DEFAULTS.detail,
     transforms: str | Sequence[Transform] | None = DEFAULTS.transforms,
     seed: int = DEFAULTS.seed,
     image_seeds: Sequence[int] | None = None,
@@ -200,6 +201,7 @@ def visualize(
             or ``"pixel"`` (the article's plain pixels), or a callable with
             :func:`~kernelviz.params.pixel_image`'s signature.
         decay: the fourier image's spectrum exponent (``1/f**decay``).
+        detail: the fourier image's resolution as a fraction of ``size`` (built smaller, upsampled).
         transforms: ``"standard"`` (Lucid's pad/jitter/scale/rotate recipe),
             ``None`` for none, or a list of functions ``tensor -> tensor``.
         seed: seeds the start image and the transforms: the same seed and
@@ -232,8 +234,9 @@ def visualize(
     objective = as_objective(objective)
     keep_heap()  # no page faults from re-mapping activation buffers every step (see kernelviz.optvis.perf)
     checked = OptimSettings(  # validates every setting, with one wording for every front-end
-        steps=steps, size=size, lr=lr, param=param, decay=decay, transforms=transforms, seed=seed, precision=precision
-    )
+        steps=steps, size=size, lr=lr, param=param, decay=decay, detail=detail, transforms=transforms, seed=seed,
+        precision=precision,
+    )  # fmt: skip
     meta = model_meta(model)
     dev = torch.device(device) if device is not None else model_device(model)
     precision = resolve_precision(checked.precision, dev)
@@ -267,7 +270,9 @@ def visualize(
         if callable(param):
             image = param(b, hw, generator=starts, device=dev, init=init)
         else:
-            image = image_param(param, b, hw, generator=starts, device=dev, init=init, decay=decay)
+            image = image_param(
+                param, b, hw, generator=starts, device=dev, init=init, decay=decay, detail=detail
+            )  # fmt: skip
         chain = build_transforms(transforms, generator, side)
         optimizer = torch.optim.Adam(image.params, lr=lr)
 
@@ -277,6 +282,7 @@ def visualize(
             "lr": lr,
             "param": image.name,
             "decay": decay if image.name == "fourier" else None,
+            "detail": detail if image.name == "fourier" and init is None else None,
             "transforms": transforms if isinstance(transforms, str) or transforms is None else "custom",
             "seed": seed,
             "image_seeds": list(image_seeds) if image_seeds is not None else None,

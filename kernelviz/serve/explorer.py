@@ -49,6 +49,7 @@ VARIANTS = {
     "seed": "another random start (seed + 1)",
     "pixel": "the article's plain pixel image",
     "maco": "MACO (phase only, the spectrum of natural images)",
+    "fine": "every pixel free (detail 1, decay 1: finer texture)",
     "steps": "twice the steps",
     "diversity": "a batch of 4 pushed apart (Gram-matrix diversity)",
 }
@@ -263,6 +264,7 @@ class Explorer:
             "seed": base.with_(seed=base.seed + 1),
             "pixel": base.with_(param="pixel"),
             "maco": base.with_(param="maco"),
+            "fine": base.with_(detail=1.0, decay=1.0),
             "steps": base.with_(steps=2 * base.steps),
             "diversity": base,
         }[kind]

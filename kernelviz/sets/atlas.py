@@ -126,7 +126,7 @@ def filter_kept(root: Path, layer: str, n: int) -> bool:
 
 
 #: Settings added after atlases were first written, with the value those atlases were made with.
-_IMPLICIT = {"decay": 1.0}
+_IMPLICIT = {"decay": 1.0, "detail": 1.0}
 
 
 def check_settings(root: Path, settings: dict[str, Any]) -> None:

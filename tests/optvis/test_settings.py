@@ -12,7 +12,7 @@ from kernelviz.optvis.settings import DEFAULTS, OptimSettings
 
 def test_defaults_and_json_round_trip():
     assert OptimSettings() == DEFAULTS
-    assert (DEFAULTS.steps, DEFAULTS.lr, DEFAULTS.param, DEFAULTS.precision) == (256, 0.05, "fourier", "auto")
+    assert (DEFAULTS.steps, DEFAULTS.lr, DEFAULTS.param, DEFAULTS.precision) == (192, 0.05, "fourier", "auto")
     custom = DEFAULTS.with_(steps=10, size=64, transforms="none", batch_size=4)
     assert custom.transforms is None  # the CLI's "none" means no transforms
     data = custom.to_json()
@@ -34,6 +34,8 @@ def test_defaults_and_json_round_trip():
         ({"batch_size": 0}, "batch_size must be >= 1"),
         ({"steps": 2.5}, "steps must be a whole number"),
         ({"colour": 1}, "unknown optimization settings: colour"),
+        ({"detail": 0.05}, "detail must be a number from 0.1 to 1"),
+        ({"detail": 1.5}, "detail must be a number from 0.1 to 1"),
     ],
 )
 def test_bad_settings_are_clear_errors(changes, message):

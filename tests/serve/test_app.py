@@ -302,17 +302,18 @@ def test_variants_and_dataset_examples_on_the_filter_page(served):
     """Each variant button makes its picture under <layer>/variants/ (the atlas ignores it); with --images the
     filter page shows the real images that excite the filter, cropped at its receptive field."""
     ex, client = served
-    for kind in ("seed", "pixel", "maco", "steps", "diversity"):
+    for kind in ("seed", "pixel", "maco", "fine", "steps", "diversity"):
         assert client.post("/api/variant", json={"layer": "conv2_1", "filter": 2, "variant": kind}).status_code == 200
     ex.worker.submit("sync", lambda emit: None).result(timeout=300)
     made = ex.variants("conv2_1", 2)
-    assert set(made) == {"seed", "pixel", "maco", "steps", "diversity"}
+    assert set(made) == {"seed", "pixel", "maco", "fine", "steps", "diversity"}
     records = {k: json.loads(p.with_suffix(".json").read_text()) for k, p in made.items()}
     assert records["seed"]["settings"]["seed"] == ex.optim.seed + 1
     assert records["pixel"]["settings"]["param"] == "pixel" and records["steps"]["settings"]["steps"] == 8
+    assert (records["fine"]["settings"]["detail"], records["fine"]["settings"]["decay"]) == (1.0, 1.0)
     assert records["diversity"]["diversity_weight"] > 0
     page = client.get("/filter/conv2_1/2").text
-    assert page.count("/files/conv2_1/variants/") == 5
+    assert page.count("/files/conv2_1/variants/") == 6
     assert "find the images of --images" in page
     assert client.post("/api/examples", json={"layer": "conv2_1"}).status_code == 200
     ex.worker.submit("sync", lambda emit: None).result(timeout=300)

@@ -266,15 +266,16 @@ def test_damaged_settings_refuse_to_resume(tiny, tmp_path):
         atlas(tiny, tmp_path, **kwargs)
 
 
-def test_an_atlas_from_before_the_decay_setting_resumes_as_decay_1(tmp_path):
+@pytest.mark.parametrize(("name", "other"), [("decay", 1.5), ("detail", 0.5)])
+def test_an_atlas_from_before_a_setting_resumes_with_the_value_it_was_made_with(tmp_path, name, other):
+    """decay and detail were added after atlases were first written: those atlases were made with 1 and 1."""
     from kernelviz.errors import KernelvizError
     from kernelviz.optvis.settings import DEFAULTS
     from kernelviz.sets.atlas import check_settings
 
-    old = {
-        k: v for k, v in {**DEFAULTS.with_(decay=1.0).to_json(), "model": "m", "weights": "w"}.items() if k != "decay"
-    }
+    made = {**DEFAULTS.with_(decay=1.0, detail=1.0).to_json(), "model": "m", "weights": "w"}
+    old = {k: v for k, v in made.items() if k not in ("decay", "detail")}
     (tmp_path / "settings.json").write_text(json.dumps(old))
-    check_settings(tmp_path, {**old, "decay": 1.0})  # the same pictures: resumes
-    with pytest.raises(KernelvizError, match="decay differ"):
-        check_settings(tmp_path, {**old, "decay": 1.5})
+    check_settings(tmp_path, made)  # the same pictures: resumes
+    with pytest.raises(KernelvizError, match=f"{name} differ"):
+        check_settings(tmp_path, {**made, name: other})
