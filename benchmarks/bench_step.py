@@ -28,6 +28,7 @@ import statistics
 import subprocess
 import sys
 import time
+from typing import Any
 
 import torch
 import torchvision
@@ -69,8 +70,25 @@ def naive(model: nn.Module, layer: str, n: int, size: int, steps: int, batch: in
         model.zero_grad(set_to_none=True)
 
 
+def lucent_optvis() -> Any:
+    """``lucent.optvis`` (0.1.8), with kornia >= 0.5's names given where lucent calls the old top-level ones."""
+    import kornia
+    import kornia.geometry.transform as kt
+
+    for name in ("get_rotation_matrix2d", "warp_affine"):
+        if not hasattr(kornia, name):
+            setattr(kornia, name, getattr(kt, name))
+    import lucent.optvis as optvis
+    import lucent.optvis.objectives
+    import lucent.optvis.param
+    import lucent.optvis.render  # noqa: F401  (the submodules, loaded)
+
+    return optvis
+
+
 def lucent(model: nn.Module, layer: str, n: int, size: int, steps: int, batch: int = 1) -> None:
-    from lucent.optvis import param, render
+    optvis = lucent_optvis()
+    param, render = optvis.param, optvis.render
 
     path = kernelviz.resolve_layer(model, layer).replace(".", "_")
     render.render_vis(
