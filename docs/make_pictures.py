@@ -37,14 +37,15 @@ from kernelviz.files.write import save_figure
 from kernelviz.zoo import photo
 
 OUT = Path(__file__).resolve().parent / "img"
-FILTER_LAYER, FILTERS, STEPS, SIZE = "_blocks.9", list(range(8)), 256, 160
+FILTER_LAYER, FILTERS, SIZE = "_blocks.9", list(range(8)), 224  # default settings (kernelviz.DEFAULTS)
 
 
 def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     model = kernelviz.load_model("kernelviz.zoo:efficientnet_lite0")
 
-    grid = layer_grid(model, FILTER_LAYER, FILTERS, steps=STEPS, size=SIZE)
+    grid = layer_grid(model, FILTER_LAYER, FILTERS, size=SIZE)
+    d = kernelviz.DEFAULTS
     labels = [f"filter {n}\n{v:.3g}" for n, v in zip(grid.filters, grid.final.tolist(), strict=True)]
     save_figure(
         plot_grid(
@@ -52,7 +53,8 @@ def main() -> None:
             labels,
             cols=4,
             tile_inches=1.9,
-            title=f"EfficientNet-Lite0 {FILTER_LAYER}: filters 0-7 (fourier, {STEPS} steps, {SIZE} px)",
+            title=f"EfficientNet-Lite0 {FILTER_LAYER}: filters 0-7 (default settings: {d.param}, detail {d.detail:g}, "
+            f"decay {d.decay:g}, {d.steps} steps, {SIZE} px)",
         ),
         OUT / "filters.png",
         dpi=110,

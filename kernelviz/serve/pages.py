@@ -104,7 +104,8 @@ def layer_page(ex: Explorer, layer: str, page: int = 0, token: str = "") -> str:
         f'<p><a href="/">&larr; layers</a></p><h1>{text(ex.meta.name)} {text(layer)}</h1>'
         f"<p>module <code>{text(row.path)}</code>, output {'x'.join(map(str, row.shape))}, receptive field "
         f"{text(field_text(row.receptive_field, ex.table.size))} px; {row.channels} filters. Settings: {text(s.param)} "
-        f"image, {s.steps} steps, lr {s.lr}, seed {s.seed}, batches of {s.batch_size}.</p>"
+        f"image{_fourier_text(s.param, s.detail, s.decay)}, {s.steps} steps, lr {s.lr}, seed {s.seed}, "
+        f"batches of {s.batch_size}.</p>"
         f"<p>filters: {nav}</p>"
         f'<div class="bar"><div></div></div> <div class="status" id="status">'
         f"{len(missing)} of {last - first} filters on this page still to compute</div>"
@@ -145,7 +146,9 @@ def filter_page(ex: Explorer, layer: str, n: int, token: str = "") -> str:
         dead = '<p class="dead">dead unit: it never responded to any image tried</p>' if record.get("dead_unit") else ""
         history = record.get("curve") or []
         settings = {
-            k: record.get("settings", {}).get(k) for k in ("param", "steps", "lr", "seed", "size", "transforms")
+            k: record.get("settings", {}).get(k)
+            for k in ("param", "detail", "decay", "steps", "lr", "seed", "size", "transforms")
+            if record.get("settings", {}).get(k) is not None
         }
         facts = (
             f"<p>mean activation {record['final_value']:.4g}; "
@@ -262,3 +265,8 @@ def image_page(ex: Explorer, analysis: dict[str, Any] | None, query: dict[str, s
             f"<h2>filters that fire most on it (mean activation)</h2><table>{firing}</table>"
         )
     return _page(ex, f"{ex.meta.name}: image", body, {"page": "image"}, token)
+
+
+def _fourier_text(param: object, detail: float, decay: float) -> str:
+    """`` (detail 0.57, decay 1.25)`` for the Fourier image, whose pictures those two shape; nothing otherwise."""
+    return f" (detail {detail:g}, decay {decay:g})" if param == "fourier" else ""

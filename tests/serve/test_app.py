@@ -86,6 +86,7 @@ def test_model_layer_and_filter_pages(served):
     assert "depth 9" in home and 'href="/layer/conv1_1"' in home and "RF" in home
     layer = client.get("/layer/conv2_1")
     assert layer.status_code == 200 and 'data-missing="[' in layer.text and 'id="f15"' in layer.text
+    assert "fourier image (detail 0.57, decay 1.25), 4 steps" in layer.text  # what shapes the pictures
     response = client.post("/api/compute", json={"layer": "conv2_1", "filters": [0, 1, 9]})
     assert response.status_code == 200 and response.json()["batches"] >= 1
     for future in ex.request_filters("conv2_1", [0, 1, 9]) or []:
