@@ -145,10 +145,11 @@ def check_settings(root: Path, settings: dict[str, Any]) -> None:
     if isinstance(before, dict):
         before = {**_IMPLICIT, **before}  # settings older atlases were made with before they were recorded
     if before != settings:
-        changed = [k for k in settings if not isinstance(before, dict) or before.get(k) != settings.get(k)]
+        was = before if isinstance(before, dict) else {}
+        changed = [f"{k} {was.get(k)!r} there, {v!r} now" for k, v in settings.items() if was.get(k) != v]
         raise KernelvizError(
-            f"{root} holds an atlas made with other settings ({', '.join(changed)} differ): "
-            "use another output folder, or the same settings to resume"
+            f"{root} holds an atlas made with other settings ({'; '.join(changed)}): "
+            "use another output folder, or those settings to resume"
         )
 
 

@@ -79,7 +79,7 @@ def test_atlas_resumes_and_refuses_other_settings(vgg16, tmp_path):
     (tmp_path / "vgg16" / "conv1_1" / "0003.json").unlink()  # as if the run died before finishing it
     third = atlas(vgg16, tmp_path, **kwargs)
     assert third.computed == 1 and png.read_bytes() == before
-    with pytest.raises(KernelvizError, match=r"other settings.*steps"):
+    with pytest.raises(KernelvizError, match=r"other settings \(steps 3 there, 4 now\): .* those settings"):
         atlas(vgg16, tmp_path, **{**kwargs, "steps": 4})
 
 
@@ -277,5 +277,5 @@ def test_an_atlas_from_before_a_setting_resumes_with_the_value_it_was_made_with(
     old = {k: v for k, v in made.items() if k not in ("decay", "detail")}
     (tmp_path / "settings.json").write_text(json.dumps(old))
     check_settings(tmp_path, made)  # the same pictures: resumes
-    with pytest.raises(KernelvizError, match=f"{name} differ"):
+    with pytest.raises(KernelvizError, match=f"{name} 1.0 there, {other} now"):
         check_settings(tmp_path, {**made, name: other})
