@@ -145,11 +145,9 @@ def filter_page(ex: Explorer, layer: str, n: int, token: str = "") -> str:
         main = f'<img class="big" src="{src}" alt="filter {n}">'
         dead = '<p class="dead">dead unit: it never responded to any image tried</p>' if record.get("dead_unit") else ""
         history = record.get("curve") or []
-        settings = {
-            k: record.get("settings", {}).get(k)
-            for k in ("param", "detail", "decay", "steps", "lr", "seed", "size", "transforms")
-            if record.get("settings", {}).get(k) is not None
-        }
+        recorded = record.get("settings", {})
+        shown = ("param", "detail", "decay", "steps", "lr", "seed", "size", "transforms")
+        settings = {k: recorded[k] for k in shown if recorded.get(k) is not None}
         facts = (
             f"<p>mean activation {record['final_value']:.4g}; "
             f"max activation {record.get('max_activation', float('nan')):.4g}</p>"
