@@ -146,8 +146,8 @@ def filter_page(ex: Explorer, layer: str, n: int, token: str = "") -> str:
         dead = '<p class="dead">dead unit: it never responded to any image tried</p>' if record.get("dead_unit") else ""
         history = record.get("curve") or []
         recorded = record.get("settings", {})
-        shown = ("param", "detail", "decay", "steps", "lr", "seed", "size", "transforms")
-        settings = {k: recorded[k] for k in shown if recorded.get(k) is not None}
+        keys = ("param", "detail", "decay", "steps", "lr", "seed", "size", "transforms")
+        settings = {k: recorded[k] for k in keys if recorded.get(k) is not None}
         facts = (
             f"<p>mean activation {record['final_value']:.4g}; "
             f"max activation {record.get('max_activation', float('nan')):.4g}</p>"
