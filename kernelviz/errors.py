@@ -10,11 +10,28 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 
-__all__ = ["KernelvizError", "NonFiniteObjectiveError", "close_matches", "out_of_range", "unknown_choice"]
+__all__ = [
+    "KernelvizError",
+    "KernelvizTypeError",
+    "NonFiniteObjectiveError",
+    "NotFound",
+    "close_matches",
+    "out_of_range",
+    "unknown_choice",
+]
 
 
 class KernelvizError(ValueError):
     """A problem with the user's input that the user can fix."""
+
+
+class KernelvizTypeError(KernelvizError, TypeError):
+    """An argument of the wrong type given to the Python API (a name where a model goes, a path where a tensor
+    goes): both a :class:`KernelvizError` (front-ends print it on one line) and a ``TypeError``."""
+
+
+class NotFound(KernelvizError):
+    """A name that does not exist: a model, layer, class, variant, file or image (a 404 in the explorer)."""
 
 
 class NonFiniteObjectiveError(KernelvizError):
@@ -45,8 +62,8 @@ def out_of_range(what: str, index: int, count: int, owner: str, unit: str | None
     return KernelvizError(f"{what} {index} is out of range: {owner} has {count} {unit}{valid}")
 
 
-def unknown_choice(what: str, value: object, choices: Iterable[str]) -> KernelvizError:
+def unknown_choice(what: str, value: object, choices: Iterable[str]) -> NotFound:
     """The error for a value that is not one of ``choices``: close names first, then every choice."""
     options = list(choices)
     hint = close_matches(str(value), options)
-    return KernelvizError(f"unknown {what} {value!r}.{hint} Choose from: {', '.join(options)}")
+    return NotFound(f"unknown {what} {value!r}.{hint} Choose from: {', '.join(options)}")

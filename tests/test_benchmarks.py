@@ -8,9 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_proof.py"
 
 
+@pytest.mark.slow  # about 95 s on 2 cores
 def test_gpu_proof_smoke_run(tmp_path):
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "2"}
     proc = subprocess.run(

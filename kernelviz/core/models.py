@@ -17,7 +17,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import KernelvizError, close_matches
+from ..errors import KernelvizError, NotFound, close_matches
+from .guard import check_model
 
 __all__ = [
     "ModelMeta",
@@ -59,6 +60,25 @@ class ModelMeta:
     categories: tuple[str, ...] = field(default=(), repr=False)
     preprocessing: str = "unknown"
 
+    def __post_init__(self) -> None:
+        """Checked wherever metadata is made (:func:`set_model_meta`, :func:`load_model`, ``replace``): a bad
+        normalization would otherwise surface later as NaN images or a broadcasting error."""
+        for what in ("mean", "std"):
+            given = getattr(self, what)
+            if given is None:
+                continue
+            try:
+                numbers = tuple(float(v) for v in given)
+            except (TypeError, ValueError):
+                raise KernelvizError(f"{what} takes 1 or 3 numbers (one per RGB channel), got {given!r}") from None
+            if len(numbers) not in (1, 3) or not all(math.isfinite(v) for v in numbers):
+                raise KernelvizError(f"{what} takes 1 or 3 finite numbers (one per RGB channel), got {list(given)}")
+            if what == "std" and min(numbers) <= 0:
+                raise KernelvizError(f"std must be positive (it divides the image), got {list(given)}")
+            object.__setattr__(self, what, numbers * 3 if len(numbers) == 1 else numbers)
+        if isinstance(self.input_size, bool) or not isinstance(self.input_size, int) or self.input_size < 8:
+            raise KernelvizError(f"input size must be a whole number of at least 8 pixels, got {self.input_size!r}")
+
     def with_normalization(self, mean: Sequence[float] | None, std: Sequence[float] | None) -> ModelMeta:
         """This metadata with ``mean``/``std`` replacing the model's own where given (``None`` keeps it)."""
         return replace(
@@ -92,7 +112,7 @@ def model_meta(model: nn.Module) -> ModelMeta:
     ``preprocessing="unknown"``): pass ``mean``/``std`` to the functions that take them, or call
     :func:`set_model_meta`.
     """
-    meta = getattr(model, _META_ATTR, None)
+    meta = getattr(check_model(model), _META_ATTR, None)
     if isinstance(meta, ModelMeta):
         return meta
     return carried_meta(model) or ModelMeta(name=type(model).__name__)
@@ -142,7 +162,7 @@ def _imagenet_categories() -> tuple[str, ...]:
 
 def model_device(model: nn.Module) -> torch.device:
     """Where the model's weights are (the CPU for a model without parameters)."""
-    return next((p.device for p in model.parameters()), torch.device("cpu"))
+    return next((p.device for p in check_model(model).parameters()), torch.device("cpu"))
 
 
 def set_model_meta(model: nn.Module, meta: ModelMeta | None = None, **changes: object) -> nn.Module:
@@ -176,9 +196,14 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     except RuntimeError as err:
         raise KernelvizError(f"unknown device {device!r}: use auto, cpu, cuda, cuda:N or mps") from err
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise KernelvizError("device 'cuda' was asked for, but no CUDA GPU is available here; use --device cpu")
+        raise KernelvizError("device 'cuda' was asked for, but no CUDA GPU is available here; use device 'cpu'")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        count = torch.cuda.device_count()
+        raise KernelvizError(
+            f"device {str(dev)!r} was asked for, but this machine has {count} CUDA GPU(s) (cuda:0-{count - 1})"
+        )
     if dev.type == "mps" and not torch.backends.mps.is_available():
-        raise KernelvizError("device 'mps' was asked for, but Apple MPS is not available here; use --device cpu")
+        raise KernelvizError("device 'mps' was asked for, but Apple MPS is not available here; use device 'cpu'")
     return dev
 
 
@@ -201,7 +226,7 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike) -> nn.Module:
     """
     path = Path(path)
     if not path.is_file():
-        raise KernelvizError(f"weights file not found: {path}")
+        raise NotFound(f"weights file not found: {path}")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for a corrupt file
@@ -226,16 +251,26 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike) -> nn.Module:
             f"{tuple(state[k].shape)} in the file, {tuple(own[k].shape)} in the model); was it saved from "
             "another architecture or number of classes?"
         )
-    # a model built on the meta device takes the file's tensors as its own (nothing to copy into)
-    result = model.load_state_dict(state, strict=False, assign=any(p.is_meta for p in model.parameters()))
+    # All or nothing: every key is checked before a single tensor is copied into the model.
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
     problems = []
-    if result.missing_keys:
-        problems.append(f"{len(result.missing_keys)} missing key(s) (e.g. {', '.join(result.missing_keys[:3])})")
-    if result.unexpected_keys:
-        keys = result.unexpected_keys
-        problems.append(f"{len(keys)} unexpected key(s) (e.g. {', '.join(keys[:3])})")
+    if missing:
+        problems.append(f"{len(missing)} missing key(s) (e.g. {', '.join(missing[:3])})")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected key(s) (e.g. {', '.join(unexpected[:3])})")
     if problems:
         raise KernelvizError(f"weights file {path} does not fit this model: {'; '.join(problems)}")
+    # a model built on the meta device takes the file's tensors as its own (nothing to copy into)
+    meta = any(p.is_meta for p in model.parameters())
+    backup = {} if meta else {k: v.detach().clone() for k, v in own.items()}
+    try:
+        model.load_state_dict(state, strict=True, assign=meta)
+    except (RuntimeError, ValueError, TypeError) as err:  # refused by one of the model's own load hooks
+        if backup:
+            model.load_state_dict(backup, strict=False)  # every tensor back as it was
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise KernelvizError(f"weights file {path} does not fit this model ({first})") from err
     return model
 
 
@@ -272,7 +307,7 @@ def _load_torchvision(name: str, weights: str | None) -> tuple[nn.Module, ModelM
     names = _classifier_names()
     if name not in names:
         hint = close_matches(name, names)
-        raise KernelvizError(
+        raise NotFound(
             f"unknown model {name!r}.{hint} Use a torchvision classifier name "
             "(vgg16, vgg16_bn, resnet50, alexnet, ...) or package.module:factory for your own."
         )
@@ -320,18 +355,27 @@ def _weights_meta(name: str, w: Any) -> ModelMeta:
     )
 
 
+def _first_line(err: BaseException) -> str:
+    """``"TypeError: the first line of its message"``."""
+    text = str(err).strip()
+    return f"{type(err).__name__}: {text.splitlines()[0]}" if text else type(err).__name__
+
+
 def _load_factory(spec: str, weights: str | None) -> tuple[nn.Module, ModelMeta]:
     module_name, _, attr = spec.partition(":")
     if "" not in sys.path and os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())  # let a researcher's own module in the current folder import
     try:
         module = importlib.import_module(module_name)
-    except ImportError as err:
-        raise KernelvizError(f"cannot import {module_name!r} for model {spec!r}: {err}") from err
+    except Exception as err:  # ImportError, or whatever the module raises while it runs (SyntaxError, ...)
+        raise KernelvizError(f"cannot import {module_name!r} for model {spec!r}: {_first_line(err)}") from err
     factory = getattr(module, attr, None)
     if not callable(factory):
         raise KernelvizError(f"{module_name} has no callable {attr!r} to build model {spec!r}")
-    model = factory()
+    try:
+        model = factory()
+    except Exception as err:
+        raise KernelvizError(f"{spec}() raised {_first_line(err)}") from err
     if not isinstance(model, nn.Module):
         raise KernelvizError(f"{spec} returned {type(model).__name__}, not a torch.nn.Module")
     meta = replace(model_meta(model), name=spec)

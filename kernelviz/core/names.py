@@ -15,7 +15,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from ..errors import KernelvizError, close_matches
+from ..errors import KernelvizError, NotFound, close_matches
+from .guard import check_model
 
 __all__ = ["LOGITS", "get_module", "layer_names", "resolve_layer", "split_call"]
 
@@ -68,7 +69,7 @@ def layer_names(model: nn.Module) -> dict[str, str]:
         layout), then every named submodule's own path, then ``"logits"``
         (the model output, path ``""``).
     """
-    names = _vgg_aliases(model)
+    names = _vgg_aliases(check_model(model))
     for path, _ in model.named_modules():
         if path:
             names.setdefault(path, path)
@@ -104,7 +105,7 @@ def resolve_layer(model: nn.Module, name: str) -> str:
     if name in names:
         return names[name]
     hint = close_matches(name, names)
-    raise KernelvizError(
+    raise NotFound(
         f"unknown layer {name!r}.{hint} Run `kernelviz layers MODEL` "
         "(or kernelviz.list_layers(model)) to see every layer name."
     )

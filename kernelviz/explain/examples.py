@@ -153,6 +153,10 @@ def find_examples(
             counter += 1
         if progress is not None:
             progress(len(batch_paths))
+    if counter == 0:
+        named = "; ".join(f"{p.name} ({why.rpartition(': ')[2] or why})" for p, why in skipped[:3])
+        more = f" and {len(skipped) - 3} more" if len(skipped) > 3 else ""
+        raise KernelvizError(f"none of the {len(skipped)} image file(s) in {images} could be read: {named}{more}")
     examples: dict[int, list[Example]] = {}
     for f, heap in heaps.items():
         found = []

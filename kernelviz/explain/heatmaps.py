@@ -36,10 +36,10 @@ import torch
 from torch import nn
 
 from ..core.capture import StopForward, capture, module_runs, output_tensor
-from ..core.guard import guarded
+from ..core.guard import check_finite, check_images, check_model, guarded
 from ..core.models import ModelMeta, model_device, model_meta
 from ..core.names import LOGITS, get_module, layer_names, resolve_layer
-from ..errors import KernelvizError, close_matches, out_of_range, unknown_choice
+from ..errors import KernelvizError, NotFound, close_matches, out_of_range, unknown_choice
 from .baselines import BASELINES, baseline_image, describe_baseline
 from .cams import CAM_METHODS, cam
 from .deeplift import deeplift
@@ -317,10 +317,15 @@ def _layer_shape(model: nn.Module, x: torch.Tensor, path: str, at_input: bool) -
 
 def predict(model: nn.Module, images: torch.Tensor, k: int = 5) -> list[list[tuple[int, str, float]]]:
     """Top-``k`` predictions per image: ``[(index, name, probability), ...]``; names are ``""`` when unknown."""
+    check_model(model)
+    images = check_images(images)
     meta = model_meta(model)
     device = model_device(model)
     with guarded(model), torch.no_grad():
         logits = output_tensor(model(meta.normalize(images.to(device))))
+    check_finite(
+        logits, "the model's outputs", ": the model's output is not finite for these images (NaN or infinite weights?)"
+    )
     if logits.dim() != 2:
         raise KernelvizError(f"the model's output has shape {tuple(logits.shape)}, not (batch, classes): no classes")
     probs = logits.float().softmax(1).cpu()
@@ -355,7 +360,7 @@ def _resolve_targets(
             if not cats:
                 raise KernelvizError(f"class name {t!r} given, but this model has no class names: use an index")
             if t.lower() not in lower:
-                raise KernelvizError(f"unknown class name {t!r}.{close_matches(t, cats)}")
+                raise NotFound(f"unknown class name {t!r}.{close_matches(t, cats)}")
             out.append(lower.index(t.lower()))
         else:
             out.append(int(t))  # negative indices are refused with the range by _check_targets
@@ -648,6 +653,8 @@ def attribute(
     Returns:
         An :class:`Attribution`; its ``maps`` are ``(B, H, W)``.
     """
+    check_model(model)
+    images = check_images(images)
     check_methods(method)
     if filter is not None and target is not None:
         raise KernelvizError("give either a target (a class) or a filter, not both")
@@ -739,7 +746,11 @@ def attribute(
             if method in SIGNED_METHODS
             else "max |.| over color channels"
         )
-    maps = maps.detach().float().cpu()
+    maps = check_finite(
+        maps.detach().float().cpu(),
+        f"the {method} maps",
+        ": the model's output or gradients are not finite for these images (NaN or infinite weights?)",
+    )
     zero = maps.flatten(1).abs().amax(1) == 0
     cats = meta.categories
     names = None if targets is None or not cats else [cats[t] if t < len(cats) else "" for t in targets]

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from ..core.capture import activations
+from ..core.guard import check_finite, check_images, check_model
 from ..core.models import model_device, model_meta
 from ..errors import KernelvizError
 
@@ -34,13 +35,18 @@ def feature_maps(
     Returns:
         ``(B, C, H', W')`` (or ``(B, C)`` for a fully connected layer), detached, on the CPU.
     """
-    if images.dim() == 3:
-        images = images.unsqueeze(0)
-    if images.dim() != 4 or images.shape[1] != 3:
+    check_model(model)
+    images = check_images(images)
+    if images.shape[1] != 3:
         raise KernelvizError(f"images must be (B, 3, H, W), got {tuple(images.shape)}")
     device = model_device(model)
     x = model_meta(model).with_normalization(mean, std).normalize(images.to(device, torch.float32))
-    return activations(model, x, [layer])[layer].float().cpu()
+    maps = activations(model, x, [layer])[layer].float().cpu()
+    return check_finite(
+        maps,
+        f"the feature maps of {layer!r}",
+        ": the model's output is not finite for these images (NaN or infinite weights?)",
+    )
 
 
 def channel_stats(maps: torch.Tensor) -> dict[str, list[float]]:

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import KernelvizError
+from ..errors import KernelvizError, NotFound
 
 __all__ = ["IMAGE_SUFFIXES", "image_files", "image_size", "load_image", "load_images", "square"]
 
@@ -21,7 +21,7 @@ def image_files(folder: str | os.PathLike) -> list[Path]:
     """Image files under ``folder`` (recursively), sorted, by suffix."""
     root = Path(folder)
     if not root.is_dir():
-        raise KernelvizError(f"image folder not found: {root}")
+        raise NotFound(f"image folder not found: {root}")
     return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
@@ -75,7 +75,7 @@ def load_image(path: str | os.PathLike, size: int | tuple[int, int] | None = Non
 
     path = Path(path)
     if not path.is_file():
-        raise KernelvizError(f"image not found: {path}")
+        raise NotFound(f"image not found: {path}")
     try:
         with Image.open(path) as opened:
             opened.load()
@@ -91,7 +91,12 @@ def load_image(path: str | os.PathLike, size: int | tuple[int, int] | None = Non
                 background = Image.new("RGBA", im.size, (255, 255, 255, 255))
                 im = Image.alpha_composite(background, im.convert("RGBA"))
             rgb = im.convert("RGB")
-    except (UnidentifiedImageError, OSError, ValueError) as err:
+    except Image.DecompressionBombError as err:  # a header declaring far more pixels than the file holds
+        raise KernelvizError(
+            f"cannot read image {path}: {err} (refused as a possible decompression bomb; for a genuine image "
+            "this large, raise PIL.Image.MAX_IMAGE_PIXELS)"
+        ) from err
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as err:
         raise KernelvizError(f"cannot read image {path}: {err}") from err
     if size is not None and not isinstance(size, int):
         rgb = rgb.resize((size[1], size[0]), Image.Resampling.BICUBIC)
@@ -107,7 +112,7 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
     try:
         with Image.open(path) as im:
             return im.size
-    except OSError:
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
         return 0, 0
 
 

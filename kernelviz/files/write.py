@@ -1,7 +1,9 @@
-"""Writing files: every output is written atomically (complete or absent, never truncated)."""
+"""Writing files: every output is written atomically (complete or absent, never truncated), and a write that fails
+(a full disk, a file-size limit, a folder gone read-only) keeps the result elsewhere and says so in one line."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -14,17 +16,61 @@ import torch
 
 from ..errors import KernelvizError
 
-__all__ = ["atomic_write", "save_figure", "save_json", "save_npy", "save_png", "to_uint8", "write_or_rescue"]
+__all__ = ["atomic_write", "save_figure", "save_json", "save_npy", "save_png", "to_uint8", "write_each"]
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], object]) -> Path:
     """Write a file so that it is either complete or absent: temp file in the same folder, then rename.
 
+    When that fails with an ``OSError`` (a full disk, a file-size limit, a read-only or missing folder), the same
+    ``write`` is tried once more into a new folder under the system's temporary directory, so that a result that
+    took an hour to compute is not lost, and a one-line error says where it went.
+
     Args:
         path: the final file.
-        write: called with the temporary path; writes the whole file there.
+        write: called with a temporary path; writes the whole file there.
+
+    Raises:
+        KernelvizError: the write failed; the message names the file, the reason and where the result was kept
+            (or that it could not be kept anywhere else either).
     """
     path = Path(path)
+    try:
+        return _replace_with(path, write)
+    except OSError as err:
+        reason = err.strerror or str(err) or type(err).__name__
+        kept: Path | None = None
+        with contextlib.suppress(OSError):
+            kept = _replace_with(_rescue_folder() / path.parent.name / path.name, write)
+        where = f"the result is kept at {kept}" if kept else "it could not be kept anywhere else either"
+        raise KernelvizError(f"could not write {path} ({reason}); {where}") from err
+
+
+#: One rescue folder per process and temporary directory, so that the files of one result stay together.
+_RESCUE: dict[str, Path] = {}
+
+
+def _rescue_folder() -> Path:
+    base = tempfile.gettempdir()
+    if base not in _RESCUE or not _RESCUE[base].is_dir():
+        _RESCUE[base] = Path(tempfile.mkdtemp(prefix="kernelviz-rescue-"))
+    return _RESCUE[base]
+
+
+def write_each(*writes: Callable[[], object]) -> None:
+    """Run every write even when one fails (each failed file was already kept in the rescue folder by
+    :func:`atomic_write`), then raise the first failure: a PNG that could not be written keeps its JSON record."""
+    failure: KernelvizError | None = None
+    for write in writes:
+        try:
+            write()
+        except KernelvizError as err:
+            failure = failure or err
+    if failure is not None:
+        raise failure
+
+
+def _replace_with(path: Path, write: Callable[[Path], object]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
     os.close(fd)
@@ -95,31 +141,3 @@ def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 150) -> Path:
         return atomic_write(path, lambda tmp: fig.savefig(tmp, format=fmt, dpi=dpi, bbox_inches="tight"))
     finally:
         plt.close(fig)
-
-
-def write_or_rescue(write: Callable[[Path], object], path: str | os.PathLike) -> Path:
-    """Call ``write(path)``; when that fails (a full disk, a file-size limit, a folder gone read-only), write
-    the same result into a new folder under the system's temporary directory instead, and say where.
-
-    Returns:
-        ``path``, when the write succeeded.
-
-    Raises:
-        KernelvizError: the write failed; the message names the reason and where the result was kept
-            (or that it could not be kept anywhere).
-    """
-    path = Path(path)
-    try:
-        write(path)
-        return path
-    except OSError as err:
-        reason = err.strerror or str(err) or type(err).__name__
-        kept: Path | None = None
-        try:
-            rescue = Path(tempfile.mkdtemp(prefix="kernelviz-rescue-")) / path.name
-            write(rescue)
-            kept = rescue
-        except OSError:
-            pass
-        where = f"the result is kept at {kept}" if kept else "it could not be kept anywhere else either"
-        raise KernelvizError(f"could not write {path} ({reason}); {where}") from err

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from ..explain.kernels import kernel_weights
 from ..explain.maps import channel_stats, feature_maps, top_channels
 from ..files.images import image_size, load_images
 from ..files.records import provenance
-from ..files.write import save_figure, save_json, save_npy
+from ..files.write import save_figure, save_json, save_npy, write_each
 from .outputs import QUIET, Log, check_folder, check_writable, output_paths, unique_stems
 
 __all__ = ["LayerTable", "export_heatmaps", "export_kernels", "export_maps", "layer_table"]
@@ -169,7 +170,6 @@ def export_maps(
         how = f"top {len(shown)} channels by mean activation" if not channels else "chosen channels"
         title = f"{meta.name} {layer} on {images[i].name}: {how}"
         fig = plot_feature_maps(acts[i], image=batch[i], channels=shown, scale=scale, cmap=cmap, title=title)
-        save_figure(fig, path)
         record = provenance(
             meta,
             layer=layer,
@@ -182,9 +182,12 @@ def export_maps(
             stats=channel_stats(acts[i][shown]),
         )
         if raw:
-            save_npy(acts[i], path.with_suffix(".npy"))
             record["raw"] = path.with_suffix(".npy").name
-        save_json(record, path.with_suffix(".json"))
+        write_each(
+            partial(save_figure, fig, path),
+            *([partial(save_npy, acts[i], path.with_suffix(".npy"))] if raw else []),
+            partial(save_json, record, path.with_suffix(".json")),
+        )
         log.info(f"wrote {path}")
     return paths
 
@@ -322,8 +325,6 @@ def export_heatmaps(
                 smooth=[blur],
                 titles=[f"{res.method}{' @ ' + res.layer if res.layer else ''}: {what}"],
             )
-            save_figure(fig, base.with_suffix(".png"))
-            save_npy(res.maps[i], base.with_suffix(".npy"))
             record = provenance(
                 meta,
                 image=str(images[i]),
@@ -340,7 +341,11 @@ def export_heatmaps(
                     "random_map": scores["random map"].record(i),
                     "blob_map": scores["blob map"].record(i),
                 }
-            save_json(record, base.with_suffix(".json"))
+            write_each(
+                partial(save_figure, fig, base.with_suffix(".png")),
+                partial(save_npy, res.maps[i], base.with_suffix(".npy")),
+                partial(save_json, record, base.with_suffix(".json")),
+            )
             written.append(base.with_suffix(".png"))
             log.info(f"wrote {base.with_suffix('.png')}")
             _warn_ig(res, i, images[i].name, log)

@@ -11,6 +11,7 @@ import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from torch import nn
@@ -21,7 +22,7 @@ from ..explain.examples import find_examples, ratio_to_natural
 from ..explain.maps import feature_maps
 from ..files.images import image_files, load_image
 from ..files.records import provenance
-from ..files.write import save_figure, save_json, write_or_rescue
+from ..files.write import save_figure, save_json, write_each
 from ..optvis.batch import GridResult, layer_grid
 from ..optvis.render import VisResult
 from ..optvis.settings import DEFAULTS, OptimSettings
@@ -98,7 +99,7 @@ def synthesize_filters(
 
     def save(group: list[int], result: VisResult) -> None:
         for i, n in enumerate(group):
-            write_or_rescue(_saver(result, i, meta, layer, n), where[n])
+            _saver(result, i, meta, layer, n)(where[n])
             log.info(f"wrote {where[n]} (final mean activation {float(result.final[i]):.4g})")
             _warn_dead(log, result, i, layer, n)
 
@@ -138,7 +139,7 @@ def grid_sheet(
     def save(group: list[int], result: VisResult) -> None:
         for i, n in enumerate(group):
             if individual is not None:
-                write_or_rescue(_saver(result, i, meta, layer, n), individual / f"{_filter_stem(model, layer, n)}.png")
+                _saver(result, i, meta, layer, n)(individual / f"{_filter_stem(model, layer, n)}.png")
             _warn_dead(log, result, i, layer, n)
 
     grid = layer_grid(model, layer, indices, settings, on_batch=save, progress=progress)
@@ -151,19 +152,17 @@ def grid_sheet(
         f"{settings.param} image, {settings.steps} steps, lr {settings.lr}, {side} px, "
         f"transforms {settings.transforms or 'none'}, seed {settings.seed}"
     )
-    save_figure(plot_grid(grid.images, labels, title=title, cols=cols), path)
-    save_json(
-        provenance(
-            meta,
-            layer=layer,
-            filters=grid.filters,
-            final_values=grid.final.tolist(),
-            dead_units=[n for n, d in zip(grid.filters, grid.dead, strict=True) if d],
-            settings=grid.settings,
-            interrupted=grid.interrupted,
-        ),
-        path.with_suffix(".json"),
+    record = provenance(
+        meta,
+        layer=layer,
+        filters=grid.filters,
+        final_values=grid.final.tolist(),
+        dead_units=[n for n, d in zip(grid.filters, grid.dead, strict=True) if d],
+        settings=grid.settings,
+        interrupted=grid.interrupted,
     )
+    fig = plot_grid(grid.images, labels, title=title, cols=cols)
+    write_each(partial(save_figure, fig, path), partial(save_json, record, path.with_suffix(".json")))
     log.info(f"wrote {path} ({len(grid.filters)} filters)")
     return GridReport([path], grid)
 

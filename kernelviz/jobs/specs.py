@@ -14,7 +14,11 @@ import torch
 
 from ..errors import KernelvizError
 
-__all__ = ["parse_filter_choice", "parse_filters", "parse_numbers", "parse_shard", "runtime_device"]
+__all__ = ["MAX_FILTERS", "parse_filter_choice", "parse_filters", "parse_numbers", "parse_shard", "runtime_device"]
+
+#: The most filter indices one list may name: far above any layer's width (VGG-16's widest has 4,096 units),
+#: far below what a Python list of them costs (a range such as 0-99999999999 would exhaust memory).
+MAX_FILTERS = 1 << 20
 
 _RANGE = re.compile(r"^(\d+)-(\d+)$")
 _SHARD = re.compile(r"^(\d+)/(\d+)$")
@@ -38,6 +42,11 @@ def parse_filters(values: str | Iterable[str]) -> list[int]:
                 lo, hi = int(match[1]), int(match[2])
                 if hi < lo:
                     raise KernelvizError(f"bad filter range {part!r}: the end is before the start")
+                if hi - lo + 1 > MAX_FILTERS or len(out) + hi - lo + 1 > MAX_FILTERS:
+                    raise KernelvizError(
+                        f"filter range {part!r} lists {hi - lo + 1:,} filters: at most {MAX_FILTERS:,} can be "
+                        "asked for at once (kernelviz layers MODEL shows how many each layer has)"
+                    )
                 out.extend(range(lo, hi + 1))
             elif part.startswith("--"):
                 raise KernelvizError(f"no such option {part!r}; see --help")

@@ -13,12 +13,12 @@ import torch
 from torch import nn
 
 from ..core.capture import StopForward, can_slice, capture
-from ..core.guard import guarded
-from ..core.models import ModelMeta, model_device, model_meta
+from ..core.guard import check_allocation, check_images, check_model, guarded
+from ..core.models import ModelMeta, model_device, model_meta, resolve_device
 from ..core.names import LOGITS, get_module, split_call
 from ..errors import KernelvizError, NonFiniteObjectiveError, out_of_range
 from ..files.records import provenance, versions
-from ..files.write import save_json, save_png
+from ..files.write import save_json, save_png, write_each
 from .objectives import INPUT, Objective, as_objective
 from .params import ImageParam, image_param
 from .perf import keep_heap
@@ -93,8 +93,8 @@ class VisResult:
         Both files are written atomically. Extra keyword fields go into the JSON.
         """
         path = Path(path)
-        save_png(self.images[index], path)
-        save_json(self.record(index, meta, **fields), path.with_suffix(".json"))
+        record = self.record(index, meta, **fields)
+        write_each(lambda: save_png(self.images[index], path), lambda: save_json(record, path.with_suffix(".json")))
         return path
 
 
@@ -237,21 +237,29 @@ def visualize(
         steps=steps, size=size, lr=lr, param=param, decay=decay, detail=detail, transforms=transforms, seed=seed,
         precision=precision,
     )  # fmt: skip
-    meta = model_meta(model)
-    dev = torch.device(device) if device is not None else model_device(model)
+    meta = model_meta(check_model(model))
+    dev = resolve_device(device) if device is not None else model_device(model)
     precision = resolve_precision(checked.precision, dev)
     side = int(size or meta.input_size)
     b = _batch_size(objective, batch)
     if b < 1:
         raise KernelvizError(f"batch must be >= 1, got {b}")
     if init is not None:
-        init = init.unsqueeze(0) if init.dim() == 3 else init
+        init = check_images(init, "init")  # (B, 3, H, W) in [0, 1]
         if init.shape[0] == 1 and b > 1:
             init = init.expand(b, -1, -1, -1)
         if init.shape[0] != b or init.shape[1] != 3:
             raise KernelvizError(f"init must be (3, H, W) or ({b}, 3, H, W), got {tuple(init.shape)}")
         side = init.shape[-1]
     hw = (init.shape[-2], init.shape[-1]) if init is not None else (side, side)
+    # The image, its parameters, Adam's two moments, the gradient and the transformed copies: about 12 floats
+    # a pixel before the network's own activations; checked before anything that size is allocated.
+    check_allocation(
+        12 * 4 * b * 3 * hw[0] * hw[1],
+        f"optimizing {b} image(s) of {hw[1]}x{hw[0]} px",
+        dev,
+        "use a smaller size or fewer filters at once (size=, batch_size=; --size, --batch-size)",
+    )
 
     norm = meta.with_normalization(mean, std)
 

@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException
 from starlette.middleware import Middleware
 from starlette.middleware.base import BaseHTTPMiddleware
 from starlette.requests import Request
@@ -33,7 +35,7 @@ from starlette.responses import (
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from ..errors import KernelvizError
+from ..errors import KernelvizError, NotFound
 from .explorer import MAX_UPLOAD, Explorer
 from .pages import filter_page, image_page, layer_page, message_page, model_page
 
@@ -72,17 +74,18 @@ def create_app(explorer: Explorer, token: str | None) -> Starlette:
                 response.set_cookie(COOKIE, token, httponly=True, samesite="strict")
             return response
 
-    def guarded(
+    def answered(
         handler: Callable[[Request], Awaitable[Response]],
     ) -> Callable[[Request], Awaitable[Response]]:
-        """A handler whose KernelvizError becomes a 400 (JSON for /api, a page otherwise) and any other
-        error a 500 with its message: one request never brings the server down."""
+        """A handler whose errors become answers, the status chosen by the error's type: :class:`NotFound` a
+        404, any other :class:`KernelvizError` a 400 (JSON for /api, a page otherwise), anything else a 500 with
+        its message: one request never brings the server down."""
 
         async def run(request: Request) -> Response:
             try:
                 return await handler(request)
             except KernelvizError as err:
-                status = 404 if "not found" in str(err) or "unknown" in str(err) else 400
+                status = 404 if isinstance(err, NotFound) else 400
                 if request.url.path.startswith("/api/"):
                     return _error(str(err), status)
                 return HTMLResponse(message_page(explorer, "cannot show that", str(err)), status_code=status)
@@ -114,9 +117,10 @@ def create_app(explorer: Explorer, token: str | None) -> Starlette:
 
     async def files(request: Request) -> Response:
         root = explorer.root.resolve()
-        path = (root / request.path_params["path"]).resolve()
-        if not path.is_relative_to(root) or not path.is_file():
-            raise KernelvizError("file not found in the atlas folder")
+        asked = request.path_params["path"]
+        path = None if "\0" in asked else (root / asked).resolve()
+        if path is None or not path.is_relative_to(root) or not path.is_file():
+            raise NotFound("file not found in the atlas folder")
         return FileResponse(path)
 
     async def json_body(request: Request) -> dict[str, Any]:
@@ -124,6 +128,8 @@ def create_app(explorer: Explorer, token: str | None) -> Starlette:
             data = json.loads(await request.body())
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise KernelvizError(f"the request body is not JSON: {err}") from err
+        except RecursionError:
+            raise KernelvizError("the request body is nested too deeply to read") from None
         if not isinstance(data, dict):
             raise KernelvizError("the request body must be a JSON object")
         return data
@@ -190,7 +196,10 @@ def create_app(explorer: Explorer, token: str | None) -> Starlette:
         if request.method == "POST":
             if int(request.headers.get("content-length") or 0) > MAX_UPLOAD + 65536:
                 raise KernelvizError(f"the file is too large: uploads are limited to {MAX_UPLOAD // 2**20} MiB")
-            form = await request.form(max_files=1, max_fields=4)
+            try:
+                form = await request.form(max_files=1, max_fields=4)
+            except (MultiPartException, HTTPException) as err:  # two files, too many fields, a broken body
+                raise KernelvizError(f"the upload could not be read: {getattr(err, 'detail', None) or err}") from err
             upload = form.get("file")
             if upload is None or isinstance(upload, str):
                 raise KernelvizError("no file in the upload: choose an image file")
@@ -224,20 +233,20 @@ def create_app(explorer: Explorer, token: str | None) -> Starlette:
 
     static = resources.files("kernelviz.serve") / "static"
     routes = [
-        Route("/", guarded(home)),
-        Route("/layer/{layer:str}", guarded(layer)),
-        Route("/filter/{layer:str}/{n:str}", guarded(filter_)),
-        Route("/image", guarded(image), methods=["GET", "POST"]),
-        Route("/files/{path:path}", guarded(files)),
-        Route("/api/compute", guarded(compute), methods=["POST"]),
-        Route("/api/variant", guarded(variant), methods=["POST"]),
-        Route("/api/examples", guarded(examples), methods=["POST"]),
-        Route("/api/kernel/{layer:str}/{n:str}.png", guarded(kernel)),
+        Route("/", answered(home)),
+        Route("/layer/{layer:path}", answered(layer)),
+        Route("/filter/{layer:path}/{n:str}", answered(filter_)),
+        Route("/image", answered(image), methods=["GET", "POST"]),
+        Route("/files/{path:path}", answered(files)),
+        Route("/api/compute", answered(compute), methods=["POST"]),
+        Route("/api/variant", answered(variant), methods=["POST"]),
+        Route("/api/examples", answered(examples), methods=["POST"]),
+        Route("/api/kernel/{layer:path}/{n:str}.png", answered(kernel)),
         Route("/api/events", events),
-        Route("/api/status/{layer:str}", guarded(status)),
-        Route("/api/image.png", guarded(image_png)),
-        Route("/api/heatmap.png", guarded(heatmap)),
-        Route("/api/maps.png", guarded(maps)),
+        Route("/api/status/{layer:path}", answered(status)),
+        Route("/api/image.png", answered(image_png)),
+        Route("/api/heatmap.png", answered(heatmap)),
+        Route("/api/maps.png", answered(maps)),
         Mount("/static", StaticFiles(directory=str(static)), name="static"),
     ]
     return Starlette(routes=routes, middleware=[Middleware(TokenCheck)])

@@ -28,7 +28,7 @@ from ..core.capture import activations
 from ..core.layers import LayerInfo
 from ..core.models import model_device, model_meta, model_slug
 from ..core.names import get_module, resolve_layer
-from ..errors import KernelvizError, out_of_range
+from ..errors import KernelvizError, NotFound, out_of_range
 from ..explain.heatmaps import attribute, check_methods, predict
 from ..explain.kernels import kernel_weights
 from ..files.images import IMAGE_SUFFIXES, image_files, load_image
@@ -148,9 +148,12 @@ class Explorer:
         Each batch task reports ``progress`` (step, objective) and one ``done`` event per filter written.
         """
         row = self.row(layer)
+        for n in filters:
+            if not 0 <= n < row.channels:
+                raise out_of_range("filter", n, row.channels, f"layer {layer!r}")
         b = int(self.optim.batch_size or 1)
         futures = []
-        for start in sorted({n // b * b for n in filters if 0 <= n < row.channels}):
+        for start in sorted({n // b * b for n in filters}):
             group = list(range(start, min(start + b, row.channels)))
             missing = [n for n in group if not filter_kept(self.root, layer, n)]
             if not missing:
@@ -243,7 +246,7 @@ class Explorer:
 
     def variant_path(self, layer: str, n: int, kind: str) -> Path:
         if kind not in VARIANTS:
-            raise KernelvizError(f"unknown variant {kind!r}: choose from {', '.join(VARIANTS)}")
+            raise NotFound(f"unknown variant {kind!r}: choose from {', '.join(VARIANTS)}")
         return layer_dir(self.root, layer) / "variants" / f"{n:04d}_{kind}.png"
 
     def variants(self, layer: str, n: int) -> dict[str, Path]:
@@ -351,17 +354,19 @@ class Explorer:
         """The file of an uploaded image id or of a picked ``--images`` file, checked to lie inside its folder."""
         if upload is not None:
             if not (len(upload) == 16 and all(c in "0123456789abcdef" for c in upload)):
-                raise KernelvizError("unknown upload id")
+                raise NotFound("unknown upload id")
             path = self.root / "uploads" / f"{upload}.png"
         elif pick is not None and self.images is not None:
             base = Path(self.images).resolve()
+            if "\0" in pick:
+                raise NotFound("that image is not in the --images folder")
             path = (base / pick).resolve()
             if not path.is_relative_to(base) or path.suffix.lower() not in IMAGE_SUFFIXES:
                 raise KernelvizError("that image is not in the --images folder")
         else:
             raise KernelvizError("no image: upload one, or pick one from --images")
         if not path.is_file():
-            raise KernelvizError("image not found")
+            raise NotFound("image not found")
         return path
 
     def _image(self, path: Path) -> torch.Tensor:

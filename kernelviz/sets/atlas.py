@@ -30,13 +30,14 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..core.guard import check_model
 from ..core.layers import LayerInfo, list_layers
 from ..core.models import model_device, model_meta, model_slug
 from ..core.names import resolve_layer
 from ..errors import KernelvizError
 from ..explain.examples import find_examples
 from ..explain.maps import feature_maps
-from ..files.write import save_json, save_png, write_or_rescue
+from ..files.write import save_json, save_png, write_each
 from ..optvis.batch import auto_batch_size, layer_grid
 from ..optvis.settings import DEFAULTS, OptimSettings
 from .site import layer_dir, write_index
@@ -97,12 +98,39 @@ def _done(root: Path, layer: str, n: int) -> bool:
     return (d / f"{n:04d}.json").exists() and (d / f"{n:04d}.png").exists()
 
 
-def _valid_json(path: Path, key: str | None = None) -> bool:
+def _valid_json(path: Path, types: dict[str, type | tuple[type, ...]] | None = None) -> bool:
+    """Whether ``path`` parses as JSON and, given ``types``, is an object whose keys hold values of those types."""
     try:
         data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         return False
-    return key is None or (isinstance(data, dict) and key in data)
+    if types is None:
+        return True
+    return isinstance(data, dict) and all(
+        key in data and isinstance(data[key], kind) and not (kind != bool and isinstance(data[key], bool))
+        for key, kind in types.items()
+    )
+
+
+#: What a filter's record must hold for the site and the explorer to read it (else the filter is redone).
+_RECORD_TYPES: dict[str, type | tuple[type, ...]] = {
+    "final_value": (int, float),
+    "dead_unit": bool,
+    "settings": dict,
+}
+
+
+def _examples_valid(path: Path) -> bool:
+    """Whether an ``examples.json`` parses and each entry names its image and crop and holds a number."""
+    if not _valid_json(path, {"scanned": int, "filters": dict}):
+        return False
+    entry: dict[str, type | tuple[type, ...]] = {"image": str, "crop": str, "value": (int, float)}
+    filters = json.loads(path.read_text())["filters"]
+    return all(
+        isinstance(found, list)
+        and all(isinstance(e, dict) and all(isinstance(e.get(k), t) for k, t in entry.items()) for e in found)
+        for found in filters.values()
+    )
 
 
 def filter_kept(root: Path, layer: str, n: int) -> bool:
@@ -116,7 +144,7 @@ def filter_kept(root: Path, layer: str, n: int) -> bool:
     try:
         with Image.open(png) as im:
             im.verify()
-        whole = _valid_json(record, "final_value")
+        whole = _valid_json(record, _RECORD_TYPES)
     except (OSError, SyntaxError):  # PIL raises SyntaxError for some broken files
         whole = False
     if not whole:
@@ -129,10 +157,32 @@ def filter_kept(root: Path, layer: str, n: int) -> bool:
 _IMPLICIT = {"decay": 1.0, "detail": 1.0}
 
 
+def _same_setting(key: str, in_record: Any, asked: Any) -> bool:
+    """Whether a picture's recorded setting is the atlas setting ``asked`` (a record keeps the size as [H, W] and
+    the precision as resolved)."""
+    if key == "size" and isinstance(in_record, list) and len(set(in_record)) == 1:
+        in_record = in_record[0]
+    if key == "precision" and asked == "auto":
+        return True
+    return bool(in_record == asked)
+
+
 def check_settings(root: Path, settings: dict[str, Any]) -> None:
     """Refuse to resume an atlas made with other settings; write ``settings.json`` for a new one."""
     path = root / "settings.json"
     if not path.exists():
+        made = next(
+            (r for r in sorted(root.glob("*/[0-9][0-9][0-9][0-9].json")) if _valid_json(r, _RECORD_TYPES)), None
+        )
+        if made is not None:  # pictures without the settings file: compare with what a picture recorded
+            recorded = json.loads(made.read_text())["settings"]
+            differ = [k for k, v in settings.items() if k in recorded and not _same_setting(k, recorded[k], v)]
+            if differ or not set(settings) & set(recorded):
+                listed = "; ".join(f"{k} {recorded.get(k)!r} there, {settings[k]!r} now" for k in differ)
+                raise KernelvizError(
+                    f"{root} holds filter pictures but no settings.json, and {made.relative_to(root)} was made "
+                    f"with other settings ({listed or 'unknown'}): use another output folder, or those settings"
+                )
         save_json(settings, path)
         return
     try:
@@ -157,8 +207,19 @@ def _plan(
     model: nn.Module, size: int, layers: Sequence[str] | None, filters: int | Sequence[int] | None
 ) -> list[tuple[str, LayerInfo, list[int]]]:
     """``(layer, row of the layer table, filters)`` for each layer of the atlas, in order."""
+    if (isinstance(filters, int) and filters < 1) or (
+        not isinstance(filters, int) and filters is not None and not filters
+    ):
+        raise KernelvizError(
+            f"filters={filters!r} asks for no filters: give N >= 1, a list of indices, or None for all"
+        )
     rows = list_layers(model, size, include=layers or ())
     names = list(layers) if layers else [r.name for r in rows if r.type.startswith("Conv")]
+    if not names:
+        raise KernelvizError(
+            "the model has no convolution layer to make an atlas of: name the layers to show (layers=[...], "
+            "--layers on the command line; kernelviz layers MODEL lists them)"
+        )
     by_path = {r.path: r for r in rows}
     plan = []
     for name in names:
@@ -212,8 +273,10 @@ def write_filters(
         record = result.record(
             i, meta, layer=layer, filter=n, objective=f"channel({layer}:{n})", max_activation=float(peak[i, n])
         )
-        write_or_rescue(partial(save_png, result.images[i]), d / f"{n:04d}.png")
-        write_or_rescue(partial(save_json, record), d / f"{n:04d}.json")  # last: marks it done
+        # the record last: it marks the filter done
+        write_each(
+            partial(save_png, result.images[i], d / f"{n:04d}.png"), partial(save_json, record, d / f"{n:04d}.json")
+        )
         written += 1
     return written, False
 
@@ -253,7 +316,7 @@ def atlas(
         process that finds the whole atlas done: rank 0 after a barrier under torchrun, or
         whichever shard finishes last.
     """
-    meta = model_meta(model)
+    meta = model_meta(check_model(model))
     settings = (settings or DEFAULTS).with_(**changes).for_model(meta.input_size)
     size = int(settings.size or 0)
     root = Path(out) / model_slug(meta.name)
@@ -269,7 +332,10 @@ def atlas(
     )
     settings = settings.with_(batch_size=chunk)
     recorded = {**settings.to_json(), "model": meta.name, "weights": meta.weights}
-    root.mkdir(parents=True, exist_ok=True)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise KernelvizError(f"cannot make the atlas folder {root}: {err.strerror or err}") from err
     check_settings(root, recorded)
     if rank == 0 and dist_shard is None and shard is None:
         _remove_stale_temporaries(root)
@@ -300,7 +366,7 @@ def atlas(
                     bars[0].update(1)
         if images is not None and not interrupted:
             for j, (name, _, chosen) in enumerate(plan):
-                if j % world == rank and not _valid_json(layer_dir(root, name) / "examples.json"):
+                if j % world == rank and not _examples_valid(layer_dir(root, name) / "examples.json"):
                     write_examples(model, root, name, chosen, images, k, size)
     finally:
         for bar in bars:

@@ -322,3 +322,40 @@ def test_variants_and_dataset_examples_on_the_filter_page(served):
     assert page.count('alt="example"') == 3 and "synthesized / best natural max" in page
     crop = page.split('alt="example"')[0].rsplit('src="', 1)[1].split('"')[0]
     assert client.get(crop).status_code == 200
+
+
+def test_client_errors_are_400_or_404_never_500(served):
+    """Faults a client can send: null bytes in paths, broken uploads, JSON nested past Python's limit, filters
+    out of range. Each is refused as the client's error, in words."""
+    ex, client = served
+    assert client.get("/files/a%00b.png").status_code == 404
+    assert client.get("/api/image.png?pick=p0.png%00.png").status_code == 404
+    png = _png_bytes()
+    two = [("file", ("a.png", png, "image/png")), ("file", ("b.png", png, "image/png"))]
+    response = client.post("/image", files=two)
+    assert response.status_code == 400 and "could not be read" in response.text
+    garbage = client.post(
+        "/image", content=b"--xx\r\nnot a part", headers={"content-type": "multipart/form-data; boundary=xx"}
+    )
+    assert garbage.status_code == 400
+    nested = client.post("/api/compute", content=b"[" * 100_000 + b"]" * 100_000)
+    assert nested.status_code == 400 and "nested too deeply" in nested.json()["error"]
+    for bad in (8, -1):  # conv1_1 of the tiny network has 8 filters
+        response = client.post("/api/compute", json={"layer": "conv1_1", "filters": [0, bad]})
+        assert response.status_code == 400 and "0-7" in response.json()["error"], bad
+    assert client.post("/api/compute", json={"layer": "no_such", "filters": [0]}).status_code == 404
+
+
+def test_a_layer_named_with_a_slash_has_its_pages(tmp_path):
+    net = nn.Sequential()
+    net.add_module("</script>", nn.Conv2d(3, 4, 3, padding=1))
+    net.add_module("relu", nn.ReLU())
+    ex = _explorer(tmp_path, model=net)
+    client = TestClient(create_app(ex, None))
+    links = [a for a in _links(client.get("/").text) if a.startswith("/layer/")]
+    assert links and all(client.get(a).status_code == 200 for a in links)
+    ex.request_filters("</script>", [0])[0].result(timeout=120)
+    link = links[0].replace("/layer/", "/filter/") + "/0"
+    page = client.get(link)
+    assert page.status_code == 200 and page.text.count("</script>") == page.text.count("<script")  # escaped
+    ex.worker.stop()
