@@ -14,7 +14,7 @@ __all__ = [
     "KernelvizError",
     "KernelvizTypeError",
     "NonFiniteObjectiveError",
-    "NotFound",
+    "NotFoundError",
     "close_matches",
     "out_of_range",
     "unknown_choice",
@@ -30,7 +30,7 @@ class KernelvizTypeError(KernelvizError, TypeError):
     goes): both a :class:`KernelvizError` (front-ends print it on one line) and a ``TypeError``."""
 
 
-class NotFound(KernelvizError):
+class NotFoundError(KernelvizError):
     """A name that does not exist: a model, layer, class, variant, file or image (a 404 in the explorer)."""
 
 
@@ -62,8 +62,8 @@ def out_of_range(what: str, index: int, count: int, owner: str, unit: str | None
     return KernelvizError(f"{what} {index} is out of range: {owner} has {count} {unit}{valid}")
 
 
-def unknown_choice(what: str, value: object, choices: Iterable[str]) -> NotFound:
+def unknown_choice(what: str, value: object, choices: Iterable[str]) -> NotFoundError:
     """The error for a value that is not one of ``choices``: close names first, then every choice."""
     options = list(choices)
     hint = close_matches(str(value), options)
-    return NotFound(f"unknown {what} {value!r}.{hint} Choose from: {', '.join(options)}")
+    return NotFoundError(f"unknown {what} {value!r}.{hint} Choose from: {', '.join(options)}")

@@ -240,7 +240,7 @@ def test_damaged_atlas_records_are_redone_and_a_lost_settings_file_is_no_way_aro
     assert again.computed == 2 and again.skipped == 1 and again.index_written
     assert isinstance(json.loads((layer / "0000.json").read_text())["final_value"], float)
     (report.root / "settings.json").unlink()
-    with pytest.raises(KernelvizError, match="no settings.json.*steps 3 there, 4 now"):
+    with pytest.raises(KernelvizError, match=r"no settings\.json.*steps 3 there, 4 now"):
         atlas(model, tmp_path, **{**kwargs, "steps": 4})
     assert atlas(model, tmp_path, **kwargs).skipped == 3  # the same settings resume, and the file is back
     assert (report.root / "settings.json").exists()
@@ -263,9 +263,9 @@ class Picky(nn.Module):
 
 
 def test_models_that_refuse_an_input_or_hold_nan_say_so(tmp_path):
-    with pytest.raises(KernelvizError, match="could not run on this input.*at least 64 px"):
+    with pytest.raises(KernelvizError, match=r"could not run on this input.*at least 64 px"):
         kernelviz.visualize(Picky(), "conv:0", steps=1, size=32)
-    with pytest.raises(KernelvizError, match="could not run on this input.*at least 64 px"):
+    with pytest.raises(KernelvizError, match=r"could not run on this input.*at least 64 px"):
         kernelviz.heatmap(Picky(), torch.rand(3, 32, 32), "saliency", target=0)
     linear = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 4))
     set_model_meta(linear, input_size=8)

@@ -141,7 +141,7 @@ def test_first_layer_pictures_are_the_sign_pattern_of_the_weights(toy_model, par
     assert measured("worst filter's share of the optimum", min(gains)) >= threshold, gains
 
 
-def selective_units(model, per_class: int = 3, least: float = 3.0) -> list[tuple[int, int, float]]:
+def selective_units(model, per_class: int = 3, least: float = 4.0) -> list[tuple[int, int, float]]:
     """``(class, unit, d')``: for each grating class, up to ``per_class`` relu3_1 units whose peak activation on
     generated training images tells that class from the others with a sensitivity index d' of at least
     ``least`` (the difference of the means over their pooled standard deviation)."""
@@ -157,14 +157,14 @@ def selective_units(model, per_class: int = 3, least: float = 3.0) -> list[tuple
 
 @pytest.mark.calibrated
 def test_dataset_examples_come_from_the_class_a_unit_serves(toy_model, tmp_path, measured):
-    """Each relu3_1 unit selective for a grating class (d' >= 3 on training images; up to three per class): its
+    """Each relu3_1 unit selective for a grating class (d' >= 4 on training images; up to three per class): its
     top-9 held-out images (written to disk, scanned as a folder) are of that class.
 
     Which units are selective depends on the training run (the AVX-512 and AVX2 runs of seed 0 differ), so the
     test takes every unit that is, not the single most selective one per class: that one can be a weak unit
-    (d' 2.3-2.7, its top 9 holding 3-4 of its class). Thresholds: at least 7 of 9 for every selective unit; at
-    least six such units over at least three classes. Spread (seeds 0-4 x native AVX-512, AVX2-only, one thread):
-    SPREAD_EXAMPLES. (The shape classes have no such unit: this network tells squares and plus signs apart by
+    (d' 2.3-2.7, its top 9 holding 3-4 of its class; at d' 3-4, 7-9). Thresholds: at least 7 of 9 for every
+    selective unit; at least five such units over at least three classes. Spread (seeds 0-4 x native AVX-512,
+    AVX2-only, one thread): SPREAD_EXAMPLES. (The shape classes have no such unit: this network tells squares and plus signs apart by
     combinations of units, so they are not tested.)
     """
     model, _ = toy_model
@@ -179,7 +179,7 @@ def test_dataset_examples_come_from_the_class_a_unit_serves(toy_model, tmp_path,
         labels = [int(e.path.stem.split("_")[1]) for e in scan.examples[unit]]
         found[(CLASSES[cls], unit)] = sum(label == cls for label in labels)
     measured("selective units", len(units))
-    assert len(units) >= 6 and len({cls for cls, _, _ in units}) >= 3, units
+    assert len(units) >= 5 and len({cls for cls, _, _ in units}) >= 3, units
     assert measured("fewest of its class in a top 9", min(found.values())) >= 7, found
 
 
@@ -189,9 +189,9 @@ def test_unit_pictures_paint_the_orientation_their_unit_selects(toy_model, measu
     orientation: within 22.5 degrees of the class's direction lies more spectral power than within 22.5 degrees
     of any other class's direction.
 
-    Three starts per unit, 128 steps, ``detail=1`` (32-px images). Thresholds: the ratio of the own direction's
-    power to the strongest other's above 0.8 for every unit and above 1.5 for their median. Spread (seeds 0-4 x
-    kernels): SPREAD_UNITS.
+    Three starts per unit, 128 steps, ``detail=1`` (32-px images). Statistic: the ratio of the own direction's
+    power to the strongest other's. Thresholds: above 1 for at least 80% of the units, above 0.5 for every one,
+    above 1.5 for their median. Spread (seeds 0-4 x kernels): SPREAD_UNITS.
     """
     model, _ = toy_model
     units = selective_units(model)
@@ -209,5 +209,6 @@ def test_unit_pictures_paint_the_orientation_their_unit_selects(toy_model, measu
         power = orientation_power(result.images[starts * i : starts * i + starts])
         ratios.append(power[cls] / max(v for c, v in power.items() if c != cls))
     measured("own-direction power ratio of every unit", ratios)
-    assert measured("weakest unit's ratio", min(ratios)) > 0.8, list(zip(units, ratios, strict=True))
+    assert measured("weakest unit's ratio", min(ratios)) > 0.5, list(zip(units, ratios, strict=True))
+    assert measured("share of units above 1", sum(r > 1 for r in ratios) / len(ratios)) >= 0.8, ratios
     assert measured("median unit's ratio", sorted(ratios)[len(ratios) // 2]) > 1.5, ratios

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from ..explain.baselines import BASELINES
+from ..explain.heatmaps import DEFAULT_BASELINES, methods_help
 from .options import LOG, ModelSource, errors_to_click, model_options
 
 __all__ = ["heatmap_cmd", "layers_cmd", "maps_cmd", "weights_cmd"]
@@ -117,10 +118,7 @@ def maps_cmd(
     multiple=True,
     default=("gradcam",),
     show_default=True,
-    help="Method; repeat for several side by side. CAMs: gradcam, gradcam++, xgradcam, hirescam, layercam, "
-    "scorecam, ablationcam, eigencam; guided_gradcam; gradients: guided_backprop, deconvolution, saliency, "
-    "smoothgrad, input_x_gradient; against a baseline: integrated_gradients, deeplift, gradient_shap; "
-    "perturbation: occlusion, feature_ablation.",
+    help=f"Method; repeat for several side by side. {methods_help()}.",
 )
 @click.option(
     "-t",
@@ -166,8 +164,9 @@ def maps_cmd(
     "--baseline",
     type=click.Choice(BASELINES),
     default=None,
-    help="Reference image of integrated_gradients, deeplift, gradient_shap, occlusion, feature_ablation, scorecam "
-    "[default: black for the path methods, the mean color for occlusion, all four averaged for gradient_shap].",
+    help=f"Reference image of {', '.join(DEFAULT_BASELINES)} [default: "
+    + ", ".join(f"{kind} for {name}" for name, kind in DEFAULT_BASELINES.items())
+    + "; all: the four averaged].",
 )
 @click.option("--eigen-smooth", is_flag=True, help="CAMs: the first principal component of the weighted channels.")
 @click.option("--aug-smooth", is_flag=True, help="CAMs: average over the image flipped and rescaled (6 passes).")

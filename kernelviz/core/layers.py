@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections import Counter
 from collections.abc import Sequence
@@ -10,19 +11,22 @@ from dataclasses import dataclass, replace
 import torch
 from torch import nn
 
-from ..errors import out_of_range
-from .capture import activations
+from ..errors import KernelvizError, out_of_range
+from .capture import StopForward, activations, output_tensor
 from .guard import guarded
 from .models import model_device, model_meta
 from .names import get_module, layer_names, resolve_layer
 
 __all__ = [
+    "INPUT_SUFFIX",
     "LayerInfo",
     "check_filters",
     "choose_filters",
     "count_depth",
+    "default_layer",
     "field_text",
     "layer_channels",
+    "layer_shape",
     "list_layers",
 ]
 
@@ -265,3 +269,90 @@ def list_layers(
             seen[r.path] += 1
             rows[i] = replace(r, name=f"{r.name}#{seen[r.path]}")
     return rows
+
+
+#: A layer name ending in this means the layer's input rather than its output (``"avgpool:input"``).
+INPUT_SUFFIX = ":input"
+
+
+def default_layer(model: nn.Module) -> str:
+    """The layer Grad-CAM uses by default: the network's last full spatial feature map.
+
+    For VGG that is ``relu5_3`` (the original paper's layer). Otherwise one forward pass at the model's
+    input size finds the last tensor that still has a spatial grid (more than 1x1), and names the
+    outermost module that returns it, called once per forward: ResNet's ``layer4`` (the input of its
+    global pooling, after the last residual addition and ReLU), DenseNet's ``features``, GoogLeNet's
+    ``inception5b`` (the whole block, not one branch), EfficientNet's ``features``. When that map comes
+    out of a module called several times (one activation module shared by the network), the module
+    that takes it in once is named with :data:`INPUT_SUFFIX`: ``"_avg_pooling:input"``.
+
+    Raises:
+        KernelvizError: no spatial map, or one only at the start of the network (a vision transformer's
+            patch embedding: Grad-CAM there says nothing about the class; pass a layer explicitly).
+    """
+    names = layer_names(model)
+    relus = [n for n in names if n.startswith("relu") and "_" in n]
+    if relus:
+        return relus[-1]
+    size = model_meta(model).input_size
+    done: list[tuple[str, int, tuple[int, ...], int]] = []  # (path, id(output), output shape, id(input))
+    calls: dict[str, int] = {}
+    keep: list[torch.Tensor] = []  # keeps outputs alive so their ids stay unique
+
+    def hook(path: str, inputs: tuple, output: object) -> None:
+        calls[path] = calls.get(path, 0) + 1
+        if isinstance(output, torch.Tensor):
+            keep.append(output)
+            done.append((path, id(output), tuple(output.shape[1:]), id(inputs[0]) if inputs else 0))
+
+    handles = [m.register_forward_hook(lambda mod, i, o, p=p: hook(p, i, o)) for p, m in model.named_modules() if p]
+    try:
+        with guarded(model), torch.no_grad():
+            model(torch.zeros(1, 3, size, size, device=model_device(model)))
+    finally:
+        for handle in handles:
+            handle.remove()
+    spatial = [k for k, (_, _, shape, _) in enumerate(done) if len(shape) == 3 and shape[1] * shape[2] > 1]
+    if not spatial:
+        raise KernelvizError("the model has no layer with a spatial output; pass layer=")
+    last = spatial[-1]
+    if last < len(done) // 2:
+        raise KernelvizError(
+            f"the last spatial map of this model is {done[last][0]!r}, near its start (a vision transformer's "
+            "patch embedding?): Grad-CAM there does not explain a class; pass a layer explicitly (--layer)"
+        )
+    tensor = done[last][1]
+    aliases = {v: k for k, v in names.items() if k != v}
+    owners = [path for path, ident, _, _ in done if ident == tensor and calls[path] == 1]
+    if owners:
+        path = min(owners, key=lambda p: (p.count("."), len(p)))
+        return aliases.get(path, path)
+    # only a module called several times returns it (one activation module shared by the whole network):
+    # the module that takes it in, once, is the global pooling; explain its input
+    takers = [path for path, _, _, source in done if source == tensor and calls[path] == 1]
+    if not takers:
+        raise KernelvizError(f"the last spatial map comes from {done[last][0]!r}, called more than once; pass layer=")
+    return f"{aliases.get(takers[0], takers[0])}{INPUT_SUFFIX}"
+
+
+def layer_shape(model: nn.Module, x: torch.Tensor, path: str, at_input: bool) -> torch.Size:
+    """The shape of the input (``at_input``) or output of the module at ``path`` for ``x``; the forward
+    stops there."""
+    module = get_module(model, path)
+    seen: list[torch.Size] = []
+
+    def before(m: nn.Module, inputs: tuple) -> None:
+        seen.append(inputs[0].shape)
+        raise StopForward
+
+    def after(m: nn.Module, inputs: tuple, output: object) -> None:
+        seen.append(output_tensor(output, f"layer {path!r}").shape)
+        raise StopForward
+
+    handle = module.register_forward_pre_hook(before) if at_input else module.register_forward_hook(after)
+    try:
+        with guarded(model), torch.no_grad(), contextlib.suppress(StopForward):
+            model(x)
+    finally:
+        handle.remove()
+    return seen[0]

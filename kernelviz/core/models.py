@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import KernelvizError, NotFound, close_matches
+from ..errors import KernelvizError, NotFoundError, close_matches
 from .guard import check_model
 
 __all__ = [
@@ -226,7 +226,7 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike) -> nn.Module:
     """
     path = Path(path)
     if not path.is_file():
-        raise NotFound(f"weights file not found: {path}")
+        raise NotFoundError(f"weights file not found: {path}")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for a corrupt file
@@ -307,7 +307,7 @@ def _load_torchvision(name: str, weights: str | None) -> tuple[nn.Module, ModelM
     names = _classifier_names()
     if name not in names:
         hint = close_matches(name, names)
-        raise NotFound(
+        raise NotFoundError(
             f"unknown model {name!r}.{hint} Use a torchvision classifier name "
             "(vgg16, vgg16_bn, resnet50, alexnet, ...) or package.module:factory for your own."
         )

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from ..errors import KernelvizError, NotFound, close_matches
+from ..errors import KernelvizError, NotFoundError, close_matches
 from .guard import check_model
 
 __all__ = ["LOGITS", "get_module", "layer_names", "resolve_layer", "split_call"]
@@ -105,7 +105,7 @@ def resolve_layer(model: nn.Module, name: str) -> str:
     if name in names:
         return names[name]
     hint = close_matches(name, names)
-    raise NotFound(
+    raise NotFoundError(
         f"unknown layer {name!r}.{hint} Run `kernelviz layers MODEL` "
         "(or kernelviz.list_layers(model)) to see every layer name."
     )

@@ -33,7 +33,8 @@ from ..core.layers import list_layers
 from ..core.models import model_device, model_meta
 from ..errors import KernelvizError, unknown_choice
 from .baselines import baseline_image, describe_baseline
-from .heatmaps import Attribution, _Scored, attribute
+from .heatmaps import Attribution, attribute
+from .methods import ScoredModel
 
 __all__ = [
     "INSENSITIVE",
@@ -148,11 +149,11 @@ def _scorer(
     meta = model_meta(model)
     if filter is not None:
         name, _, idx = filter.rpartition(":")
-        scored = _Scored(model, meta, name, int(idx))
+        scored = ScoredModel(model, meta, name, int(idx))
         return (lambda x, i: scored(x)), "filter mean activation / its value on the image"
     if targets is None:
         raise KernelvizError("faithfulness needs the attribution's targets (a class per image) or its filter")
-    scored = _Scored(model, meta, None, 0)
+    scored = ScoredModel(model, meta, None, 0)
     return (lambda x, i: scored(x).float().softmax(1)[:, targets[i]]), "softmax probability of the target"
 
 

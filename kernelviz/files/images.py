@@ -10,7 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import KernelvizError, NotFound
+from ..errors import KernelvizError, NotFoundError
 
 __all__ = ["IMAGE_SUFFIXES", "image_files", "image_size", "load_image", "load_images", "square"]
 
@@ -21,7 +21,7 @@ def image_files(folder: str | os.PathLike) -> list[Path]:
     """Image files under ``folder`` (recursively), sorted, by suffix."""
     root = Path(folder)
     if not root.is_dir():
-        raise NotFound(f"image folder not found: {root}")
+        raise NotFoundError(f"image folder not found: {root}")
     return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
@@ -75,7 +75,7 @@ def load_image(path: str | os.PathLike, size: int | tuple[int, int] | None = Non
 
     path = Path(path)
     if not path.is_file():
-        raise NotFound(f"image not found: {path}")
+        raise NotFoundError(f"image not found: {path}")
     try:
         with Image.open(path) as opened:
             opened.load()

@@ -21,6 +21,7 @@ from ..explain.heatmaps import (
     Attribution,
     attribute,
     check_methods,
+    get_method,
     method_family,
     predict,
 )
@@ -197,19 +198,12 @@ def export_maps(
 DISPLAY_BLUR = 1 / 112
 
 
-def _what(res: Attribution, i: int) -> str:
-    """The target of map ``i`` in words: the filter, the class name or the class index."""
-    if res.filter:
-        return res.filter
-    return res.target_names[i] if res.target_names else f"class {res.targets[i]}"  # type: ignore[index]
-
-
 def _score_lines(name: str, results: Sequence[Attribution], scores: dict[str, Faithfulness], i: int) -> list[str]:
     """The faithfulness table of image ``i``: one line per method, then the reference maps."""
     first = next(iter(scores.values()))
     width = max(len(k) for k in scores)
     lines = [
-        f"{name}, target {_what(results[0], i)}: {first.score}, {first.settings['steps']} steps; deletion and "
+        f"{name}, target {results[0].what(i)}: {first.score}, {first.settings['steps']} steps; deletion and "
         "insertion fade into the blurred image, ROAD removes by imputation (MoRF: most relevant first, "
         "LeRF: least relevant first)",
         f"  {'method'.ljust(width)}  deletion (lower is better) / insertion (higher) / "
@@ -284,13 +278,13 @@ def export_heatmaps(
             log.info(f"{path.name}: top-5 {shown}")
     if baseline is not None and not set(chosen) & set(DEFAULT_BASELINES):
         log.warn(f"warning: --baseline applies to {', '.join(DEFAULT_BASELINES)}; none of them was asked for")
-    if (eigen_smooth or aug_smooth) and not any(method_family(m) == "cam" for m in chosen):
+    if (eigen_smooth or aug_smooth) and not any(get_method(m).cam for m in chosen):
         log.warn("warning: --eigen-smooth and --aug-smooth apply to the CAM methods; none of them was asked for")
     options: dict[str, Any] = {"ig_steps": ig_steps}
     results: list[Attribution] = []
     for method in chosen:
         extra = dict(options)
-        if (eigen_smooth or aug_smooth) and method_family(method) == "cam":
+        if (eigen_smooth or aug_smooth) and get_method(method).cam:
             extra.update(eigen_smooth=eigen_smooth, aug_smooth=aug_smooth)
         if baseline is not None and method in DEFAULT_BASELINES:
             extra["baseline"] = baseline
@@ -307,15 +301,12 @@ def export_heatmaps(
         for kind in ("random", "blob"):
             scores[f"{kind} map"] = faithfulness(model, batch, reference_map(first.maps.shape, kind), **scoring)  # type: ignore[arg-type]
     # per-pixel maps are blurred for display only
-    blurs = {
-        r.method: side * DISPLAY_BLUR if method_family(r.method) in ("gradient", "attribution") else 0.0
-        for r in results
-    }
+    blurs = {r.method: side * DISPLAY_BLUR if get_method(r.method).per_pixel else 0.0 for r in results}
     written = []
     for res in results:
         blur = blurs[res.method]
         for i, stem in enumerate(stems):
-            what = _what(res, i)
+            what = res.what(i)
             base = output / f"{stem}_{res.method}"
             fig = plot_heatmap(
                 batch[i : i + 1],
@@ -382,7 +373,7 @@ def export_heatmaps(
                 smooth=[blurs[r.method] for r in results],
                 cmap=cmap,
                 alpha=alpha,
-                title=f"{meta.name} on {images[i].name}: {_what(results[0], i)}",
+                title=f"{meta.name} on {images[i].name}: {results[0].what(i)}",
             )
             path = output / f"{stem}_methods.png"
             save_figure(fig, path)

@@ -10,13 +10,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure, SubFigure
 
 from ..errors import KernelvizError
-
-_FAMILY_LABELS = {
-    "cam": "CAM (shared)",
-    "gradient": "|gradient| (shared)",
-    "attribution": "score change / px (shared)",
-    "perturbation": "score drop (shared)",
-}
+from ..explain.methods import FAMILY_LABELS
 
 __all__ = ["overlay", "plot_heatmap"]
 
@@ -161,7 +155,7 @@ def plot_heatmap(
             last = max(j for j, g in enumerate(groups) if g == group)
             mappable = plt.cm.ScalarMappable(norm=plt.Normalize(*limits[group]), cmap=_cmap(cmap, signs[group]))
             bar = fig.colorbar(mappable, ax=axes[:, last + 1].tolist(), fraction=0.046, pad=0.03)
-            bar.set_label(_FAMILY_LABELS.get(group, f"{group} (own scale)"), fontsize=7)
+            bar.set_label(FAMILY_LABELS.get(group, f"{group} (own scale)"), fontsize=7)
             bar.ax.yaxis.set_label_position("right")
     if title:
         fig.suptitle(title, fontsize=10)

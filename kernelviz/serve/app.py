@@ -35,7 +35,7 @@ from starlette.responses import (
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from ..errors import KernelvizError, NotFound
+from ..errors import KernelvizError, NotFoundError
 from .explorer import MAX_UPLOAD, Explorer
 from .pages import filter_page, image_page, layer_page, message_page, model_page
 
@@ -77,7 +77,7 @@ def create_app(explorer: Explorer, token: str | None) -> Starlette:
     def answered(
         handler: Callable[[Request], Awaitable[Response]],
     ) -> Callable[[Request], Awaitable[Response]]:
-        """A handler whose errors become answers, the status chosen by the error's type: :class:`NotFound` a
+        """A handler whose errors become answers, the status chosen by the error's type: :class:`NotFoundError` a
         404, any other :class:`KernelvizError` a 400 (JSON for /api, a page otherwise), anything else a 500 with
         its message: one request never brings the server down."""
 
@@ -85,7 +85,7 @@ def create_app(explorer: Explorer, token: str | None) -> Starlette:
             try:
                 return await handler(request)
             except KernelvizError as err:
-                status = 404 if isinstance(err, NotFound) else 400
+                status = 404 if isinstance(err, NotFoundError) else 400
                 if request.url.path.startswith("/api/"):
                     return _error(str(err), status)
                 return HTMLResponse(message_page(explorer, "cannot show that", str(err)), status_code=status)
@@ -120,7 +120,7 @@ def create_app(explorer: Explorer, token: str | None) -> Starlette:
         asked = request.path_params["path"]
         path = None if "\0" in asked else (root / asked).resolve()
         if path is None or not path.is_relative_to(root) or not path.is_file():
-            raise NotFound("file not found in the atlas folder")
+            raise NotFoundError("file not found in the atlas folder")
         return FileResponse(path)
 
     async def json_body(request: Request) -> dict[str, Any]:

@@ -28,7 +28,7 @@ from ..core.capture import activations
 from ..core.layers import LayerInfo
 from ..core.models import model_device, model_meta, model_slug
 from ..core.names import get_module, resolve_layer
-from ..errors import KernelvizError, NotFound, out_of_range
+from ..errors import KernelvizError, NotFoundError, out_of_range
 from ..explain.heatmaps import attribute, check_methods, predict
 from ..explain.kernels import kernel_weights
 from ..files.images import IMAGE_SUFFIXES, image_files, load_image
@@ -246,7 +246,7 @@ class Explorer:
 
     def variant_path(self, layer: str, n: int, kind: str) -> Path:
         if kind not in VARIANTS:
-            raise NotFound(f"unknown variant {kind!r}: choose from {', '.join(VARIANTS)}")
+            raise NotFoundError(f"unknown variant {kind!r}: choose from {', '.join(VARIANTS)}")
         return layer_dir(self.root, layer) / "variants" / f"{n:04d}_{kind}.png"
 
     def variants(self, layer: str, n: int) -> dict[str, Path]:
@@ -354,19 +354,19 @@ class Explorer:
         """The file of an uploaded image id or of a picked ``--images`` file, checked to lie inside its folder."""
         if upload is not None:
             if not (len(upload) == 16 and all(c in "0123456789abcdef" for c in upload)):
-                raise NotFound("unknown upload id")
+                raise NotFoundError("unknown upload id")
             path = self.root / "uploads" / f"{upload}.png"
         elif pick is not None and self.images is not None:
             base = Path(self.images).resolve()
             if "\0" in pick:
-                raise NotFound("that image is not in the --images folder")
+                raise NotFoundError("that image is not in the --images folder")
             path = (base / pick).resolve()
             if not path.is_relative_to(base) or path.suffix.lower() not in IMAGE_SUFFIXES:
                 raise KernelvizError("that image is not in the --images folder")
         else:
             raise KernelvizError("no image: upload one, or pick one from --images")
         if not path.is_file():
-            raise NotFound("image not found")
+            raise NotFoundError("image not found")
         return path
 
     def _image(self, path: Path) -> torch.Tensor:

@@ -107,7 +107,7 @@ def _valid_json(path: Path, types: dict[str, type | tuple[type, ...]] | None = N
     if types is None:
         return True
     return isinstance(data, dict) and all(
-        key in data and isinstance(data[key], kind) and not (kind != bool and isinstance(data[key], bool))
+        key in data and isinstance(data[key], kind) and not (kind is not bool and isinstance(data[key], bool))
         for key, kind in types.items()
     )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -141,8 +142,12 @@ def test_heatmap_score_and_sanity(cli, photo, tmp_path):
 def test_heatmap_option_warnings(cli, photo):
     said = cli("heatmap", "MODEL", str(photo), "-m", "saliency", "--baseline", "noise", "--aug-smooth", *RANDOM)
     assert said.exit_code == 0, said.output
-    assert "--baseline applies to integrated_gradients" in said.output
+    assert "--baseline applies to scorecam, integrated_gradients, deeplift, gradient_shap, occlusion" in said.output
     assert "--eigen-smooth and --aug-smooth apply to the CAM methods" in said.output
+    plus = cli("heatmap", "MODEL", str(photo), "-m", "gradcam++", "--aug-smooth", *RANDOM)  # a CAM of its own family
+    assert plus.exit_code == 0 and "apply to the CAM methods" not in plus.output, plus.output
+    record = json.loads(next(Path().glob("*_gradcam++.json")).read_text())
+    assert record["settings"]["aug_smooth"] is True
     bad = cli("heatmap", "MODEL", str(photo), "--baseline", "white", *RANDOM)
     assert bad.exit_code == 2 and "'white' is not one of" in bad.output
 

@@ -63,7 +63,7 @@ def test_a_model_that_cannot_take_the_input_is_one_clear_error():
     with pytest.raises(KernelvizError, match=r"could not run on this input \(.*1 channels.*3-channel RGB"):
         kernelviz.visualize(gray_only, "0:1", steps=1, size=16)
     too_small = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.MaxPool2d(8), torch.nn.Conv2d(4, 4, 3))
-    with pytest.raises(KernelvizError, match="larger image size.*--size"):
+    with pytest.raises(KernelvizError, match=r"larger image size.*--size"):
         kernelviz.feature_maps(too_small, torch.rand(1, 3, 16, 16), "2")
 
 

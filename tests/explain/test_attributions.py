@@ -11,7 +11,8 @@ import kernelviz
 from kernelviz.core.models import model_meta
 from kernelviz.errors import KernelvizError
 from kernelviz.explain.baselines import BASELINES, baseline_image
-from kernelviz.explain.heatmaps import IG_TOLERANCE, _Scored, attribute
+from kernelviz.explain.heatmaps import IG_TOLERANCE, attribute
+from kernelviz.explain.methods import ScoredModel
 
 
 def _linear() -> tuple[nn.Module, torch.Tensor]:
@@ -99,7 +100,7 @@ def test_deeplift_equals_captum_on_relu_modules():
     )
     x = torch.rand(2, 3, 12, 12)
     mine = attribute(net, x, "deeplift", target=[1, 3]).maps
-    scored = _Scored(net, model_meta(net), None, 0)
+    scored = ScoredModel(net, model_meta(net), None, 0)
     with kernelviz.guarded(net), torch.enable_grad():
         theirs = (
             ca.DeepLift(scored)

@@ -13,7 +13,8 @@ from kernelviz.core.models import model_meta
 from kernelviz.core.names import get_module, resolve_layer
 from kernelviz.errors import KernelvizError
 from kernelviz.explain.cams import CAM_METHODS
-from kernelviz.explain.heatmaps import _Scored, attribute
+from kernelviz.explain.heatmaps import attribute
+from kernelviz.explain.methods import ScoredModel
 
 from ..conftest import assert_unchanged, snapshot
 
@@ -161,7 +162,7 @@ def test_eigencam_is_the_principal_component():
 def test_gradcam_equals_captum(tiny):
     x = torch.rand(2, 3, 32, 32)
     mine = attribute(tiny, x, "gradcam", target=[1, 3], layer="conv2_1").maps
-    scored = _Scored(tiny, model_meta(tiny), None, 0)
+    scored = ScoredModel(tiny, model_meta(tiny), None, 0)
     with kernelviz.guarded(tiny), torch.enable_grad():
         cam = ca.LayerGradCam(scored, get_module(tiny, resolve_layer(tiny, "conv2_1"))).attribute(
             x.clone().requires_grad_(True), target=[1, 3], relu_attributions=True

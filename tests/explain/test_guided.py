@@ -11,7 +11,8 @@ from torch import nn
 import kernelviz
 from kernelviz.core.models import model_meta
 from kernelviz.errors import KernelvizError
-from kernelviz.explain.heatmaps import _Scored, attribute
+from kernelviz.explain.heatmaps import attribute
+from kernelviz.explain.methods import ScoredModel
 
 
 def _correlation(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -26,7 +27,7 @@ def test_equal_to_captum_on_a_relu_network(vgg16, method, peer):
     """On ReLU modules captum's rule and ours are the same: the maps are equal."""
     x = torch.rand(2, 3, 32, 32)
     mine = attribute(vgg16, x, method, target=[1, 2]).maps
-    scored = _Scored(vgg16, model_meta(vgg16), None, 0)
+    scored = ScoredModel(vgg16, model_meta(vgg16), None, 0)
     with kernelviz.guarded(vgg16), torch.enable_grad():
         theirs = peer(scored).attribute(x.clone().requires_grad_(True), target=[1, 2]).abs().amax(1)
     torch.testing.assert_close(mine, theirs)
@@ -45,7 +46,7 @@ def test_guided_backprop_on_relu6_is_not_the_gradient(real_model, measured):
     assert relu6, "the network's rectifiers are ReLU6 modules"
     handles = [m.register_full_backward_hook(lambda mod, gin, gout: (gin[0].clamp(min=0),)) for m in relu6]
     try:
-        scored = _Scored(real_model, model_meta(real_model), None, 0)
+        scored = ScoredModel(real_model, model_meta(real_model), None, 0)
         with kernelviz.guarded(real_model), torch.enable_grad():
             inputs = x.clone().requires_grad_(True)
             (grad,) = torch.autograd.grad(scored(inputs)[:, 285].sum(), inputs)

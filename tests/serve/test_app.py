@@ -327,7 +327,7 @@ def test_variants_and_dataset_examples_on_the_filter_page(served):
 def test_client_errors_are_400_or_404_never_500(served):
     """Faults a client can send: null bytes in paths, broken uploads, JSON nested past Python's limit, filters
     out of range. Each is refused as the client's error, in words."""
-    ex, client = served
+    _, client = served
     assert client.get("/files/a%00b.png").status_code == 404
     assert client.get("/api/image.png?pick=p0.png%00.png").status_code == 404
     png = _png_bytes()

@@ -1,0 +1,233 @@
+"""The atlas folder of one model: the one place its layout is spelled, read and checked.
+
+The atlas (:mod:`kernelviz.sets.atlas`), its static site (:mod:`kernelviz.sets.site`) and the live explorer
+(:mod:`kernelviz.serve`) all go through :class:`AtlasFolder`::
+
+    DIR/<model>/
+      settings.json              the settings the atlas is made with (a rerun must match them)
+      manifest.json, index.html  what is done; the site's first page
+      <layer>/NNNN.png, .json    filter NNNN's picture and its record (the record last: it marks it done)
+      <layer>/sheet.png, index.html
+      <layer>/examples.json      dataset examples per filter, their crops in <layer>/examples/
+      <layer>/variants/          the explorer's variants of a filter (NNNN_KIND.png, .json)
+      uploads/                   photos uploaded to the explorer
+
+A file that does not parse, or whose values are not of the types the readers need, counts as absent (and a
+damaged filter is removed, so that it is redone).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..core.models import ModelMeta
+from ..errors import KernelvizError
+from ..files.write import save_json, save_png, write_each
+from ..optvis.settings import OptimSettings
+
+__all__ = ["AtlasFolder", "atlas_settings", "picture_name", "record_name"]
+
+#: What a filter's record must hold for the site and the explorer to read it (else the filter is redone).
+_RECORD_TYPES: dict[str, type | tuple[type, ...]] = {"final_value": (int, float), "dead_unit": bool, "settings": dict}
+#: Settings added after atlases were first written, with the value those atlases were made with.
+_IMPLICIT = {"decay": 1.0, "detail": 1.0}
+
+
+def picture_name(n: int) -> str:
+    """The file name of filter ``n``'s picture inside its layer's folder (``"0017.png"``)."""
+    return f"{n:04d}.png"
+
+
+def record_name(n: int) -> str:
+    """The file name of filter ``n``'s record inside its layer's folder (``"0017.json"``)."""
+    return f"{n:04d}.json"
+
+
+def atlas_settings(settings: OptimSettings, meta: ModelMeta) -> dict[str, Any]:
+    """The content of an atlas's ``settings.json``: the optimization settings, the model and its weights."""
+    return {**settings.to_json(), "model": meta.name, "weights": meta.weights}
+
+
+def _read(path: Path) -> Any:
+    """The JSON in ``path``, or ``None`` when it is missing or does not parse."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        return None
+
+
+def _typed(data: Any, types: dict[str, type | tuple[type, ...]]) -> bool:
+    """Whether ``data`` is an object whose keys hold values of ``types`` (a bool is not a number)."""
+    return isinstance(data, dict) and all(
+        key in data and isinstance(data[key], kind) and not (kind is not bool and isinstance(data[key], bool))
+        for key, kind in types.items()
+    )
+
+
+def _same_setting(key: str, in_record: Any, asked: Any) -> bool:
+    """Whether a picture's recorded setting is the atlas setting ``asked`` (a record keeps the size as [H, W] and
+    the precision as resolved)."""
+    if key == "size" and isinstance(in_record, list) and len(set(in_record)) == 1:
+        in_record = in_record[0]
+    if key == "precision" and asked == "auto":
+        return True
+    return bool(in_record == asked)
+
+
+@dataclass(frozen=True)
+class AtlasFolder:
+    """The files of one model's atlas under ``root`` (``DIR/<model>``)."""
+
+    root: Path
+
+    # --- where each file lives -------------------------------------------------------------------
+    @property
+    def settings_file(self) -> Path:
+        return self.root / "settings.json"
+
+    @property
+    def manifest_file(self) -> Path:
+        return self.root / "manifest.json"
+
+    @property
+    def index_file(self) -> Path:
+        return self.root / "index.html"
+
+    @property
+    def uploads(self) -> Path:
+        return self.root / "uploads"
+
+    def layer(self, layer: str) -> Path:
+        """The folder of ``layer``'s files (a ``/`` in a module name becomes ``_``)."""
+        return self.root / layer.replace("/", "_")
+
+    def picture(self, layer: str, n: int) -> Path:
+        return self.layer(layer) / picture_name(n)
+
+    def record_file(self, layer: str, n: int) -> Path:
+        return self.layer(layer) / record_name(n)
+
+    def sheet(self, layer: str) -> Path:
+        return self.layer(layer) / "sheet.png"
+
+    def layer_index(self, layer: str) -> Path:
+        return self.layer(layer) / "index.html"
+
+    def examples_file(self, layer: str) -> Path:
+        return self.layer(layer) / "examples.json"
+
+    def example_crop(self, layer: str, n: int, j: int) -> Path:
+        return self.layer(layer) / "examples" / f"{n:04d}_{j}.png"
+
+    def variant(self, layer: str, n: int, kind: str) -> Path:
+        """The picture of variant ``kind`` of filter ``n`` (its record: the same name, ``.json``)."""
+        return self.layer(layer) / "variants" / f"{n:04d}_{kind}.png"
+
+    def relative(self, path: Path) -> str:
+        """``path`` relative to the root, with ``/`` (a link inside the atlas)."""
+        return path.relative_to(self.root).as_posix()
+
+    # --- filters ---------------------------------------------------------------------------------
+    def written(self, layer: str, n: int) -> bool:
+        """Whether both of filter ``n``'s files exist (cheap: no parsing)."""
+        return self.record_file(layer, n).exists() and self.picture(layer, n).exists()
+
+    def written_filters(self, layer: str) -> list[int]:
+        """The filters of ``layer`` whose picture and record exist."""
+        d = self.layer(layer)
+        return sorted(int(p.stem) for p in d.glob("[0-9][0-9][0-9][0-9].json") if (d / f"{p.stem}.png").exists())
+
+    def kept(self, layer: str, n: int) -> bool:
+        """Whether filter ``n``'s files are whole: the record parses with the values readers need, the PNG
+        decodes. Damaged ones are removed (the record first: it is what marks the filter done)."""
+        from PIL import Image
+
+        record, png = self.record_file(layer, n), self.picture(layer, n)
+        if not (record.exists() or png.exists()):
+            return False
+        try:
+            with Image.open(png) as im:
+                im.verify()
+            whole = _typed(_read(record), _RECORD_TYPES)
+        except (OSError, SyntaxError):  # PIL raises SyntaxError for some broken files
+            whole = False
+        if not whole:
+            record.unlink(missing_ok=True)
+            png.unlink(missing_ok=True)
+        return whole
+
+    def record(self, layer: str, n: int) -> dict[str, Any] | None:
+        """Filter ``n``'s record when its files are whole, else ``None``."""
+        return _read(self.record_file(layer, n)) if self.kept(layer, n) else None
+
+    def written_record(self, layer: str, n: int) -> dict[str, Any]:
+        """The record of a filter just written (a :class:`KernelvizError` if it is not there)."""
+        data = _read(self.record_file(layer, n))
+        if not _typed(data, _RECORD_TYPES):
+            raise KernelvizError(f"the record of filter {n} of {layer!r} is missing or damaged")
+        return data
+
+    def write_filter(self, layer: str, n: int, image: Any, record: dict[str, Any]) -> None:
+        """Write filter ``n``'s picture ``(3, H, W)`` and record atomically, the record last."""
+        write_each(lambda: save_png(image, self.picture(layer, n)), lambda: save_json(record, self.record_file(layer, n)))
+
+    # --- dataset examples ------------------------------------------------------------------------
+    def examples(self, layer: str) -> dict[str, Any] | None:
+        """The layer's dataset examples (``scanned``, ``skipped``, ``filters`` → per filter a list of ``image``,
+        ``value``, ``box``, ``crop``) when made and whole, else ``None``."""
+        data = _read(self.examples_file(layer))
+        if not _typed(data, {"scanned": int, "filters": dict}):
+            return None
+        entry: dict[str, type | tuple[type, ...]] = {"image": str, "crop": str, "value": (int, float)}
+        whole = all(
+            isinstance(found, list) and all(_typed(e, entry) for e in found) for found in data["filters"].values()
+        )
+        return data if whole else None
+
+    # --- the settings ----------------------------------------------------------------------------
+    def settings(self) -> dict[str, Any] | None:
+        """The recorded ``settings.json``, with the settings older atlases were made with before they were
+        recorded; ``None`` when there is none.
+
+        Raises:
+            KernelvizError: the file is there but damaged.
+        """
+        path = self.settings_file
+        if not path.exists():
+            return None
+        try:
+            data = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise KernelvizError(
+                f"{path} is damaged ({err}), so the settings of the files already there are unknown: "
+                "use another output folder, or delete that folder to start over"
+            ) from err
+        return {**_IMPLICIT, **data} if isinstance(data, dict) else data
+
+    def check_settings(self, settings: dict[str, Any]) -> None:
+        """Refuse to resume an atlas made with other settings; write ``settings.json`` for a new one (or for one
+        whose pictures were made with these settings but whose ``settings.json`` was lost)."""
+        before = self.settings()
+        if before is None:
+            made = next((r for r in sorted(self.root.glob("*/[0-9][0-9][0-9][0-9].json")) if _typed(_read(r), _RECORD_TYPES)), None)
+            if made is not None:  # pictures without the settings file: compare with what a picture recorded
+                recorded = _read(made)["settings"]
+                differ = [k for k, v in settings.items() if k in recorded and not _same_setting(k, recorded[k], v)]
+                if differ or not set(settings) & set(recorded):
+                    listed = "; ".join(f"{k} {recorded.get(k)!r} there, {settings[k]!r} now" for k in differ)
+                    raise KernelvizError(
+                        f"{self.root} holds filter pictures but no settings.json, and {self.relative(made)} was made "
+                        f"with other settings ({listed or 'unknown'}): use another output folder, or those settings"
+                    )
+            save_json(settings, self.settings_file)
+            return
+        if before != settings:
+            was = before if isinstance(before, dict) else {}
+            changed = [f"{k} {was.get(k)!r} there, {v!r} now" for k, v in settings.items() if was.get(k) != v]
+            raise KernelvizError(
+                f"{self.root} holds an atlas made with other settings ({'; '.join(changed)}): "
+                "use another output folder, or those settings to resume"
+            )
