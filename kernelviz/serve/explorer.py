@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import os
 import tempfile
 from collections.abc import Callable
@@ -36,8 +35,8 @@ from ..files.write import save_figure, save_json, save_png
 from ..jobs.inspect import LayerTable, layer_table
 from ..optvis.batch import auto_batch_size
 from ..optvis.settings import DEFAULTS, OptimSettings
-from ..sets.atlas import check_settings, filter_kept, write_examples, write_filters
-from ..sets.site import layer_dir
+from ..sets.atlas import write_examples, write_filters
+from ..sets.folder import AtlasFolder, atlas_settings
 from .worker import Emit, Worker
 
 __all__ = ["MAX_UPLOAD", "VARIANTS", "Explorer"]
@@ -77,13 +76,15 @@ class Explorer:
         self.meta = meta
         self.root = Path(self.root)
         self.root.mkdir(parents=True, exist_ok=True)
-        existing = self.root / "settings.json"
-        if self.settings is None and existing.exists():
+        self.folder = AtlasFolder(self.root)
+        if self.settings is None and self.folder.settings_file.exists():
             try:
-                data = json.loads(existing.read_text())
+                data = self.folder.settings() or {}
                 self.settings = OptimSettings.from_json({k: v for k, v in data.items() if k in OptimSettings.names()})
-            except (ValueError, TypeError, KernelvizError) as err:
-                raise KernelvizError(f"{existing} cannot be read ({err}): use another --atlas folder") from err
+            except (ValueError, TypeError, AttributeError, KernelvizError) as err:
+                raise KernelvizError(
+                    f"{self.folder.settings_file} cannot be read ({err}): use another --atlas folder"
+                ) from err
         settings = (self.settings or DEFAULTS).for_model(meta.input_size)
         self._table = layer_table(self.model)  # as `kernelviz layers MODEL` shows it: at the input size
         self._rows = {r.name: r for r in self._table.rows}
@@ -97,8 +98,8 @@ class Explorer:
                 batch_size=auto_batch_size(self.model, first, size, model_device(self.model), widest)
             )
         self.optim: OptimSettings = settings
-        self.recorded = {**settings.to_json(), "model": meta.name, "weights": meta.weights}
-        check_settings(self.root, self.recorded)  # refuses an atlas made with other settings
+        self.recorded = atlas_settings(settings, meta)
+        self.folder.check_settings(self.recorded)  # refuses an atlas made with other settings
         if self.images is not None and not Path(self.images).is_dir():
             raise KernelvizError(f"--images {self.images}: not a folder")
 
@@ -129,14 +130,11 @@ class Explorer:
     # --- filters ---------------------------------------------------------------------------------
     def record(self, layer: str, n: int) -> dict[str, Any] | None:
         """Filter ``n``'s record when its files are whole, else ``None``."""
-        if not filter_kept(self.root, layer, n):
-            return None
-        return json.loads((layer_dir(self.root, layer) / f"{n:04d}.json").read_text())
+        return self.folder.record(layer, n)
 
     def done(self, layer: str) -> list[int]:
         """The filters of ``layer`` whose picture is on disk (cheap: for pages)."""
-        d = layer_dir(self.root, layer)
-        return sorted(int(p.stem) for p in d.glob("[0-9][0-9][0-9][0-9].json") if (d / f"{p.stem}.png").exists())
+        return self.folder.written_filters(layer)
 
     def file_url(self, path: Path) -> str:
         """The URL path of a file under the atlas root (``files/...``)."""
@@ -155,7 +153,7 @@ class Explorer:
         futures = []
         for start in sorted({n // b * b for n in filters}):
             group = list(range(start, min(start + b, row.channels)))
-            missing = [n for n in group if not filter_kept(self.root, layer, n)]
+            missing = [n for n in group if not self.folder.kept(layer, n)]
             if not missing:
                 continue
             futures.append(self.worker.submit(("batch", layer, start), self._batch_task(layer, group)))
@@ -163,7 +161,7 @@ class Explorer:
 
     def _batch_task(self, layer: str, group: list[int]) -> Callable[[Emit], Any]:
         def run(emit: Emit) -> int:
-            kept = {(layer, n) for n in group if filter_kept(self.root, layer, n)}
+            kept = {(layer, n) for n in group if self.folder.kept(layer, n)}
             if len(kept) == len(group):
                 return 0
             total = int(self.optim.steps)
@@ -175,15 +173,14 @@ class Explorer:
 
             emit({"type": "progress", "layer": layer, "filters": group, "step": 0, "steps": total, "value": None})
             written, _ = write_filters(self.model, self.root, layer, group, self.optim, skip=kept, progress=progress)
-            d = layer_dir(self.root, layer)
             for n in group:
-                record = json.loads((d / f"{n:04d}.json").read_text())
+                record = self.folder.written_record(layer, n)
                 emit(
                     {
                         "type": "done",
                         "layer": layer,
                         "filter": n,
-                        "src": self.file_url(d / f"{n:04d}.png"),
+                        "src": self.file_url(self.folder.picture(layer, n)),
                         "value": record["final_value"],
                         "dead": record["dead_unit"],
                     }
@@ -222,11 +219,7 @@ class Explorer:
 
     def examples(self, layer: str) -> dict[str, Any] | None:
         """The layer's ``examples.json`` (dataset examples of every filter), when made."""
-        path = layer_dir(self.root, layer) / "examples.json"
-        try:
-            return json.loads(path.read_text())
-        except (OSError, ValueError):
-            return None
+        return self.folder.examples(layer)
 
     def request_examples(self, layer: str) -> Future | None:
         """Scan ``--images`` once for every filter of ``layer`` (atlas layout); ``None`` without images."""
@@ -247,7 +240,7 @@ class Explorer:
     def variant_path(self, layer: str, n: int, kind: str) -> Path:
         if kind not in VARIANTS:
             raise NotFoundError(f"unknown variant {kind!r}: choose from {', '.join(VARIANTS)}")
-        return layer_dir(self.root, layer) / "variants" / f"{n:04d}_{kind}.png"
+        return self.folder.variant(layer, n, kind)
 
     def variants(self, layer: str, n: int) -> dict[str, Path]:
         """The variants of filter ``n`` already made."""
@@ -336,7 +329,7 @@ class Explorer:
         if not data:
             raise KernelvizError("the upload is empty: choose an image file")
         digest = hashlib.sha256(data).hexdigest()[:16]
-        out = self.root / "uploads" / f"{digest}.png"
+        out = self.folder.uploads / f"{digest}.png"
         if not out.exists():
             with tempfile.TemporaryDirectory() as tmp:
                 raw = Path(tmp) / "upload"
@@ -355,7 +348,7 @@ class Explorer:
         if upload is not None:
             if not (len(upload) == 16 and all(c in "0123456789abcdef" for c in upload)):
                 raise NotFoundError("unknown upload id")
-            path = self.root / "uploads" / f"{upload}.png"
+            path = self.folder.uploads / f"{upload}.png"
         elif pick is not None and self.images is not None:
             base = Path(self.images).resolve()
             if "\0" in pick:

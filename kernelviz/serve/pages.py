@@ -11,7 +11,7 @@ from typing import Any
 from ..core.layers import field_text
 from ..explain.examples import ratio_to_natural
 from ..explain.heatmaps import METHODS
-from ..sets.site import attr, layer_dir, text
+from ..sets.site import attr, text
 from .explorer import VARIANTS, Explorer
 
 __all__ = ["PER_PAGE", "filter_page", "image_page", "layer_page", "message_page", "model_page"]
@@ -25,6 +25,11 @@ def _href(*parts: object, **query: object) -> str:
     path = "/" + "/".join(urllib.parse.quote(str(p), safe="") for p in parts)
     q = urllib.parse.urlencode({k: v for k, v in query.items() if v is not None})
     return attr(path + ("?" + q if q else ""))
+
+
+def _file_href(ex: Explorer, path: Path) -> str:
+    """The attribute-escaped URL of a file of the atlas (``/files/...``, each segment percent-encoded)."""
+    return _href(*ex.file_url(path).split("/"))
 
 
 def _page(ex: Explorer, title: str, body: str, data: dict[str, Any] | None = None, token: str = "") -> str:
@@ -77,14 +82,13 @@ def layer_page(ex: Explorer, layer: str, page: int = 0, token: str = "") -> str:
     row = ex.row(layer)
     first, last = page * PER_PAGE, min(row.channels, (page + 1) * PER_PAGE)
     done = set(ex.done(layer))
-    d = layer_dir(ex.root, layer)
     tiles, missing = [], []
     for n in range(first, last):
         link = _href("filter", layer, n)
         if n in done:
-            record = json.loads((d / f"{n:04d}.json").read_text())
+            record = ex.folder.written_record(layer, n)
             value = f"mean {record['final_value']:.4g}" + (" (dead unit)" if record["dead_unit"] else "")
-            picture = f'<img src="{_href(*ex.file_url(d / f"{n:04d}.png").split("/"))}" alt="filter {n}">'
+            picture = f'<img src="{_file_href(ex, ex.folder.picture(layer, n))}" alt="filter {n}">'
         else:
             missing.append(n)
             value, picture = "", '<div class="wait">queued</div>'
@@ -136,12 +140,12 @@ def filter_page(ex: Explorer, layer: str, n: int, token: str = "") -> str:
     """One filter: picture, curve, settings, kernel, the channels feeding it, examples, variants."""
     row = ex.check_filter(layer, n)
     record = ex.record(layer, n)
-    d = layer_dir(ex.root, layer)
+    d = ex.folder.layer(layer)
     if record is None:
         main = '<div class="wait big">being computed</div>'
         facts = "<p>not computed yet: it is queued now and this page reloads when it is done.</p>"
     else:
-        src = _href(*ex.file_url(d / f"{n:04d}.png").split("/"))
+        src = _file_href(ex, ex.folder.picture(layer, n))
         main = f'<img class="big" src="{src}" alt="filter {n}">'
         dead = '<p class="dead">dead unit: it never responded to any image tried</p>' if record.get("dead_unit") else ""
         history = record.get("curve") or []
@@ -153,7 +157,7 @@ def filter_page(ex: Explorer, layer: str, n: int, token: str = "") -> str:
             f"max activation {record.get('max_activation', float('nan')):.4g}</p>"
             f"{dead}{_curve_svg([float(v) for v in history])}"
             f"<p class=small>settings: <code>{text(json.dumps(settings))}</code> &middot; "
-            f'<a href="{_href(*ex.file_url(d / f"{n:04d}.json").split("/"))}">full record</a></p>'
+            f'<a href="{_file_href(ex, ex.folder.record_file(layer, n))}">full record</a></p>'
         )
     feeders = []
     for previous, c, norm in ex.feeders(layer, n):
@@ -161,8 +165,8 @@ def filter_page(ex: Explorer, layer: str, n: int, token: str = "") -> str:
             feeders.append(f"<li>input channel {'RGB'[c] if c < 3 else c} (weight norm {norm:.3g})</li>")
             continue
         thumb = ""
-        if (layer_dir(ex.root, previous) / f"{c:04d}.png").exists():
-            src = _href(*ex.file_url(layer_dir(ex.root, previous) / f"{c:04d}.png").split("/"))
+        if ex.folder.picture(previous, c).exists():
+            src = _file_href(ex, ex.folder.picture(previous, c))
             thumb = f'<img src="{src}" alt="{attr(previous)} {c}" width="56" height="56"> '
         feeders.append(
             f'<li>{thumb}<a href="{_href("filter", previous, c)}">{text(previous)} filter {c}</a> '
@@ -172,7 +176,7 @@ def filter_page(ex: Explorer, layer: str, n: int, token: str = "") -> str:
     if examples is not None:
         found = examples["filters"].get(str(n), [])
         crops = "".join(
-            f'<img src="{_href(*ex.file_url(d / e["crop"]).split("/"))}" alt="example" '
+            f'<img src="{_file_href(ex, d / e["crop"])}" alt="example" '
             f'title="{attr(Path(e["image"]).name)}: {e["value"]:.3g}">'
             for e in found
         )
@@ -194,7 +198,7 @@ def filter_page(ex: Explorer, layer: str, n: int, token: str = "") -> str:
         pic = ""
         if kind in made:
             size = "" if kind == "diversity" else " class=big"
-            pic = f'<img src="{_href(*ex.file_url(made[kind]).split("/"))}" alt="{kind}" style="max-width:640px"{size}>'
+            pic = f'<img src="{_file_href(ex, made[kind])}" alt="{kind}" style="max-width:640px"{size}>'
         variants.append(
             f'<div><button data-variant="{attr(kind)}">{text(what)}</button>'
             f'<div id="variant-{attr(kind)}">{pic}</div></div>'

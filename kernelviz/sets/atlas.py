@@ -1,14 +1,7 @@
 """The model atlas: every filter of chosen layers, on disk, resumable, browsable as a static site.
 
-Layout under ``DIR/<model>/``::
-
-    settings.json            the settings the atlas is made with (a rerun must match them)
-    manifest.json            what is done: layers, shapes, filters, final activations
-    index.html               layers in order with shapes and a contact sheet each
-    <layer>/index.html       every filter: thumbnail -> full image, settings, activation, examples
-    <layer>/NNNN.png .json   one filter's image and record (the .json is written last: it marks done)
-    <layer>/sheet.png        the layer's contact sheet
-    <layer>/examples.json    dataset examples per filter (with ``images=``), crops in examples/
+The folder's layout is :class:`~kernelviz.sets.folder.AtlasFolder`'s (settings, manifest, site, per layer the
+filters' pictures and records, the contact sheet, the dataset examples).
 
 Every file is written atomically (temporary file, then rename), so a killed run leaves no
 truncated file; a rerun skips the filters whose record parses and whose PNG decodes, and redoes the
@@ -19,11 +12,9 @@ position in the full list of (layer, filter) pairs: ``shard=(i, n)`` for indepen
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -37,10 +28,11 @@ from ..core.names import resolve_layer
 from ..errors import KernelvizError
 from ..explain.examples import find_examples
 from ..explain.maps import feature_maps
-from ..files.write import save_json, save_png, write_each
+from ..files.write import save_json, save_png
 from ..optvis.batch import auto_batch_size, layer_grid
 from ..optvis.settings import DEFAULTS, OptimSettings
-from .site import layer_dir, write_index
+from .folder import AtlasFolder, atlas_settings
+from .site import write_index
 
 __all__ = [
     "AtlasReport",
@@ -92,115 +84,14 @@ def _remove_stale_temporaries(root: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def _done(root: Path, layer: str, n: int) -> bool:
-    """Whether filter ``n``'s files are there (cheap: for the work of other processes, written atomically)."""
-    d = layer_dir(root, layer)
-    return (d / f"{n:04d}.json").exists() and (d / f"{n:04d}.png").exists()
-
-
-def _valid_json(path: Path, types: dict[str, type | tuple[type, ...]] | None = None) -> bool:
-    """Whether ``path`` parses as JSON and, given ``types``, is an object whose keys hold values of those types."""
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
-        return False
-    if types is None:
-        return True
-    return isinstance(data, dict) and all(
-        key in data and isinstance(data[key], kind) and not (kind is not bool and isinstance(data[key], bool))
-        for key, kind in types.items()
-    )
-
-
-#: What a filter's record must hold for the site and the explorer to read it (else the filter is redone).
-_RECORD_TYPES: dict[str, type | tuple[type, ...]] = {
-    "final_value": (int, float),
-    "dead_unit": bool,
-    "settings": dict,
-}
-
-
-def _examples_valid(path: Path) -> bool:
-    """Whether an ``examples.json`` parses and each entry names its image and crop and holds a number."""
-    if not _valid_json(path, {"scanned": int, "filters": dict}):
-        return False
-    entry: dict[str, type | tuple[type, ...]] = {"image": str, "crop": str, "value": (int, float)}
-    filters = json.loads(path.read_text())["filters"]
-    return all(
-        isinstance(found, list)
-        and all(isinstance(e, dict) and all(isinstance(e.get(k), t) for k, t in entry.items()) for e in found)
-        for found in filters.values()
-    )
-
-
 def filter_kept(root: Path, layer: str, n: int) -> bool:
-    """Whether filter ``n``'s files are whole: the record parses, the PNG decodes. Damaged ones are removed."""
-    from PIL import Image
-
-    d = layer_dir(root, layer)
-    record, png = d / f"{n:04d}.json", d / f"{n:04d}.png"
-    if not (record.exists() or png.exists()):
-        return False
-    try:
-        with Image.open(png) as im:
-            im.verify()
-        whole = _valid_json(record, _RECORD_TYPES)
-    except (OSError, SyntaxError):  # PIL raises SyntaxError for some broken files
-        whole = False
-    if not whole:
-        record.unlink(missing_ok=True)  # the record first: it is what marks the filter done
-        png.unlink(missing_ok=True)
-    return whole
-
-
-#: Settings added after atlases were first written, with the value those atlases were made with.
-_IMPLICIT = {"decay": 1.0, "detail": 1.0}
-
-
-def _same_setting(key: str, in_record: Any, asked: Any) -> bool:
-    """Whether a picture's recorded setting is the atlas setting ``asked`` (a record keeps the size as [H, W] and
-    the precision as resolved)."""
-    if key == "size" and isinstance(in_record, list) and len(set(in_record)) == 1:
-        in_record = in_record[0]
-    if key == "precision" and asked == "auto":
-        return True
-    return bool(in_record == asked)
+    """Whether filter ``n``'s files are whole (see :meth:`AtlasFolder.kept`); damaged ones are removed."""
+    return AtlasFolder(root).kept(layer, n)
 
 
 def check_settings(root: Path, settings: dict[str, Any]) -> None:
-    """Refuse to resume an atlas made with other settings; write ``settings.json`` for a new one."""
-    path = root / "settings.json"
-    if not path.exists():
-        made = next(
-            (r for r in sorted(root.glob("*/[0-9][0-9][0-9][0-9].json")) if _valid_json(r, _RECORD_TYPES)), None
-        )
-        if made is not None:  # pictures without the settings file: compare with what a picture recorded
-            recorded = json.loads(made.read_text())["settings"]
-            differ = [k for k, v in settings.items() if k in recorded and not _same_setting(k, recorded[k], v)]
-            if differ or not set(settings) & set(recorded):
-                listed = "; ".join(f"{k} {recorded.get(k)!r} there, {settings[k]!r} now" for k in differ)
-                raise KernelvizError(
-                    f"{root} holds filter pictures but no settings.json, and {made.relative_to(root)} was made "
-                    f"with other settings ({listed or 'unknown'}): use another output folder, or those settings"
-                )
-        save_json(settings, path)
-        return
-    try:
-        before = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise KernelvizError(
-            f"{path} is damaged ({err}), so the settings of the files already there are unknown: "
-            "use another output folder, or delete that folder to start over"
-        ) from err
-    if isinstance(before, dict):
-        before = {**_IMPLICIT, **before}  # settings older atlases were made with before they were recorded
-    if before != settings:
-        was = before if isinstance(before, dict) else {}
-        changed = [f"{k} {was.get(k)!r} there, {v!r} now" for k, v in settings.items() if was.get(k) != v]
-        raise KernelvizError(
-            f"{root} holds an atlas made with other settings ({'; '.join(changed)}): "
-            "use another output folder, or those settings to resume"
-        )
+    """Refuse to resume an atlas made with other settings (see :meth:`AtlasFolder.check_settings`)."""
+    AtlasFolder(root).check_settings(settings)
 
 
 def _plan(
@@ -265,7 +156,7 @@ def write_filters(
     if result.interrupted:
         return 0, True
     peak = feature_maps(model, result.images, layer).flatten(2).amax(2)  # (B, C): max over positions
-    d = layer_dir(root, layer)
+    folder = AtlasFolder(root)
     written = 0
     for i, n in enumerate(group):
         if (layer, n) in skip:
@@ -273,10 +164,7 @@ def write_filters(
         record = result.record(
             i, meta, layer=layer, filter=n, objective=f"channel({layer}:{n})", max_activation=float(peak[i, n])
         )
-        # the record last: it marks the filter done
-        write_each(
-            partial(save_png, result.images[i], d / f"{n:04d}.png"), partial(save_json, record, d / f"{n:04d}.json")
-        )
+        folder.write_filter(layer, n, result.images[i], record)  # the record last: it marks the filter done
         written += 1
     return written, False
 
@@ -331,12 +219,13 @@ def atlas(
         model, plan[0][0], size, model_device(model), max(len(c) for _, _, c in plan)
     )
     settings = settings.with_(batch_size=chunk)
-    recorded = {**settings.to_json(), "model": meta.name, "weights": meta.weights}
+    recorded = atlas_settings(settings, meta)
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise KernelvizError(f"cannot make the atlas folder {root}: {err.strerror or err}") from err
-    check_settings(root, recorded)
+    folder = AtlasFolder(root)
+    folder.check_settings(recorded)
     if rank == 0 and dist_shard is None and shard is None:
         _remove_stale_temporaries(root)
 
@@ -344,7 +233,7 @@ def atlas(
     # in the same batch whatever the sharding: 1 or N processes make the same pictures.
     batches = [(name, chosen[i : i + chunk]) for name, _, chosen in plan for i in range(0, len(chosen), chunk)]
     mine = [b for i, b in enumerate(batches) if i % world == rank]
-    kept = {(name, n) for name, group in mine for n in group if filter_kept(root, name, n)}
+    kept = {(name, n) for name, group in mine for n in group if folder.kept(name, n)}
     todo = [(name, group) for name, group in mine if not all((name, n) in kept for n in group)]
     skipped = len(kept)
     computed, interrupted = 0, False
@@ -366,7 +255,7 @@ def atlas(
                     bars[0].update(1)
         if images is not None and not interrupted:
             for j, (name, _, chosen) in enumerate(plan):
-                if j % world == rank and not _examples_valid(layer_dir(root, name) / "examples.json"):
+                if j % world == rank and folder.examples(name) is None:
                     write_examples(model, root, name, chosen, images, k, size)
     finally:
         for bar in bars:
@@ -374,7 +263,7 @@ def atlas(
 
     if dist_shard is not None:
         _barrier()
-    remaining = sum(not _done(root, name, n) for name, _, chosen in plan for n in chosen)
+    remaining = sum(not folder.written(name, n) for name, _, chosen in plan for n in chosen)
     written = False
     if not interrupted and remaining == 0 and (dist_shard is None or rank == 0):
         write_index(root, plan, recorded)
@@ -399,15 +288,14 @@ def write_examples(
     model: nn.Module, root: Path, layer: str, filters: list[int], images: str | os.PathLike, k: int, size: int
 ) -> None:
     scan = find_examples(model, layer, filters, images, k=k, size=size)
-    d = layer_dir(root, layer)
+    folder = AtlasFolder(root)
     out: dict[str, Any] = {"scanned": scan.scanned, "skipped": [str(p) for p, _ in scan.skipped], "filters": {}}
     for n, found in scan.examples.items():
         entries = []
         for j, ex in enumerate(found):
-            crop = d / "examples" / f"{n:04d}_{j}.png"
+            crop = folder.example_crop(layer, n, j)
             save_png(ex.crop, crop)
-            entries.append(
-                {"image": str(ex.path), "value": ex.value, "box": ex.box, "crop": crop.relative_to(d).as_posix()}
-            )
+            crop_link = crop.relative_to(folder.layer(layer)).as_posix()
+            entries.append({"image": str(ex.path), "value": ex.value, "box": ex.box, "crop": crop_link})
         out["filters"][str(n)] = entries
-    save_json(out, d / "examples.json")
+    save_json(out, folder.examples_file(layer))

@@ -172,7 +172,9 @@ class AtlasFolder:
 
     def write_filter(self, layer: str, n: int, image: Any, record: dict[str, Any]) -> None:
         """Write filter ``n``'s picture ``(3, H, W)`` and record atomically, the record last."""
-        write_each(lambda: save_png(image, self.picture(layer, n)), lambda: save_json(record, self.record_file(layer, n)))
+        write_each(
+            lambda: save_png(image, self.picture(layer, n)), lambda: save_json(record, self.record_file(layer, n))
+        )
 
     # --- dataset examples ------------------------------------------------------------------------
     def examples(self, layer: str) -> dict[str, Any] | None:
@@ -212,7 +214,10 @@ class AtlasFolder:
         whose pictures were made with these settings but whose ``settings.json`` was lost)."""
         before = self.settings()
         if before is None:
-            made = next((r for r in sorted(self.root.glob("*/[0-9][0-9][0-9][0-9].json")) if _typed(_read(r), _RECORD_TYPES)), None)
+            made = next(
+                (r for r in sorted(self.root.glob("*/[0-9][0-9][0-9][0-9].json")) if _typed(_read(r), _RECORD_TYPES)),
+                None,
+            )
             if made is not None:  # pictures without the settings file: compare with what a picture recorded
                 recorded = _read(made)["settings"]
                 differ = [k for k, v in settings.items() if k in recorded and not _same_setting(k, recorded[k], v)]

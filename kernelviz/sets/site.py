@@ -18,6 +18,7 @@ from ..explain.examples import ratio_to_natural
 from ..files.images import load_image
 from ..files.records import versions
 from ..files.write import atomic_write, save_figure, save_json
+from .folder import AtlasFolder, picture_name, record_name
 
 __all__ = ["attr", "layer_dir", "text", "url", "write_index"]
 
@@ -39,8 +40,8 @@ def url(path: str) -> str:
 
 
 def layer_dir(root: Path, layer: str) -> Path:
-    """The folder of ``layer``'s files under an atlas root."""
-    return root / layer.replace("/", "_")
+    """The folder of ``layer``'s files under an atlas root (see :meth:`AtlasFolder.layer`)."""
+    return AtlasFolder(root).layer(layer)
 
 
 _PAGE = """<!doctype html>
@@ -90,11 +91,12 @@ def _card(n: int, rec: dict[str, Any], examples: dict[str, Any] | None) -> str:
     if examples is not None:
         extra = _examples_html(examples["filters"].get(str(n), []), rec.get("max_activation", float("nan")))
     dead = ' <span class="dead">dead unit</span>' if rec["dead_unit"] else ""
+    picture = url(picture_name(n))
     return (
-        f'<div class="card" id="f{n}"><a href="{n:04d}.png"><img src="{n:04d}.png" alt="filter {n}"></a>'
+        f'<div class="card" id="f{n}"><a href="{picture}"><img src="{picture}" alt="filter {n}"></a>'
         f"<br><b>filter {n}</b>{dead}<br>mean activation {rec['final_value']:.4g}"
         f"<br>max activation {rec.get('max_activation', float('nan')):.4g}"
-        f'<br><a href="{n:04d}.json">settings and curve</a>{extra}</div>'
+        f'<br><a href="{url(record_name(n))}">settings and curve</a>{extra}</div>'
     )
 
 
@@ -114,17 +116,17 @@ def write_index(root: Path, plan: list[tuple[str, LayerInfo, list[int]]], settin
     manifest: dict[str, Any] = {"settings": settings, "layers": [], "versions": versions()}
     layer_rows = []
     model = settings["model"]
+    folder = AtlasFolder(root)
     for name, row, chosen in plan:
-        d = layer_dir(root, name)
-        records = {n: json.loads((d / f"{n:04d}.json").read_text()) for n in chosen}
-        examples = json.loads((d / "examples.json").read_text()) if (d / "examples.json").exists() else None
-        tiles = [load_image(d / f"{n:04d}.png") for n in chosen]
+        records = {n: folder.written_record(name, n) for n in chosen}
+        examples = folder.examples(name)
+        tiles = [load_image(folder.picture(name, n)) for n in chosen]
         labels = [f"{n}  ({records[n]['final_value']:.3g})" for n in chosen]
         title = (
             f"{model} {name}: {len(chosen)} filters, {settings['param']} image, "
             f"{settings['steps']} steps, lr {settings['lr']}, seed {settings['seed']}"
         )
-        save_figure(plot_grid(tiles, labels, title=title), d / "sheet.png", dpi=110)
+        save_figure(plot_grid(tiles, labels, title=title), folder.sheet(name), dpi=110)
         manifest["layers"].append(
             {
                 "name": name,
@@ -142,15 +144,14 @@ def write_index(root: Path, plan: list[tuple[str, LayerInfo, list[int]]], settin
             f"<p>module <code>{text(row.path)}</code>, output {_shape(row)}, "
             f"receptive field {field_text(row.receptive_field, settings['size'])} px. "
             f"Settings: <code>{text(json.dumps(settings))}</code></p>"
-            f'<p><a href="sheet.png">contact sheet</a></p><div class="grid">{cards}</div>'
+            f'<p><a href="{url(folder.sheet(name).name)}">contact sheet</a></p><div class="grid">{cards}</div>'
         )
-        _write_text(d / "index.html", _PAGE.format(title=text(f"{model} {name}"), body=body))
-        rel = d.relative_to(root).as_posix()
+        _write_text(folder.layer_index(name), _PAGE.format(title=text(f"{model} {name}"), body=body))
+        page, sheet = url(folder.relative(folder.layer_index(name))), url(folder.relative(folder.sheet(name)))
         layer_rows.append(
-            f'<tr><td><a href="{url(rel + "/index.html")}">{text(name)}</a></td><td><code>{text(row.path)}</code></td>'
+            f'<tr><td><a href="{page}">{text(name)}</a></td><td><code>{text(row.path)}</code></td>'
             f"<td>{_shape(row)}</td><td>{field_text(row.receptive_field, settings['size'])}</td><td>{len(chosen)}</td>"
-            f'<td><a href="{url(rel + "/index.html")}"><img src="{url(rel + "/sheet.png")}" '
-            f'alt="{attr(name)} sheet" height="90"></a></td></tr>'
+            f'<td><a href="{page}"><img src="{sheet}" alt="{attr(name)} sheet" height="90"></a></td></tr>'
         )
     body = (
         f"<h1>{text(model)} atlas</h1><p>weights: {text(settings['weights'])}; "
@@ -159,6 +160,6 @@ def write_index(root: Path, plan: list[tuple[str, LayerInfo, list[int]]], settin
         + "".join(layer_rows)
         + "</table>"
     )
-    index = _write_text(root / "index.html", _PAGE.format(title=text(f"{model} atlas"), body=body))
-    save_json(manifest, root / "manifest.json")
+    index = _write_text(folder.index_file, _PAGE.format(title=text(f"{model} atlas"), body=body))
+    save_json(manifest, folder.manifest_file)
     return index
