@@ -7,15 +7,16 @@ Quick use::
     result = kernelviz.visualize(model, "conv3_2:17")  # gradient ascent on the pixels
     result.save("vgg16_conv3_2_0017.png")
 
-The package is layered (each layer imports only those above it):
+The package is layered, in this order (each layer imports only those above it; ``tests/test_package.py``):
 
 * ``core``: models and weights, layer names and the layer table, activation capture, the model guard;
+* ``files``: atomic writes, image input, JSON records, HTML escaping;
 * ``optvis``: the optimizer (objectives, parameterizations, transforms, settings, batches);
-* ``explain``: feature maps, heatmaps, kernels, dataset examples, as tensors;
+* ``explain``: feature maps, heatmaps (one registry of methods), kernels, dataset examples, as tensors;
 * ``plot``: every matplotlib figure;
-* ``files``: atomic writes, image input, JSON records;
-* ``sets``: the atlas and its static site;
+* ``sets``: the atlas folder, the atlas and its static site;
 * ``jobs``: what a front-end asks for, computed and written in one call;
+* ``serve``: the live explorer (pages, routes, one worker thread);
 * ``cli``: the ``kernelviz`` command, a thin shell over ``jobs`` and ``sets``.
 """
 

@@ -74,3 +74,34 @@ def test_cli_holds_no_computation():
                     "kernelviz.explain.heatmaps",  # check_methods: a typo fails before the model loads
                     "kernelviz.explain.baselines",  # BASELINES, the choices of --baseline (no torch import)
                 ), (path.name, target)
+
+
+#: The layers of the design in the README's order: a folder imports only folders before it (and errors.py,
+#: zoo.py, which import no folder of the package).
+LAYERS = ("core", "files", "optvis", "explain", "plot", "sets", "jobs", "serve", "cli")
+
+
+def test_each_folder_imports_only_folders_before_it():
+    rank = {name: i for i, name in enumerate(LAYERS)}
+    for module, targets in _imports().items():
+        parts = module.split(".")
+        if len(parts) < 2 or parts[1] not in rank:
+            continue
+        for target in targets:
+            folder = target.split(".")[1] if target.count(".") else None
+            if folder in rank:
+                assert rank[folder] <= rank[parts[1]], f"{module} imports {target}: {folder} comes after {parts[1]}"
+
+
+def test_docstrings_list_the_layers_in_the_readme_order():
+    readme = (PACKAGE.parent / "README.md").read_text()
+    tree = readme[readme.index("```text\nkernelviz/") : readme.index("```", readme.index("```text\nkernelviz/") + 3)]
+    in_readme = [
+        line.split()[0].rstrip("/")
+        for line in tree.splitlines()
+        if line.startswith("  ") and line.split()[0].endswith("/")
+    ]
+    assert in_readme == list(LAYERS)
+    package = kernelviz.__doc__ or ""
+    positions = [package.index(f"``{name}``") for name in LAYERS]
+    assert positions == sorted(positions), "kernelviz/__init__.py lists the layers out of order"

@@ -153,7 +153,7 @@ def guarded(model: nn.Module) -> Iterator[nn.Module]:
     if any(p.is_meta for p in params):
         raise KernelvizError(
             "the model's weights are on the meta device (shapes only, no values): load real weights "
-            "(--weights PATH, or load_state_dict(..., assign=True)) before visualizing"
+            "(load_state_dict(..., assign=True), or weights=PATH; --weights PATH) before visualizing"
         )
     requires_grad = [p.requires_grad for p in params]
     try:

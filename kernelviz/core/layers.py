@@ -319,7 +319,7 @@ def default_layer(model: nn.Module) -> str:
     if last < len(done) // 2:
         raise KernelvizError(
             f"the last spatial map of this model is {done[last][0]!r}, near its start (a vision transformer's "
-            "patch embedding?): Grad-CAM there does not explain a class; pass a layer explicitly (--layer)"
+            "patch embedding?): Grad-CAM there does not explain a class; pass a layer explicitly (layer=; --layer)"
         )
     tensor = done[last][1]
     aliases = {v: k for k, v in names.items() if k != v}

@@ -297,7 +297,8 @@ def _offline_message(name: str, weights_name: str, url: str, err: BaseException)
         f"could not get the pretrained {name} weights ({weights_name}): {err}. "
         f"torchvision downloads them once from {url} and caches them in {cache}. "
         f"Ways out: put that file in {cache} (copy it from a machine with internet), "
-        f"or pass --weights PATH to a local checkpoint, or --weights random for random weights."
+        f"or load a local checkpoint (weights=PATH; --weights PATH), or random weights (weights='random'; "
+        "--weights random)."
     )
 
 
@@ -434,8 +435,8 @@ def load_model(
         model, meta = _load_torchvision(name, weights)
     if any(p.is_meta for p in model.parameters()):
         raise KernelvizError(
-            f"{name} has its weights on the meta device (shapes only, no values): pass --weights PATH to load "
-            "real ones, or build the model without torch.device('meta')"
+            f"{name} has its weights on the meta device (shapes only, no values): load real ones (weights=PATH; "
+            "--weights PATH), or build the model without torch.device('meta')"
         )
     model = model.to(resolve_device(device)).eval()
     if mean is not None or std is not None or input_size is not None:

@@ -1,1 +1,2 @@
-"""Files in and out: atomic writes (``write``), image input (``images``), JSON records (``records``)."""
+"""Files in and out: atomic writes that keep a result when a write fails (``write``), image input (``images``),
+JSON records (``records``), escaping for HTML (``escape``)."""

@@ -383,5 +383,6 @@ def _check_finite(history: list[torch.Tensor], step: int) -> None:
     if not torch.isfinite(recent).all():
         raise NonFiniteObjectiveError(
             f"the objective became NaN or infinite by step {step + 1}; "
-            "try a lower --lr, --precision fp32, or check the model for overflow"
+            "try a lower learning rate or fp32 (lr=, precision='fp32'; --lr, --precision fp32), or check the model "
+            "for overflow"
         )

@@ -4,14 +4,13 @@ context (:func:`~kernelviz.sets.site.text`, :func:`~kernelviz.sets.site.attr`, :
 from __future__ import annotations
 
 import json
-import urllib.parse
 from pathlib import Path
 from typing import Any
 
 from ..core.layers import field_text
 from ..explain.examples import ratio_to_natural
 from ..explain.heatmaps import METHODS
-from ..sets.site import attr, text
+from ..files.escape import attr, href, text
 from .explorer import VARIANTS, Explorer
 
 __all__ = ["PER_PAGE", "filter_page", "image_page", "layer_page", "message_page", "model_page"]
@@ -20,16 +19,9 @@ __all__ = ["PER_PAGE", "filter_page", "image_page", "layer_page", "message_page"
 PER_PAGE = 48
 
 
-def _href(*parts: object, **query: object) -> str:
-    """An absolute URL path from segments (each percent-encoded) and a query, attribute-escaped."""
-    path = "/" + "/".join(urllib.parse.quote(str(p), safe="") for p in parts)
-    q = urllib.parse.urlencode({k: v for k, v in query.items() if v is not None})
-    return attr(path + ("?" + q if q else ""))
-
-
 def _file_href(ex: Explorer, path: Path) -> str:
     """The attribute-escaped URL of a file of the atlas (``/files/...``, each segment percent-encoded)."""
-    return _href(*ex.file_url(path).split("/"))
+    return href(*ex.file_url(path).split("/"))
 
 
 def _page(ex: Explorer, title: str, body: str, data: dict[str, Any] | None = None, token: str = "") -> str:
@@ -56,7 +48,7 @@ def model_page(ex: Explorer, token: str = "") -> str:
     explorable = {r.name for r in ex.conv_layers()}
     rows = []
     for r in table.rows:
-        name = f'<a href="{_href("layer", r.name)}">{text(r.name)}</a>' if r.name in explorable else text(r.name)
+        name = f'<a href="{href("layer", r.name)}">{text(r.name)}</a>' if r.name in explorable else text(r.name)
         done = len(ex.done(r.name)) if r.name in explorable else None
         rows.append(
             f"<tr><td>{name}</td><td><code>{text(r.path)}</code></td><td>{text(r.type)}</td>"
@@ -84,7 +76,7 @@ def layer_page(ex: Explorer, layer: str, page: int = 0, token: str = "") -> str:
     done = set(ex.done(layer))
     tiles, missing = [], []
     for n in range(first, last):
-        link = _href("filter", layer, n)
+        link = href("filter", layer, n)
         if n in done:
             record = ex.folder.written_record(layer, n)
             value = f"mean {record['final_value']:.4g}" + (" (dead unit)" if record["dead_unit"] else "")
@@ -98,7 +90,7 @@ def layer_page(ex: Explorer, layer: str, page: int = 0, token: str = "") -> str:
         )
     pages = (row.channels + PER_PAGE - 1) // PER_PAGE
     nav = " ".join(
-        f'<a href="{_href("layer", layer, page=p)}">{p * PER_PAGE}-{min(row.channels, (p + 1) * PER_PAGE) - 1}</a>'
+        f'<a href="{href("layer", layer, page=p)}">{p * PER_PAGE}-{min(row.channels, (p + 1) * PER_PAGE) - 1}</a>'
         if p != page
         else f"<b>{p * PER_PAGE}-{last - 1}</b>"
         for p in range(pages)
@@ -169,7 +161,7 @@ def filter_page(ex: Explorer, layer: str, n: int, token: str = "") -> str:
             src = _file_href(ex, ex.folder.picture(previous, c))
             thumb = f'<img src="{src}" alt="{attr(previous)} {c}" width="56" height="56"> '
         feeders.append(
-            f'<li>{thumb}<a href="{_href("filter", previous, c)}">{text(previous)} filter {c}</a> '
+            f'<li>{thumb}<a href="{href("filter", previous, c)}">{text(previous)} filter {c}</a> '
             f"(weight norm {norm:.3g})</li>"
         )
     examples = ex.examples(layer)
@@ -205,16 +197,16 @@ def filter_page(ex: Explorer, layer: str, n: int, token: str = "") -> str:
         )
     nav = []
     if n > 0:
-        nav.append(f'<a href="{_href("filter", layer, n - 1)}">&larr; filter {n - 1}</a>')
+        nav.append(f'<a href="{href("filter", layer, n - 1)}">&larr; filter {n - 1}</a>')
     if n + 1 < row.channels:
-        nav.append(f'<a href="{_href("filter", layer, n + 1)}">filter {n + 1} &rarr;</a>')
+        nav.append(f'<a href="{href("filter", layer, n + 1)}">filter {n + 1} &rarr;</a>')
     body = (
-        f'<p><a href="/">layers</a> &middot; <a href="{_href("layer", layer, page=n // PER_PAGE)}">{text(layer)}</a> '
+        f'<p><a href="/">layers</a> &middot; <a href="{href("layer", layer, page=n // PER_PAGE)}">{text(layer)}</a> '
         f"&middot; {' &middot; '.join(nav)}</p>"
         f"<h1>{text(ex.meta.name)} {text(layer)} filter {n}</h1>"
         f'<div class="status" id="status"></div>'
         f'<div class="pair"><div>{main}{facts}</div>'
-        f'<div><h2>kernel</h2><img src="{_href("api", "kernel", layer, f"{n}.png")}" alt="kernel of filter {n}" '
+        f'<div><h2>kernel</h2><img src="{href("api", "kernel", layer, f"{n}.png")}" alt="kernel of filter {n}" '
         f'style="max-width:420px"><h2>fed most by</h2><ul>{"".join(feeders)}</ul></div></div>'
         f"<h2>real images that excite it</h2>{ex_html}<h2>variants</h2>{''.join(variants)}"
     )
@@ -238,7 +230,7 @@ def image_page(ex: Explorer, analysis: dict[str, Any] | None, query: dict[str, s
     body = f"<h1>an image through {text(ex.meta.name)}</h1>{chooser}"
     if analysis is not None:
         key = {k: v for k, v in query.items() if k in ("upload", "pick")}
-        src = _href("api", "image.png", **key)
+        src = href("api", "image.png", **key)
         preds = "".join(
             f"<tr><td>{i}</td><td>{text(name or '(no name)')}</td><td>{p:.3f}</td></tr>"
             for i, name, p in analysis["predictions"]
@@ -249,7 +241,7 @@ def image_page(ex: Explorer, analysis: dict[str, Any] | None, query: dict[str, s
         firing = "".join(
             f"<tr><td>{text(name)}</td><td>"
             + " ".join(
-                f'<a href="{_href("filter", name, c)}">{c}</a> <span class=small>({v:.3g})</span>' for c, v in top
+                f'<a href="{href("filter", name, c)}">{c}</a> <span class=small>({v:.3g})</span>' for c, v in top
             )
             + "</td></tr>"
             for name, top in analysis["firing"].items()

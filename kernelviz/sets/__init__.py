@@ -1,1 +1,2 @@
-"""Figure sets on disk: the resumable, shardable atlas of a whole model and its static site."""
+"""Figure sets on disk: the atlas folder's layout (``folder``), the resumable, shardable atlas of a whole model
+(``atlas``) and its static site (``site``)."""

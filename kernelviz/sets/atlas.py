@@ -109,7 +109,7 @@ def _plan(
     if not names:
         raise KernelvizError(
             "the model has no convolution layer to make an atlas of: name the layers to show (layers=[...], "
-            "--layers on the command line; kernelviz layers MODEL lists them)"
+            "--layers on the command line; kernelviz.list_layers(model) or kernelviz layers MODEL lists them)"
         )
     by_path = {r.path: r for r in rows}
     plan = []

@@ -1,42 +1,25 @@
 """The atlas's static site: contact sheets, ``manifest.json``, ``index.html`` and one page per layer.
 
-Every value that reaches HTML goes through one escaping helper per context: :func:`text` for element
-content, :func:`attr` for attribute values, :func:`url` for a relative link to a file (percent-encoded,
-then attribute-escaped). Layer and module names come from the user's model and may hold any character.
+Every value that reaches HTML goes through one escaping helper per context (:mod:`kernelviz.files.escape`, which
+the explorer's pages use too): ``text`` for element content, ``attr`` for attribute values, ``url`` for a relative
+link to a file. Layer and module names come from the user's model and may hold any character.
 """
 
 from __future__ import annotations
 
-import html
 import json
-import urllib.parse
 from pathlib import Path
 from typing import Any
 
 from ..core.layers import LayerInfo, field_text
 from ..explain.examples import ratio_to_natural
+from ..files.escape import attr, text, url
 from ..files.images import load_image
 from ..files.records import versions
 from ..files.write import atomic_write, save_figure, save_json
 from .folder import AtlasFolder, picture_name, record_name
 
 __all__ = ["attr", "layer_dir", "text", "url", "write_index"]
-
-
-def text(value: object) -> str:
-    """``value`` as HTML element content (``<``, ``>`` and ``&`` escaped)."""
-    return html.escape(str(value), quote=False)
-
-
-def attr(value: object) -> str:
-    """``value`` as the inside of a double- or single-quoted attribute value (quotes escaped too)."""
-    return html.escape(str(value), quote=True)
-
-
-def url(path: str) -> str:
-    """A relative file path as an attribute-safe URL: each segment percent-encoded (so ``#``, ``?``,
-    ``:`` and quotes in a name cannot change what the link means), then attribute-escaped."""
-    return attr(urllib.parse.quote(path, safe="/"))
 
 
 def layer_dir(root: Path, layer: str) -> Path:

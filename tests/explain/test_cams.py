@@ -192,7 +192,11 @@ def test_aug_smooth_averages_flips_and_rescales(gapnet):
 @pytest.mark.calibrated
 @pytest.mark.parametrize("method", CAM_METHODS)
 def test_every_cam_on_the_toy_network_points_at_the_object(toy_model, method, measured):
-    """On the CNN trained in the session, every CAM puts more heat in the object's box than outside."""
+    """On the CNN trained in the session, every CAM puts more heat in the object's box than outside.
+
+    Threshold: median density ratio above 1.5. Spread (seeds 0-4 x native AVX-512, AVX2-only, one thread): 4.67
+    (Score-CAM) to 13.9 (EigenCAM); Grad-CAM 7.45-10.4.
+    """
     from ..toy import NOTHING, make_data
 
     model, _ = toy_model

@@ -32,7 +32,8 @@ def test_sobel_filter_picture_is_vertical_edges(measured):
     measured("change along x", along_x)
     measured("change along x / along y", along_x / along_y)
     # Measured (seed 1): along_x 0.50 (stripes of 0 and 1), along_y 0.086 (a few wiggling stripe
-    # borders, local optima of a piecewise-linear objective): 5.8 times more change along x.
+    # borders, local optima of a piecewise-linear objective): 5.8 times more change along x. Spread (seeds 1-5
+    # x native AVX-512, AVX2-only, one thread): along_x 0.48-0.50, along_x / along_y 4.2-5.9.
     assert along_x > 0.3
     assert along_x > 4 * along_y
     assert not result.dead[0]
@@ -59,7 +60,8 @@ def test_detail_bounds_the_finest_pattern_that_can_form(pattern, detail, low, hi
     a Fourier image of ``detail`` 0.5 reaches that for a pattern of halves, not for a one-pixel checkerboard.
 
     Measured (120 steps; the 1/f spectrum makes one-pixel patterns slow to form): checkerboard 0.33 at
-    detail 1 (0.53 after 300 steps), 0.001 at 0.5; halves 0.67 at 0.5 (0.69 at detail 1).
+    detail 1 (0.53 after 300 steps), 0.001 at 0.5; halves 0.67 at 0.5 (0.69 at detail 1). Spread (seeds 0-4 x
+    native AVX-512, AVX2-only, one thread): checkerboard 0.376-0.385 at detail 1, 0.00097 at 0.5; halves 0.75-0.79.
     """
     yy, xx = torch.meshgrid(torch.arange(32), torch.arange(32), indexing="ij")
     sign = {"checkerboard": (yy + xx) % 2 == 0, "halves": xx < 16}[pattern].float() * 2 - 1
@@ -193,6 +195,8 @@ def test_speed_paths_reach_the_same_objective(vgg16, measured):
     Measured at 48 px, 48 steps (standard transforms ending at the size), seeds 3-12: mean final value
     0.0222 (fast) vs 0.0220 (plain), paired difference 0.0002 +- 0.0032; seeds 3-8: 0.0214 vs 0.0226,
     plain's seed-to-seed deviation 0.0019 (three seeds were too few to estimate it); both climb from -0.09.
+    Spread (seed sets 3-8 to 7-12 x native AVX-512, AVX2-only, one thread): mean difference 0.04-0.48 of
+    plain's deviation (threshold 1), the lowest fast final 0.081-0.085.
     """
     fast, plain = [], []
     for seed in range(3 + TEST_SEED, 9 + TEST_SEED):
