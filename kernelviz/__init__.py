@@ -27,7 +27,7 @@ from .core.guard import guarded
 from .core.layers import LayerInfo, count_depth, list_layers
 from .core.models import ModelMeta, load_checkpoint, load_model, model_meta, set_model_meta
 from .core.names import layer_names, resolve_layer
-from .errors import KernelvizError, NonFiniteObjectiveError
+from .errors import KernelvizError, KernelvizTypeError, NonFiniteObjectiveError, NotFoundError
 from .explain.examples import find_examples
 from .explain.faithfulness import faithfulness, sanity_check
 from .explain.heatmaps import METHODS, attribute, heatmap, predict
@@ -67,9 +67,11 @@ __all__ = [
     "METHODS",
     "GridResult",
     "KernelvizError",
+    "KernelvizTypeError",
     "LayerInfo",
     "ModelMeta",
     "NonFiniteObjectiveError",
+    "NotFoundError",
     "Objective",
     "OptimSettings",
     "VisResult",

@@ -238,3 +238,20 @@ def test_gradcam_at_a_layer_input_equals_the_layer_that_makes_it():
     at_output = attribute(model, images, "gradcam", target=[3, 7], layer="layer4")
     torch.testing.assert_close(at_input.maps, at_output.maps)
     assert at_input.layer == "avgpool:input" and float(at_input.maps.abs().max()) > 0
+
+
+def test_a_new_pixel_method_is_one_row_and_one_function(monkeypatch, tiny):
+    """The registry is the only place a method's facts live: a row added at run time is attributed, reduced,
+    recorded and grouped like the built-in ones."""
+    from kernelviz.explain.heatmaps import method_family
+    from kernelviz.explain.methods import METHODS, Method
+
+    row = Method(
+        "doubled_saliency", "gradient", lambda job: 2 * METHODS["saliency"].compute(job), "max |.| over color channels"
+    )
+    monkeypatch.setitem(METHODS, row.name, row)
+    x = torch.rand(2, 3, 32, 32)
+    doubled, plain = attribute(tiny, x, "doubled_saliency", target=1), attribute(tiny, x, "saliency", target=1)
+    torch.testing.assert_close(doubled.maps, 2 * plain.maps)
+    assert doubled.settings["reduction"] == "max |.| over color channels" and doubled.layer is None
+    assert method_family("doubled_saliency") == "gradient" and row.per_pixel
