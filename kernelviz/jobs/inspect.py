@@ -12,7 +12,7 @@ from typing import Any
 from torch import nn
 
 from ..core.layers import LayerInfo, field_text, list_layers
-from ..core.models import model_meta, model_slug
+from ..core.models import ModelMeta, model_meta, model_slug
 from ..errors import KernelvizError
 from ..explain.faithfulness import Faithfulness
 from ..explain.heatmaps import (
@@ -255,7 +255,6 @@ def export_heatmaps(
     Returns:
         The PNG paths written.
     """
-    from ..explain.faithfulness import faithfulness, reference_map, sanity_check
     from ..plot.colors import check_cmap
     from ..plot.heatmaps import plot_heatmap
 
@@ -280,90 +279,44 @@ def export_heatmaps(
         log.warn(f"warning: --baseline applies to {', '.join(DEFAULT_BASELINES)}; none of them was asked for")
     if (eigen_smooth or aug_smooth) and not any(get_method(m).cam for m in chosen):
         log.warn("warning: --eigen-smooth and --aug-smooth apply to the CAM methods; none of them was asked for")
-    options: dict[str, Any] = {"ig_steps": ig_steps}
-    results: list[Attribution] = []
-    for method in chosen:
-        extra = dict(options)
-        if (eigen_smooth or aug_smooth) and get_method(method).cam:
-            extra.update(eigen_smooth=eigen_smooth, aug_smooth=aug_smooth)
-        if baseline is not None and method in DEFAULT_BASELINES:
-            extra["baseline"] = baseline
-        results.append(attribute(model, batch, method, target=target, filter=filter, layer=layer, **extra))
-        if sanity:
-            log.info(f"{method}: randomizing the network's layers, top first, on a copy...")
-            checks = sanity_check(model, batch, results[-1], **{k: v for k, v in extra.items() if k != "ig_steps"})
-            results[-1].settings["sanity"] = [checks.record(i) for i in range(len(images))]
-    scores: dict[str, Faithfulness] = {}  # per method, then "random map" and "blob map"; empty without score
-    if score:
-        first = results[0]
-        scoring = {"targets": first.targets, "filter": filter}
-        scores = {r.method: faithfulness(model, batch, r.maps, **scoring) for r in results}  # type: ignore[arg-type]
-        for kind in ("random", "blob"):
-            scores[f"{kind} map"] = faithfulness(model, batch, reference_map(first.maps.shape, kind), **scoring)  # type: ignore[arg-type]
+    smoothing = {"eigen_smooth": eigen_smooth, "aug_smooth": aug_smooth}
+    results = _attribute_each(model, batch, chosen, target, filter, layer, ig_steps, baseline, smoothing, sanity, log)
+    scores = _faithfulness(model, batch, results, filter) if score else {}
     # per-pixel maps are blurred for display only
     blurs = {r.method: side * DISPLAY_BLUR if get_method(r.method).per_pixel else 0.0 for r in results}
     written = []
     for res in results:
-        blur = blurs[res.method]
         for i, stem in enumerate(stems):
-            what = res.what(i)
-            base = output / f"{stem}_{res.method}"
+            overlay = {"cmap": cmap, "alpha": alpha, "display_blur_px": round(blurs[res.method], 2)}
+            record = _map_record(meta, images[i], side, res, i, overlay, scores)
             fig = plot_heatmap(
                 batch[i : i + 1],
                 [res.maps[i : i + 1]],
                 cmap=cmap,
                 alpha=alpha,
-                smooth=[blur],
-                titles=[f"{res.method}{' @ ' + res.layer if res.layer else ''}: {what}"],
+                smooth=[blurs[res.method]],
+                titles=[f"{_named(res)}: {res.what(i)}"],
             )
-            record = provenance(
-                meta,
-                image=str(images[i]),
-                input_size=side,
-                **res.record(i),
-                overlay={"cmap": cmap, "alpha": alpha, "display_blur_px": round(blur, 2)},
-            )
-            if "sanity" in res.settings:
-                record["settings"] = {k: v for k, v in res.settings.items() if k != "sanity"}
-                record["sanity"] = res.settings["sanity"][i]
-            if scores:
-                record["faithfulness"] = {
-                    **scores[res.method].record(i),
-                    "random_map": scores["random map"].record(i),
-                    "blob_map": scores["blob map"].record(i),
-                }
-            write_each(
-                partial(save_figure, fig, base.with_suffix(".png")),
-                partial(save_npy, res.maps[i], base.with_suffix(".npy")),
-                partial(save_json, record, base.with_suffix(".json")),
-            )
-            written.append(base.with_suffix(".png"))
-            log.info(f"wrote {base.with_suffix('.png')}")
+            written.append(_write_map(fig, res, i, record, output / f"{stem}_{res.method}"))
+            log.info(f"wrote {written[-1]}")
             _warn_ig(res, i, images[i].name, log)
             if bool(res.zero[i]):
                 log.warn(
-                    f"warning: the {res.method} map of {images[i].name} is all zero (nothing drives {what} "
+                    f"warning: the {res.method} map of {images[i].name} is all zero (nothing drives {res.what(i)} "
                     "there); the overlay is empty"
                 )
-    for i, path in enumerate(images):
-        if scores:
-            for line in _score_lines(path.name, results, scores, i):
-                log.info(line)
-        if sanity:
-            for res in results:
-                check = res.settings["sanity"][i]
-                steps = ", ".join(f"{s['layers_randomized']}: {s['rank_corr']:+.2f}" for s in check["steps"])
-                flag = "  FLAGGED: the map survives randomizing half the network" if check["insensitive"] else ""
-                log.info(f"{path.name} {res.method} sanity, rank correlation by layers randomized ({steps}){flag}")
+    _log_checks(images, results, scores, sanity, log)
     if len(chosen) > 1:
         for i, stem in enumerate(stems):
-            titles = []
-            for r in results:
-                title = f"{r.method}{' @ ' + r.layer if r.layer else ''}"
-                if scores:
-                    f = scores[r.method]
-                    title += f"\ndel {float(f.deletion[i]):.2f} / ins {float(f.insertion[i]):.2f}"
-                titles.append(title)
+            titles = [
+                _named(r)
+                + (
+                    f"\ndel {float(scores[r.method].deletion[i]):.2f} / ins {float(scores[r.method].insertion[i]):.2f}"
+                    if scores
+                    else ""
+                )
+                for r in results
+            ]
             fig = plot_heatmap(
                 batch[i : i + 1],
                 [r.maps[i : i + 1] for r in results],
@@ -380,6 +333,108 @@ def export_heatmaps(
             written.append(path)
             log.info(f"wrote {path}")
     return written
+
+
+def _map_record(
+    meta: ModelMeta,
+    image: Path,
+    side: int,
+    res: Attribution,
+    i: int,
+    overlay: dict[str, Any],
+    scores: dict[str, Faithfulness],
+) -> dict[str, Any]:
+    """The JSON record of map ``i`` of ``res``: the provenance, the map's own record, how it is drawn, and its
+    sanity check and faithfulness scores when they were asked for."""
+    record = provenance(meta, image=str(image), input_size=side, **res.record(i), overlay=overlay)
+    if "sanity" in res.settings:
+        record["settings"] = {k: v for k, v in res.settings.items() if k != "sanity"}
+        record["sanity"] = res.settings["sanity"][i]
+    if scores:
+        record["faithfulness"] = {
+            **scores[res.method].record(i),
+            "random_map": scores["random map"].record(i),
+            "blob_map": scores["blob map"].record(i),
+        }
+    return record
+
+
+def _named(res: Attribution) -> str:
+    """``"gradcam @ relu5_3"``, or the method alone for a pixel method."""
+    return f"{res.method}{' @ ' + res.layer if res.layer else ''}"
+
+
+def _attribute_each(
+    model: nn.Module,
+    batch: Any,
+    methods: list[str],
+    target: list[int | str] | None,
+    filter: str | None,
+    layer: str | None,
+    ig_steps: int | None,
+    baseline: str | None,
+    smoothing: dict[str, bool],
+    sanity: bool,
+    log: Log,
+) -> list[Attribution]:
+    """One :class:`Attribution` per method (each with the options that apply to it), and with ``sanity`` its
+    cascading randomization in ``settings["sanity"]``, one record per image."""
+    from ..explain.faithfulness import sanity_check
+
+    results: list[Attribution] = []
+    for method in methods:
+        extra: dict[str, Any] = {"ig_steps": ig_steps}
+        if any(smoothing.values()) and get_method(method).cam:
+            extra.update(smoothing)
+        if baseline is not None and method in DEFAULT_BASELINES:
+            extra["baseline"] = baseline
+        results.append(attribute(model, batch, method, target=target, filter=filter, layer=layer, **extra))
+        if sanity:
+            log.info(f"{method}: randomizing the network's layers, top first, on a copy...")
+            checks = sanity_check(model, batch, results[-1], **{k: v for k, v in extra.items() if k != "ig_steps"})
+            results[-1].settings["sanity"] = [checks.record(i) for i in range(batch.shape[0])]
+    return results
+
+
+def _faithfulness(
+    model: nn.Module, batch: Any, results: list[Attribution], filter: str | None
+) -> dict[str, Faithfulness]:
+    """Deletion/insertion (and ROAD) scores per method, then of a random and a centred-blob map."""
+    from ..explain.faithfulness import faithfulness, reference_map
+
+    first = results[0]
+    scores = {r.method: faithfulness(model, batch, r.maps, targets=first.targets, filter=filter) for r in results}
+    for kind in ("random", "blob"):
+        reference = reference_map(first.maps.shape, kind)
+        scores[f"{kind} map"] = faithfulness(model, batch, reference, targets=first.targets, filter=filter)
+    return scores
+
+
+def _write_map(fig: Any, res: Attribution, i: int, record: dict[str, Any], base: Path) -> Path:
+    """Map ``i`` of ``res``: its overlay (``fig``), the raw map as ``.npy`` and its record, each kept elsewhere
+    if its write fails."""
+    write_each(
+        partial(save_figure, fig, base.with_suffix(".png")),
+        partial(save_npy, res.maps[i], base.with_suffix(".npy")),
+        partial(save_json, record, base.with_suffix(".json")),
+    )
+    return base.with_suffix(".png")
+
+
+def _log_checks(
+    images: Sequence[Path], results: list[Attribution], scores: dict[str, Faithfulness], sanity: bool, log: Log
+) -> None:
+    """Per image: the faithfulness table, and each method's sanity check with its verdict."""
+    for i, path in enumerate(images):
+        if scores:
+            for line in _score_lines(path.name, results, scores, i):
+                log.info(line)
+        if sanity:
+            for res in results:
+                check = res.settings["sanity"][i]
+                steps = ", ".join(f"{s['layers_randomized']}: {s['rank_corr']:+.2f}" for s in check["steps"])
+                flag = "  FLAGGED: the map survives randomizing half the network" if check["insensitive"] else ""
+                log.info(f"{path.name} {res.method} sanity, rank correlation by layers randomized ({steps}){flag}")
 
 
 def export_kernels(

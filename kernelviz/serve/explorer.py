@@ -391,8 +391,7 @@ class Explorer:
 
             x = self._image(path)[None]
             res = attribute(self.model, x, method, target=target if not filter else None, filter=filter or None)
-            what = res.filter or (res.target_names[0] if res.target_names else f"class {res.targets[0]}")  # type: ignore[index]
-            title = f"{method}{' @ ' + res.layer if res.layer else ''}: {what}"
+            title = f"{method}{' @ ' + res.layer if res.layer else ''}: {res.what(0)}"
             return _png(plot_heatmap(x, [res.maps], titles=[title]))
 
         return self.worker.submit(("heatmap", str(path), method, target, filter), run)
