@@ -2,8 +2,8 @@
 
 Layer and module names come from the user's model and may hold any character (``"><img onerror=...>``, ``/``,
 ``#``): :func:`text` for element content, :func:`attr` for attribute values, :func:`url` for a relative link to a
-file (each segment percent-encoded, then attribute-escaped), :func:`href` for an absolute path from segments and a
-query.
+file (each segment percent-encoded, then attribute-escaped). The explorer's absolute paths come from
+:mod:`kernelviz.serve.urls`.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import html
 import urllib.parse
 
-__all__ = ["attr", "href", "text", "url"]
+__all__ = ["attr", "text", "url"]
 
 
 def text(value: object) -> str:
@@ -28,11 +28,3 @@ def url(path: str) -> str:
     """A relative file path as an attribute-safe URL: each segment percent-encoded (so ``#``, ``?``,
     ``:`` and quotes in a name cannot change what the link means), then attribute-escaped."""
     return attr(urllib.parse.quote(path, safe="/"))
-
-
-def href(*parts: object, **query: object) -> str:
-    """An absolute URL path from segments (each percent-encoded, a ``/`` inside one too) and a query,
-    attribute-escaped: ``href("filter", "a/b", 3, page=1)`` → ``/filter/a%2Fb/3?page=1``."""
-    path = "/" + "/".join(urllib.parse.quote(str(p), safe="") for p in parts)
-    q = urllib.parse.urlencode({k: v for k, v in query.items() if v is not None})
-    return attr(path + ("?" + q if q else ""))

@@ -38,6 +38,7 @@ from starlette.staticfiles import StaticFiles
 from ..errors import KernelvizError, NotFoundError
 from .explorer import MAX_UPLOAD, Explorer
 from .pages import filter_page, image_page, layer_page, message_page, model_page
+from .urls import API, PAGES
 
 __all__ = ["COOKIE", "create_app"]
 
@@ -59,7 +60,7 @@ def create_app(explorer: Explorer, token: str | None) -> Starlette:
 
     class TokenCheck(BaseHTTPMiddleware):
         async def dispatch(self, request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-            if token is None or request.url.path.startswith("/static/"):
+            if token is None or request.url.path.startswith(PAGES["static"] + "/"):
                 return await call_next(request)
             given = request.query_params.get("token") or request.headers.get("x-kernelviz-token")
             from_query = given is not None
@@ -205,7 +206,7 @@ def create_app(explorer: Explorer, token: str | None) -> Starlette:
                 raise KernelvizError("no file in the upload: choose an image file")
             data = await upload.read(MAX_UPLOAD + 1)
             digest = await asyncio.to_thread(explorer.save_upload, data)
-            return RedirectResponse(f"/image?upload={digest}", status_code=303)
+            return RedirectResponse(f"{PAGES['image']}?upload={digest}", status_code=303)
         query = {k: v for k, v in request.query_params.items() if k in ("upload", "pick")}
         analysis = None
         if query:
@@ -233,20 +234,20 @@ def create_app(explorer: Explorer, token: str | None) -> Starlette:
 
     static = resources.files("kernelviz.serve") / "static"
     routes = [
-        Route("/", answered(home)),
-        Route("/layer/{layer:path}", answered(layer)),
-        Route("/filter/{layer:path}/{n:str}", answered(filter_)),
-        Route("/image", answered(image), methods=["GET", "POST"]),
-        Route("/files/{path:path}", answered(files)),
-        Route("/api/compute", answered(compute), methods=["POST"]),
-        Route("/api/variant", answered(variant), methods=["POST"]),
-        Route("/api/examples", answered(examples), methods=["POST"]),
-        Route("/api/kernel/{layer:path}/{n:str}.png", answered(kernel)),
-        Route("/api/events", events),
-        Route("/api/status/{layer:path}", answered(status)),
-        Route("/api/image.png", answered(image_png)),
-        Route("/api/heatmap.png", answered(heatmap)),
-        Route("/api/maps.png", answered(maps)),
-        Mount("/static", StaticFiles(directory=str(static)), name="static"),
+        Route(PAGES["model"], answered(home)),
+        Route(PAGES["layer"], answered(layer)),
+        Route(PAGES["filter"], answered(filter_)),
+        Route(PAGES["image"], answered(image), methods=["GET", "POST"]),
+        Route(PAGES["files"], answered(files)),
+        Route(API["compute"], answered(compute), methods=["POST"]),
+        Route(API["variant"], answered(variant), methods=["POST"]),
+        Route(API["examples"], answered(examples), methods=["POST"]),
+        Route(API["kernel"], answered(kernel)),
+        Route(API["events"], events),
+        Route(API["status"], answered(status)),
+        Route(API["image"], answered(image_png)),
+        Route(API["heatmap"], answered(heatmap)),
+        Route(API["maps"], answered(maps)),
+        Mount(PAGES["static"], StaticFiles(directory=str(static)), name="static"),
     ]
     return Starlette(routes=routes, middleware=[Middleware(TokenCheck)])

@@ -37,6 +37,8 @@ from ..optvis.batch import auto_batch_size
 from ..optvis.settings import DEFAULTS, OptimSettings
 from ..sets.atlas import write_examples, write_filters
 from ..sets.folder import AtlasFolder, atlas_settings
+from .urls import PAGES
+from .urls import path as url_path
 from .worker import Emit, Worker
 
 __all__ = ["MAX_UPLOAD", "VARIANTS", "Explorer"]
@@ -137,8 +139,8 @@ class Explorer:
         return self.folder.written_filters(layer)
 
     def file_url(self, path: Path) -> str:
-        """The URL path of a file under the atlas root (``files/...``)."""
-        return "files/" + path.relative_to(self.root).as_posix()
+        """The URL path of a file under the atlas root (``/files/...``, each segment percent-encoded)."""
+        return url_path(PAGES["files"], path=tuple(self.folder.relative(path).split("/")))
 
     def request_filters(self, layer: str, filters: list[int]) -> list[Future]:
         """Queue the atlas batches holding ``filters`` that are not on disk; returns their futures.

@@ -4,14 +4,17 @@ context (:func:`~kernelviz.sets.site.text`, :func:`~kernelviz.sets.site.attr`, :
 from __future__ import annotations
 
 import json
+import urllib.parse
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from ..core.layers import field_text
 from ..explain.examples import ratio_to_natural
 from ..explain.heatmaps import METHODS
-from ..files.escape import attr, href, text
+from ..files.escape import attr, text
 from .explorer import VARIANTS, Explorer
+from .urls import API, PAGES, api_json, path
 
 __all__ = ["PER_PAGE", "filter_page", "image_page", "layer_page", "message_page", "model_page"]
 
@@ -19,9 +22,15 @@ __all__ = ["PER_PAGE", "filter_page", "image_page", "layer_page", "message_page"
 PER_PAGE = 48
 
 
-def _file_href(ex: Explorer, path: Path) -> str:
+def _link(pattern: str, query: Mapping[str, object] | None = None, **parts: object) -> str:
+    """The attribute-escaped URL of one of the explorer's paths (:mod:`~kernelviz.serve.urls`) with a query."""
+    q = urllib.parse.urlencode({k: v for k, v in (query or {}).items() if v is not None})
+    return attr(path(pattern, **parts) + ("?" + q if q else ""))
+
+
+def _file_href(ex: Explorer, file: Path) -> str:
     """The attribute-escaped URL of a file of the atlas (``/files/...``, each segment percent-encoded)."""
-    return href(*ex.file_url(path).split("/"))
+    return attr(ex.file_url(file))
 
 
 def _page(ex: Explorer, title: str, body: str, data: dict[str, Any] | None = None, token: str = "") -> str:
@@ -29,17 +38,22 @@ def _page(ex: Explorer, title: str, body: str, data: dict[str, Any] | None = Non
     return (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         f"<title>{text(title)}</title>"
-        '<link rel="icon" href="data:,"><link rel="stylesheet" href="/static/style.css"></head>'
-        f'<body data-base="/" data-token="{attr(token)}" data-images-ok="pending"{extra}>'
-        f'<header><b>kernelviz</b><a href="/">{text(ex.meta.name)}</a><a href="/image">image</a>'
+        f'<link rel="icon" href="data:,"><link rel="stylesheet" href="{attr(PAGES["static"])}/style.css"></head>'
+        f'<body data-api="{attr(api_json())}" data-token="{attr(token)}" data-images-ok="pending"{extra}>'
+        f'<header><b>kernelviz</b><a href="{attr(PAGES["model"])}">{text(ex.meta.name)}</a>'
+        f'<a href="{attr(PAGES["image"])}">image</a>'
         f'<span class="small">weights: {text(ex.meta.weights)}</span></header>'
-        f'<main>{body}</main><script src="/static/app.js"></script></body></html>'
+        f'<main>{body}</main><script src="{attr(PAGES["static"])}/app.js"></script></body></html>'
     )
 
 
 def message_page(ex: Explorer, title: str, message: str) -> str:
     """A page that says what went wrong, and links home."""
-    return _page(ex, title, f'<h1>{text(title)}</h1><p class="error">{text(message)}</p><p><a href="/">model</a></p>')
+    return _page(
+        ex,
+        title,
+        f'<h1>{text(title)}</h1><p class="error">{text(message)}</p><p><a href="{attr(PAGES["model"])}">model</a></p>',
+    )
 
 
 def model_page(ex: Explorer, token: str = "") -> str:
@@ -48,7 +62,11 @@ def model_page(ex: Explorer, token: str = "") -> str:
     explorable = {r.name for r in ex.conv_layers()}
     rows = []
     for r in table.rows:
-        name = f'<a href="{href("layer", r.name)}">{text(r.name)}</a>' if r.name in explorable else text(r.name)
+        name = (
+            f'<a href="{_link(PAGES["layer"], layer=r.name)}">{text(r.name)}</a>'
+            if r.name in explorable
+            else text(r.name)
+        )
         done = len(ex.done(r.name)) if r.name in explorable else None
         rows.append(
             f"<tr><td>{name}</td><td><code>{text(r.path)}</code></td><td>{text(r.type)}</td>"
@@ -76,7 +94,7 @@ def layer_page(ex: Explorer, layer: str, page: int = 0, token: str = "") -> str:
     done = set(ex.done(layer))
     tiles, missing = [], []
     for n in range(first, last):
-        link = href("filter", layer, n)
+        link = _link(PAGES["filter"], layer=layer, n=n)
         if n in done:
             record = ex.folder.written_record(layer, n)
             value = f"mean {record['final_value']:.4g}" + (" (dead unit)" if record["dead_unit"] else "")
@@ -90,14 +108,15 @@ def layer_page(ex: Explorer, layer: str, page: int = 0, token: str = "") -> str:
         )
     pages = (row.channels + PER_PAGE - 1) // PER_PAGE
     nav = " ".join(
-        f'<a href="{href("layer", layer, page=p)}">{p * PER_PAGE}-{min(row.channels, (p + 1) * PER_PAGE) - 1}</a>'
+        f'<a href="{_link(PAGES["layer"], {"page": p}, layer=layer)}">'
+        f"{p * PER_PAGE}-{min(row.channels, (p + 1) * PER_PAGE) - 1}</a>"
         if p != page
         else f"<b>{p * PER_PAGE}-{last - 1}</b>"
         for p in range(pages)
     )
     s = ex.optim
     body = (
-        f'<p><a href="/">&larr; layers</a></p><h1>{text(ex.meta.name)} {text(layer)}</h1>'
+        f'<p><a href="{attr(PAGES["model"])}">&larr; layers</a></p><h1>{text(ex.meta.name)} {text(layer)}</h1>'
         f"<p>module <code>{text(row.path)}</code>, output {'x'.join(map(str, row.shape))}, receptive field "
         f"{text(field_text(row.receptive_field, ex.table.size))} px; {row.channels} filters. Settings: {text(s.param)} "
         f"image{_fourier_text(s.param, s.detail, s.decay)}, {s.steps} steps, lr {s.lr}, seed {s.seed}, "
@@ -161,7 +180,7 @@ def filter_page(ex: Explorer, layer: str, n: int, token: str = "") -> str:
             src = _file_href(ex, ex.folder.picture(previous, c))
             thumb = f'<img src="{src}" alt="{attr(previous)} {c}" width="56" height="56"> '
         feeders.append(
-            f'<li>{thumb}<a href="{href("filter", previous, c)}">{text(previous)} filter {c}</a> '
+            f'<li>{thumb}<a href="{_link(PAGES["filter"], layer=previous, n=c)}">{text(previous)} filter {c}</a> '
             f"(weight norm {norm:.3g})</li>"
         )
     examples = ex.examples(layer)
@@ -197,16 +216,17 @@ def filter_page(ex: Explorer, layer: str, n: int, token: str = "") -> str:
         )
     nav = []
     if n > 0:
-        nav.append(f'<a href="{href("filter", layer, n - 1)}">&larr; filter {n - 1}</a>')
+        nav.append(f'<a href="{_link(PAGES["filter"], layer=layer, n=n - 1)}">&larr; filter {n - 1}</a>')
     if n + 1 < row.channels:
-        nav.append(f'<a href="{href("filter", layer, n + 1)}">filter {n + 1} &rarr;</a>')
+        nav.append(f'<a href="{_link(PAGES["filter"], layer=layer, n=n + 1)}">filter {n + 1} &rarr;</a>')
     body = (
-        f'<p><a href="/">layers</a> &middot; <a href="{href("layer", layer, page=n // PER_PAGE)}">{text(layer)}</a> '
+        f'<p><a href="{attr(PAGES["model"])}">layers</a> &middot; '
+        f'<a href="{_link(PAGES["layer"], {"page": n // PER_PAGE}, layer=layer)}">{text(layer)}</a> '
         f"&middot; {' &middot; '.join(nav)}</p>"
         f"<h1>{text(ex.meta.name)} {text(layer)} filter {n}</h1>"
         f'<div class="status" id="status"></div>'
         f'<div class="pair"><div>{main}{facts}</div>'
-        f'<div><h2>kernel</h2><img src="{href("api", "kernel", layer, f"{n}.png")}" alt="kernel of filter {n}" '
+        f'<div><h2>kernel</h2><img src="{_link(API["kernel"], layer=layer, n=n)}" alt="kernel of filter {n}" '
         f'style="max-width:420px"><h2>fed most by</h2><ul>{"".join(feeders)}</ul></div></div>'
         f"<h2>real images that excite it</h2>{ex_html}<h2>variants</h2>{''.join(variants)}"
     )
@@ -219,18 +239,18 @@ def image_page(ex: Explorer, analysis: dict[str, Any] | None, query: dict[str, s
     picks = ex.picks()
     options = "".join(f'<option value="{attr(p)}">{text(p)}</option>' for p in picks)
     chooser = (
-        '<form method="post" action="/image" enctype="multipart/form-data">'
+        f'<form method="post" action="{attr(PAGES["image"])}" enctype="multipart/form-data">'
         '<input type="file" name="file" accept="image/*" required> <button type="submit">upload</button></form>'
     )
     if picks:
         chooser += (
-            f'<form method="get" action="/image">or pick one: <select name="pick">{options}</select> '
+            f'<form method="get" action="{attr(PAGES["image"])}">or pick one: <select name="pick">{options}</select> '
             '<button type="submit">open</button></form>'
         )
     body = f"<h1>an image through {text(ex.meta.name)}</h1>{chooser}"
     if analysis is not None:
         key = {k: v for k, v in query.items() if k in ("upload", "pick")}
-        src = href("api", "image.png", **key)
+        src = _link(API["image"], key)
         preds = "".join(
             f"<tr><td>{i}</td><td>{text(name or '(no name)')}</td><td>{p:.3f}</td></tr>"
             for i, name, p in analysis["predictions"]
@@ -241,7 +261,8 @@ def image_page(ex: Explorer, analysis: dict[str, Any] | None, query: dict[str, s
         firing = "".join(
             f"<tr><td>{text(name)}</td><td>"
             + " ".join(
-                f'<a href="{href("filter", name, c)}">{c}</a> <span class=small>({v:.3g})</span>' for c, v in top
+                f'<a href="{_link(PAGES["filter"], layer=name, n=c)}">{c}</a> <span class=small>({v:.3g})</span>'
+                for c, v in top
             )
             + "</td></tr>"
             for name, top in analysis["firing"].items()

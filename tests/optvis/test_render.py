@@ -275,3 +275,18 @@ def test_a_layer_that_ignores_the_image_is_named():
 
     with pytest.raises(KernelvizError, match=r"channel\(const:0\) does not depend on the image"):
         kernelviz.visualize(Constant(), "const:0", steps=2, size=16)
+
+
+def test_the_record_keeps_its_keys(tiny):
+    """What a filter picture's JSON holds is what users' scripts and atlases read: its keys, in order, stay."""
+    result = kernelviz.visualize(tiny, "conv1_1:0", steps=2)
+    record = result.record(0, kernelviz.model_meta(tiny), layer="conv1_1", filter=0)
+    assert list(record) == [
+        "model", "weights", "objective", "settings", "final_value", "curve", "dead_unit", "interrupted", "steps_done",
+        "wall_seconds", "layer", "filter", "versions",
+    ]  # fmt: skip
+    assert list(record["settings"]) == [
+        "steps", "size", "lr", "param", "decay", "detail", "transforms", "seed", "batch", "precision", "device",
+        "normalization", "redirect_steps", "init", "computed", "channels_last", "image_seed",
+    ]  # fmt: skip
+    assert set(kernelviz.DEFAULTS.to_json()) - {"batch_size"} <= set(record["settings"])  # every setting is recorded

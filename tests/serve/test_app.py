@@ -261,7 +261,7 @@ def test_events_reach_subscribers_and_a_closed_one_is_dropped(tmp_path):
     kinds = [e["type"] for e in got]
     assert kinds[0] == "progress" and kinds.count("done") == 8
     done = [e for e in got if e["type"] == "done"]
-    assert done[0]["src"] == "files/conv1_1/0000.png" and isinstance(done[0]["value"], float)
+    assert done[0]["src"] == "/files/conv1_1/0000.png" and isinstance(done[0]["value"], float)
     assert json.dumps(got)  # JSON-ready for the event stream
     assert closed not in ex.worker._listeners
     ex.worker.stop()

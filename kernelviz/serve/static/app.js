@@ -4,6 +4,7 @@
 (function () {
   var body = document.body;
   var token = body.getAttribute("data-token") || "";
+  var api = JSON.parse(body.getAttribute("data-api") || "{}");  // the server's URL paths (kernelviz/serve/urls.py)
   function withToken(url) {
     if (!token) return url;
     return url + (url.indexOf("?") < 0 ? "?" : "&") + "token=" + encodeURIComponent(token);
@@ -28,7 +29,7 @@
     statusBox.className = isError ? "status error" : "status";
   }
   function events(onEvent) {
-    var source = new EventSource(withToken("api/events".replace(/^/, body.getAttribute("data-base") || "")));
+    var source = new EventSource(withToken(api.events));
     source.onmessage = function (m) { onEvent(JSON.parse(m.data)); };
     return source;
   }
@@ -59,7 +60,7 @@
             var box = tile.querySelector(".wait");
             var img = document.createElement("img");
             img.alt = "filter " + e.filter;
-            img.src = withToken(body.getAttribute("data-base") + e.src);
+            img.src = withToken(e.src);
             img.onload = markImagesLoaded;
             if (box) box.replaceWith(img);
             tile.querySelector(".value").textContent = "mean " + e.value.toPrecision(4) + (e.dead ? " (dead unit)" : "");
@@ -73,7 +74,7 @@
           say(e.message, true);
         }
       });
-      post(body.getAttribute("data-base") + "api/compute", { layer: layer, filters: missing })
+      post(api.compute, { layer: layer, filters: missing })
         .then(function (j) { say("queued " + j.batches + " batch(es) of " + j.batch_size + " filters"); })
         .catch(function (err) { say(err.message, true); });
     }
@@ -91,7 +92,7 @@
         if (slot) {
           slot.innerHTML = "";
           var img = document.createElement("img");
-          img.src = withToken(body.getAttribute("data-base") + e.src);
+          img.src = withToken(e.src);
           img.alt = e.variant;
           img.className = e.variant === "diversity" ? "" : "big";
           img.style.maxWidth = "640px";
@@ -109,17 +110,17 @@
     Array.prototype.forEach.call(document.querySelectorAll("button[data-variant]"), function (b) {
       b.addEventListener("click", function () {
         say("queued " + b.getAttribute("data-variant"));
-        post(body.getAttribute("data-base") + "api/variant", { layer: layer, filter: filter, variant: b.getAttribute("data-variant") })
+        post(api.variant, { layer: layer, filter: filter, variant: b.getAttribute("data-variant") })
           .catch(function (err) { say(err.message, true); });
       });
     });
     var ex = document.getElementById("examples-button");
     if (ex) ex.addEventListener("click", function () {
       say("scanning the images folder...");
-      post(body.getAttribute("data-base") + "api/examples", { layer: layer }).catch(function (err) { say(err.message, true); });
+      post(api.examples, { layer: layer }).catch(function (err) { say(err.message, true); });
     });
     var missingSelf = body.getAttribute("data-self-missing") === "1";
-    if (missingSelf) post(body.getAttribute("data-base") + "api/compute", { layer: layer, filters: [filter] }).catch(function (err) { say(err.message, true); });
+    if (missingSelf) post(api.compute, { layer: layer, filters: [filter] }).catch(function (err) { say(err.message, true); });
   }
 
   // An image page: the heatmap and feature-map pictures follow the choosers.
@@ -136,7 +137,7 @@
           fetch(out.src).then(function (r) { return r.json(); }).then(function (j) { say(j.error, true); })
             .catch(function () { say("the heatmap failed", true); });
         };
-        out.src = withToken(body.getAttribute("data-base") + "api/heatmap.png?" + q);
+        out.src = withToken(api.heatmap + "?" + q);
       });
       form.dispatchEvent(new Event("submit"));
     }
@@ -147,7 +148,7 @@
         ev.preventDefault();
         var q = new URLSearchParams(new FormData(mform)).toString();
         mout.onload = markImagesLoaded;
-        mout.src = withToken(body.getAttribute("data-base") + "api/maps.png?" + q);
+        mout.src = withToken(api.maps + "?" + q);
       });
       mform.dispatchEvent(new Event("submit"));
     }
