@@ -1,4 +1,8 @@
-"""Layer names: VGG-style aliases and module paths, resolved once at the boundary.
+"""Layer names: VGG-style aliases and module paths, and the one function that resolves them.
+
+Each entry point resolves the name it is given (:func:`resolve_layer`; a typo fails there, with close names),
+and a call that passes a name on resolves it again: cheap (a walk of the module tree), so a layer is carried
+down as the user's name, never as a module.
 
 Every layer can be named by its module path (``"features.12"``), as
 ``model.named_modules()`` spells it. VGG models (any torchvision VGG variant,
