@@ -174,9 +174,13 @@ class Explorer:
                 )
 
             emit({"type": "progress", "layer": layer, "filters": group, "step": 0, "steps": total, "value": None})
-            written, _ = write_filters(self.model, self.root, layer, group, self.optim, skip=kept, progress=progress)
-            for n in group:
-                record = self.folder.written_record(layer, n)
+            written, stopped = write_filters(
+                self.model, self.root, layer, group, self.optim, skip=kept, progress=progress
+            )
+            if stopped:  # interrupted: nothing was written
+                return 0
+            for n in group:  # the records just written, not read back; those kept from before are read
+                record = written[n] if n in written else self.folder.written_record(layer, n)
                 emit(
                     {
                         "type": "done",
@@ -187,7 +191,7 @@ class Explorer:
                         "dead": record["dead_unit"],
                     }
                 )
-            return written
+            return len(written)
 
         return run
 

@@ -136,7 +136,7 @@ def write_filters(
     *,
     skip: Collection[tuple[str, int]] = (),
     progress: Callable[[int, float], None] | None = None,
-) -> tuple[int, bool]:
+) -> tuple[dict[int, dict[str, Any]], bool]:
     """Optimize ``group``'s filters of ``layer`` in one batch and write each one's PNG and record (the record
     last: it marks the filter done) under the atlas root, atomically.
 
@@ -149,15 +149,15 @@ def write_filters(
         progress: ``progress(step, value)`` every few steps (see :func:`~kernelviz.visualize`).
 
     Returns:
-        ``(filters written, interrupted)``; an interrupted batch writes nothing.
+        ``({filter: its record} for the filters written, interrupted)``; an interrupted batch writes nothing.
     """
     meta = model_meta(model)
     result = layer_grid(model, layer, list(group), settings.with_(batch_size=len(group)), progress=progress).results[0]
     if result.interrupted:
-        return 0, True
+        return {}, True
     peak = feature_maps(model, result.images, layer).flatten(2).amax(2)  # (B, C): max over positions
     folder = AtlasFolder(root)
-    written = 0
+    written: dict[int, dict[str, Any]] = {}
     for i, n in enumerate(group):
         if (layer, n) in skip:
             continue
@@ -165,7 +165,7 @@ def write_filters(
             i, meta, layer=layer, filter=n, objective=f"channel({layer}:{n})", max_activation=float(peak[i, n])
         )
         folder.write_filter(layer, n, result.images[i], record)  # the record last: it marks the filter done
-        written += 1
+        written[n] = record
     return written, False
 
 
@@ -244,7 +244,7 @@ def atlas(
             if bars:
                 bars[0].set_description(f"[{rank}/{world}] {name}")
             done, stopped = write_filters(model, root, name, group, settings, skip=kept)
-            computed += done
+            computed += len(done)
             if stopped:  # unfinished pictures are not written: a rerun redoes this batch
                 interrupted = True
                 break
