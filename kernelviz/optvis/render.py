@@ -240,18 +240,7 @@ def visualize(
     meta = model_meta(check_model(model))
     dev = resolve_device(device) if device is not None else model_device(model)
     precision = resolve_precision(checked.precision, dev)
-    side = int(size or meta.input_size)
-    b = _batch_size(objective, batch)
-    if b < 1:
-        raise KernelvizError(f"batch must be >= 1, got {b}")
-    if init is not None:
-        init = check_images(init, "init")  # (B, 3, H, W) in [0, 1]
-        if init.shape[0] == 1 and b > 1:
-            init = init.expand(b, -1, -1, -1)
-        if init.shape[0] != b or init.shape[1] != 3:
-            raise KernelvizError(f"init must be (3, H, W) or ({b}, 3, H, W), got {tuple(init.shape)}")
-        side = init.shape[-1]
-    hw = (init.shape[-2], init.shape[-1]) if init is not None else (side, side)
+    b, init, hw = _batch_shape(objective, batch, init, int(size or meta.input_size))
     # The image, its parameters, Adam's two moments, the gradient and the transformed copies: about 12 floats
     # a pixel before the network's own activations; checked before anything that size is allocated.
     check_allocation(
@@ -260,63 +249,29 @@ def visualize(
         dev,
         "use a smaller size or fewer filters at once (size=, batch_size=; --size, --batch-size)",
     )
-
     norm = meta.with_normalization(mean, std)
-
-    history: list[torch.Tensor] = []
-    interrupted = False
     with guarded(model), torch.inference_mode(False), torch.enable_grad():  # even inside a caller's no_grad
         # the image and the constants are made here: tensors made under a caller's inference_mode cannot be
         # saved for the backward pass
-        normalize = norm.normalizer(dev)
         generator = torch.Generator().manual_seed(seed)
-        starts: torch.Generator | list[torch.Generator] = generator
-        if image_seeds is not None:
-            if len(image_seeds) != b:
-                raise KernelvizError(f"{len(image_seeds)} image seeds for a batch of {b}")
-            starts = [torch.Generator().manual_seed(s) for s in image_seeds]
-        if callable(param):
-            image = param(b, hw, generator=starts, device=dev, init=init)
-        else:
-            image = image_param(
-                param, b, hw, generator=starts, device=dev, init=init, decay=decay, detail=detail
-            )  # fmt: skip
-        chain = build_transforms(transforms, generator, side)
-        optimizer = torch.optim.Adam(image.params, lr=lr)
-
-        settings = {
-            "steps": steps,
-            "size": list(hw),
-            "lr": lr,
-            "param": image.name,
-            "decay": decay if image.name == "fourier" else None,
-            "detail": detail if image.name == "fourier" and init is None else None,
-            "transforms": transforms if isinstance(transforms, str) or transforms is None else "custom",
-            "seed": seed,
-            "image_seeds": list(image_seeds) if image_seeds is not None else None,
-            "batch": b,
-            "precision": precision,
-            "device": str(dev),
-            "normalization": {"mean": norm.mean, "std": norm.std},
-            "redirect_steps": redirect_steps,
-            "init": "image" if init is not None else "noise",
-        }
+        image = _start_image(param, b, hw, generator, image_seeds, dev, init, decay, detail)
+        settings = _settings_record(checked, transforms, image, hw, init, image_seeds, b)
+        settings.update(
+            precision=precision,
+            device=str(dev),
+            normalization={"mean": norm.mean, "std": norm.std},
+            redirect_steps=redirect_steps,
+            init="image" if init is not None else "noise",
+        )
         start = time.perf_counter()
         cap = capture(model, objective.layers, stop=True)
-        sliced = _slicing(model, objective, cap.paths)
-        if sliced is not None:
-            layer, conv, relu = sliced
-            need = objective.needs[layer]  # not None: _slicing checked it
-            wanted = [need] * b if isinstance(need, int) else list(need or ())
-            bad = [c for c in wanted if c >= conv.out_channels]
-            if bad:
-                raise out_of_range("filter", bad[0], conv.out_channels, f"layer {layer!r}")
-            cap.slice_channels(layer, torch.tensor(wanted, device=dev), conv=conv, relu=relu)
+        sliced = _plan_forward(model, objective, cap, b, dev)
         settings["computed"] = "one channel of the target layer" if sliced else "full layers"
         # channels-last makes oneDNN/cuDNN convolutions faster (measured: 24% less time per step on
         # a 2-core AVX2 CPU at conv3_2); MPS gains nothing from it.
         memory_format = torch.channels_last if channels_last and dev.type != "mps" else torch.contiguous_format
         settings["channels_last"] = memory_format is torch.channels_last
+        normalize = norm.normalizer(dev)
 
         def score(x: torch.Tensor, img: torch.Tensor) -> torch.Tensor:
             cap.acts.clear()
@@ -327,32 +282,9 @@ def visualize(
             acts[INPUT] = img
             return objective({k: v.float() for k, v in acts.items()})  # (B,)
 
+        chain = build_transforms(transforms, generator, hw[-1])
         with cap:
-            try:
-                for step in range(steps):
-                    with redirected_relus(model, enabled=step < redirect_steps):
-                        img = image.render()  # (B, 3, H, W) in [0, 1]
-                        x = img
-                        for t in chain:
-                            x = t(x)
-                        values = score(x, img)
-                    if not values.requires_grad:
-                        raise KernelvizError(
-                            f"{objective.description} does not depend on the image: the layer's output is the "
-                            "same whatever the input; pick a layer the image flows through"
-                        )
-                    optimizer.zero_grad(set_to_none=True)
-                    (-values.sum()).backward()  # we maximize
-                    optimizer.step()
-                    with torch.no_grad():
-                        image.project()
-                    history.append(values.detach())
-                    if (step + 1) % 16 == 0 or step + 1 == steps:
-                        _check_finite(history, step)
-                        if progress is not None:
-                            progress(step + 1, float(values.detach().mean()))
-            except KeyboardInterrupt:
-                interrupted = True
+            history, interrupted = _climb(model, image, chain, score, objective, steps, lr, redirect_steps, progress)
             with torch.no_grad():
                 img = image.render().detach()
                 final = score(img, img).detach()
@@ -371,6 +303,128 @@ def visualize(
         steps_done=len(history),
         seconds=seconds,
     )
+
+
+def _batch_shape(
+    objective: Objective, batch: int | None, init: torch.Tensor | None, side: int
+) -> tuple[int, torch.Tensor | None, tuple[int, int]]:
+    """The number of images, the start image checked and expanded to ``(B, 3, H, W)``, and ``(H, W)``."""
+    b = _batch_size(objective, batch)
+    if b < 1:
+        raise KernelvizError(f"batch must be >= 1, got {b}")
+    if init is None:
+        return b, None, (side, side)
+    init = check_images(init, "init")  # (B, 3, H, W) in [0, 1]
+    if init.shape[0] == 1 and b > 1:
+        init = init.expand(b, -1, -1, -1)
+    if init.shape[0] != b or init.shape[1] != 3:
+        raise KernelvizError(f"init must be (3, H, W) or ({b}, 3, H, W), got {tuple(init.shape)}")
+    return b, init, (init.shape[-2], init.shape[-1])
+
+
+def _start_image(
+    param: str | Callable[..., ImageParam],
+    b: int,
+    hw: tuple[int, int],
+    generator: torch.Generator,
+    image_seeds: Sequence[int] | None,
+    dev: torch.device,
+    init: torch.Tensor | None,
+    decay: float,
+    detail: float,
+) -> ImageParam:
+    """The image to optimize: from ``init``, or from noise drawn with ``generator`` (or one generator per
+    image seed, so that an image comes out the same whatever batch it is in)."""
+    starts: torch.Generator | list[torch.Generator] = generator
+    if image_seeds is not None:
+        if len(image_seeds) != b:
+            raise KernelvizError(f"{len(image_seeds)} image seeds for a batch of {b}")
+        starts = [torch.Generator().manual_seed(s) for s in image_seeds]
+    if callable(param):
+        return param(b, hw, generator=starts, device=dev, init=init)
+    return image_param(param, b, hw, generator=starts, device=dev, init=init, decay=decay, detail=detail)
+
+
+def _settings_record(
+    checked: OptimSettings,
+    transforms: str | Sequence[Transform] | None,
+    image: ImageParam,
+    hw: tuple[int, int],
+    init: torch.Tensor | None,
+    image_seeds: Sequence[int] | None,
+    b: int,
+) -> dict[str, Any]:
+    """The run's settings as its record keeps them: every optimization setting of :class:`OptimSettings` in
+    its order (the size as ``[H, W]``, the parameterization's name, decay and detail where they apply, the
+    transforms as given or ``"custom"``), then the image seeds and the batch."""
+    settings = {k: v for k, v in checked.visualize_kwargs().items() if k != "precision"}
+    settings.update(
+        size=list(hw),
+        param=image.name,
+        decay=checked.decay if image.name == "fourier" else None,
+        detail=checked.detail if image.name == "fourier" and init is None else None,
+        transforms=transforms if isinstance(transforms, str) or transforms is None else "custom",
+    )
+    return {**settings, "image_seeds": list(image_seeds) if image_seeds is not None else None, "batch": b}
+
+
+def _plan_forward(model: nn.Module, objective: Objective, cap: Any, b: int, dev: torch.device) -> bool:
+    """Set up ``cap`` to compute only the objective's channels of its one target layer when that is possible
+    (see :func:`_slicing`); whether it did."""
+    sliced = _slicing(model, objective, cap.paths)
+    if sliced is None:
+        return False
+    layer, conv, relu = sliced
+    need = objective.needs[layer]  # not None: _slicing checked it
+    wanted = [need] * b if isinstance(need, int) else list(need or ())
+    bad = [c for c in wanted if c >= conv.out_channels]
+    if bad:
+        raise out_of_range("filter", bad[0], conv.out_channels, f"layer {layer!r}")
+    cap.slice_channels(layer, torch.tensor(wanted, device=dev), conv=conv, relu=relu)
+    return True
+
+
+def _climb(
+    model: nn.Module,
+    image: ImageParam,
+    chain: Sequence[Transform],
+    score: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    objective: Objective,
+    steps: int,
+    lr: float,
+    redirect_steps: int,
+    progress: Callable[[int, float], None] | None,
+) -> tuple[list[torch.Tensor], bool]:
+    """The gradient ascent: ``steps`` Adam steps on the image's parameters; the objective per step, and whether
+    Ctrl-C stopped it early."""
+    optimizer = torch.optim.Adam(image.params, lr=lr)
+    history: list[torch.Tensor] = []
+    try:
+        for step in range(steps):
+            with redirected_relus(model, enabled=step < redirect_steps):
+                img = image.render()  # (B, 3, H, W) in [0, 1]
+                x = img
+                for t in chain:
+                    x = t(x)
+                values = score(x, img)
+            if not values.requires_grad:
+                raise KernelvizError(
+                    f"{objective.description} does not depend on the image: the layer's output is the "
+                    "same whatever the input; pick a layer the image flows through"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            (-values.sum()).backward()  # we maximize
+            optimizer.step()
+            with torch.no_grad():
+                image.project()
+            history.append(values.detach())
+            if (step + 1) % 16 == 0 or step + 1 == steps:
+                _check_finite(history, step)
+                if progress is not None:
+                    progress(step + 1, float(values.detach().mean()))
+    except KeyboardInterrupt:
+        return history, True
+    return history, False
 
 
 def filter_seed(seed: int, index: int) -> int:
