@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from ..core.layers import field_text
-from ..explain.examples import ratio_to_natural
 from ..explain.heatmaps import METHODS
 from ..files.escape import attr, text
+from ..sets.site import IMAGES_LOADED_SCRIPT, examples_html
 from .explorer import VARIANTS, Explorer
 from .urls import API, PAGES, api_json, path
 
@@ -43,7 +43,8 @@ def _page(ex: Explorer, title: str, body: str, data: dict[str, Any] | None = Non
         f'<header><b>kernelviz</b><a href="{attr(PAGES["model"])}">{text(ex.meta.name)}</a>'
         f'<a href="{attr(PAGES["image"])}">image</a>'
         f'<span class="small">weights: {text(ex.meta.weights)}</span></header>'
-        f'<main>{body}</main><script src="{attr(PAGES["static"])}/app.js"></script></body></html>'
+        f"<main>{body}</main><script>{IMAGES_LOADED_SCRIPT}</script>"
+        f'<script src="{attr(PAGES["static"])}/app.js"></script></body></html>'
     )
 
 
@@ -185,19 +186,10 @@ def filter_page(ex: Explorer, layer: str, n: int, token: str = "") -> str:
         )
     examples = ex.examples(layer)
     if examples is not None:
-        found = examples["filters"].get(str(n), [])
-        crops = "".join(
-            f'<img src="{_file_href(ex, d / e["crop"])}" alt="example" '
-            f'title="{attr(Path(e["image"]).name)}: {e["value"]:.3g}">'
-            for e in found
-        )
-        ratio = ratio_to_natural(
-            record.get("max_activation", float("nan")) if record else float("nan"), [e["value"] for e in found]
-        )
-        shown = f"{ratio:.2f}x" if ratio == ratio else "n/a"
-        ex_html = (
-            f'<div class="examples">{crops or "no image excites it"}</div>'
-            f"<p class=small>synthesized / best natural max: {shown}</p>"
+        ex_html = examples_html(
+            examples["filters"].get(str(n), []),
+            record.get("max_activation", float("nan")) if record else float("nan"),
+            src=lambda crop: _file_href(ex, d / crop),
         )
     elif ex.images is not None:
         ex_html = '<button id="examples-button">find the images of --images that excite it most</button>'

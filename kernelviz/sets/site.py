@@ -8,6 +8,7 @@ link to a file. Layer and module names come from the user's model and may hold a
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +20,29 @@ from ..files.records import versions
 from ..files.write import atomic_write, save_figure, save_json
 from .folder import AtlasFolder, picture_name, record_name
 
-__all__ = ["attr", "layer_dir", "text", "url", "write_index"]
+__all__ = ["IMAGES_LOADED_SCRIPT", "attr", "examples_html", "layer_dir", "text", "url", "write_index"]
 
 
 def layer_dir(root: Path, layer: str) -> Path:
     """The folder of ``layer``'s files under an atlas root (see :meth:`AtlasFolder.layer`)."""
     return AtlasFolder(root).layer(layer)
 
+
+#: Marks a page once its images are loaded: ``data-images-ok="loaded/total"`` and ``data-images-pending`` on the
+#: body, and a console error for each image that failed (the browser tests read both). The static site and the
+#: explorer's pages share it; the explorer's script calls ``kernelvizMarkImages()`` again as pictures arrive.
+IMAGES_LOADED_SCRIPT = """window.kernelvizMarkImages = function () {
+  var imgs = Array.prototype.slice.call(document.images);
+  var bad = imgs.filter(function (im) { return !(im.complete && im.naturalWidth > 0); });
+  document.body.setAttribute("data-images-ok", (imgs.length - bad.length) + "/" + imgs.length);
+  document.body.setAttribute("data-images-pending", String(bad.length));
+  return bad;
+};
+window.addEventListener("load", function () {
+  window.kernelvizMarkImages().forEach(function (im) {
+    console.error("image failed to load: " + im.getAttribute("src"));
+  });
+});"""
 
 _PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title>
@@ -40,12 +57,7 @@ table {{ border-collapse: collapse; }} td, th {{ padding: 4px 10px; border-botto
 <body data-images-ok="pending">
 {body}
 <script>
-window.addEventListener("load", function () {{
-  var imgs = Array.prototype.slice.call(document.images);
-  var bad = imgs.filter(function (im) {{ return !(im.complete && im.naturalWidth > 0); }});
-  document.body.setAttribute("data-images-ok", (imgs.length - bad.length) + "/" + imgs.length);
-  bad.forEach(function (im) {{ console.error("image failed to load: " + im.getAttribute("src")); }});
-}});
+{script}
 </script>
 </body></html>
 """
@@ -59,20 +71,30 @@ def _shape(row: LayerInfo) -> str:
     return "x".join(map(str, row.shape))
 
 
-def _examples_html(found: list[dict[str, Any]], max_activation: float) -> str:
+def examples_html(found: list[dict[str, Any]], max_activation: float, src: Callable[[str], str] = url) -> str:
+    """The dataset examples of one filter (entries of ``examples.json``) as crops with their image and value, and
+    the synthesized picture's maximum over the best natural one's: the fragment the static site and the live
+    explorer both show.
+
+    Args:
+        src: a crop's path relative to its layer's folder → an attribute-escaped URL.
+    """
     ratio = ratio_to_natural(max_activation, [e["value"] for e in found])
     crops = "".join(
-        f'<img src="{url(e["crop"])}" alt="example" title="{attr(Path(e["image"]).name)}: {e["value"]:.3g}">'
+        f'<img src="{src(e["crop"])}" alt="example" title="{attr(Path(e["image"]).name)}: {e["value"]:.3g}">'
         for e in found
     )
     shown = f"{ratio:.2f}x" if ratio == ratio else "n/a"  # nan: no natural image excites the filter
-    return f'<div class="examples">{crops}</div>synthesized / best natural max: {shown}'
+    return (
+        f'<div class="examples">{crops or "no image excites it"}</div>'
+        f'<p class="small">synthesized / best natural max: {shown}</p>'
+    )
 
 
 def _card(n: int, rec: dict[str, Any], examples: dict[str, Any] | None) -> str:
     extra = ""
     if examples is not None:
-        extra = _examples_html(examples["filters"].get(str(n), []), rec.get("max_activation", float("nan")))
+        extra = examples_html(examples["filters"].get(str(n), []), rec.get("max_activation", float("nan")))
     dead = ' <span class="dead">dead unit</span>' if rec["dead_unit"] else ""
     picture = url(picture_name(n))
     return (
@@ -129,7 +151,10 @@ def write_index(root: Path, plan: list[tuple[str, LayerInfo, list[int]]], settin
             f"Settings: <code>{text(json.dumps(settings))}</code></p>"
             f'<p><a href="{url(folder.sheet(name).name)}">contact sheet</a></p><div class="grid">{cards}</div>'
         )
-        _write_text(folder.layer_index(name), _PAGE.format(title=text(f"{model} {name}"), body=body))
+        _write_text(
+            folder.layer_index(name),
+            _PAGE.format(title=text(f"{model} {name}"), body=body, script=IMAGES_LOADED_SCRIPT),
+        )
         page, sheet = url(folder.relative(folder.layer_index(name))), url(folder.relative(folder.sheet(name)))
         layer_rows.append(
             f'<tr><td><a href="{page}">{text(name)}</a></td><td><code>{text(row.path)}</code></td>'
@@ -143,6 +168,8 @@ def write_index(root: Path, plan: list[tuple[str, LayerInfo, list[int]]], settin
         + "".join(layer_rows)
         + "</table>"
     )
-    index = _write_text(folder.index_file, _PAGE.format(title=text(f"{model} atlas"), body=body))
+    index = _write_text(
+        folder.index_file, _PAGE.format(title=text(f"{model} atlas"), body=body, script=IMAGES_LOADED_SCRIPT)
+    )
     save_json(manifest, folder.manifest_file)
     return index

@@ -33,13 +33,7 @@
     source.onmessage = function (m) { onEvent(JSON.parse(m.data)); };
     return source;
   }
-  function markImagesLoaded() {
-    var imgs = Array.prototype.slice.call(document.images);
-    var bad = imgs.filter(function (im) { return !(im.complete && im.naturalWidth > 0); });
-    body.setAttribute("data-images-ok", (imgs.length - bad.length) + "/" + imgs.length);
-    body.setAttribute("data-images-pending", String(bad.length));
-  }
-  window.addEventListener("load", markImagesLoaded);
+  var markImagesLoaded = window.kernelvizMarkImages;  // the page's own script (kernelviz/sets/site.py)
 
   // A layer page: tiles without a picture are asked for; each arrives with a "done" event.
   var layer = body.getAttribute("data-layer");
