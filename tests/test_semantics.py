@@ -88,7 +88,7 @@ def test_class_visualizations_show_their_orientation(toy_model, measured):
     two of 15 runs (seed 3: 0.71 native, 0.68 AVX2).
     """
     model, accuracy = toy_model
-    assert measured("accuracy", accuracy) >= 0.95  # 1.00 on 210 held-out images in every run (seeds x kernels)
+    assert measured("accuracy", accuracy) >= 0.97  # 1.00 on 210 held-out images in every run (seeds x kernels)
     classes = [c for c in range(4) for _ in range(6)]
     result = kernelviz.visualize(
         model, kernelviz.class_logit(classes), steps=128, detail=1.0, image_seeds=range(TEST_SEED, TEST_SEED + 24)
