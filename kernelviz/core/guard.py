@@ -87,10 +87,10 @@ def check_images(images: object, what: str = "images", unit: bool = True) -> tor
     if images.dim() not in (3, 4):
         raise KernelvizError(f"{what} must be (3, H, W) or (B, 3, H, W), got shape {tuple(images.shape)}")
     batch = images if images.dim() == 4 else images.unsqueeze(0)
-    if not (batch.is_floating_point() or batch.dtype == torch.uint8):
-        raise KernelvizError(f"{what} must hold floats in [0, 1], got {batch.dtype}")
     if batch.dtype == torch.uint8:
         raise KernelvizError(f"{what} hold 8-bit integers (0-255): pass images.float() / 255, in [0, 1]")
+    if not batch.is_floating_point():
+        raise KernelvizError(f"{what} must hold floats in [0, 1], got {batch.dtype}")
     check_finite(batch, what)
     if unit and batch.numel():
         low, high = float(batch.min()), float(batch.max())

@@ -447,21 +447,11 @@ def load_model(
 def _overridden(
     meta: ModelMeta, mean: Sequence[float] | None, std: Sequence[float] | None, input_size: int | None
 ) -> ModelMeta:
-    """``meta`` with the user's preprocessing; checked: 1 or 3 values, positive std and size."""
-    values: dict[str, Any] = {}
-    for what, given in (("mean", mean), ("std", std)):
-        if given is None:
-            continue
-        numbers = tuple(float(v) for v in given)
-        if len(numbers) not in (1, 3) or not all(math.isfinite(v) for v in numbers):
-            raise KernelvizError(f"{what} takes 1 or 3 finite numbers (one per RGB channel), got {list(given)}")
-        if what == "std" and min(numbers) <= 0:
-            raise KernelvizError(f"std must be positive, got {list(given)}")
-        values[what] = numbers * 3 if len(numbers) == 1 else numbers
-    if input_size is not None:
-        if input_size < 8:
-            raise KernelvizError(f"input size must be at least 8 pixels, got {input_size}")
-        values["input_size"] = int(input_size)
+    """``meta`` with the user's preprocessing (checked by :class:`ModelMeta` itself: 1 or 3 finite values, a
+    positive std, a size of at least 8)."""
+    values: dict[str, Any] = {
+        k: v for k, v in (("mean", mean), ("std", std), ("input_size", input_size)) if v is not None
+    }
     if (("mean" in values) != ("std" in values)) and (meta.mean is None or meta.std is None):
         raise KernelvizError("give both mean and std: the model carries no normalization to complete them")
     return replace(meta, **values, preprocessing="set by the user")

@@ -1,10 +1,8 @@
 """Heatmaps: which input regions drive a class or a filter.
 
-:func:`attribute` runs any method of :data:`~kernelviz.explain.methods.METHODS` (one row per method: its family,
-reduction, default baseline, whether it reads a layer, and its compute function; the module lists where each
-comes from: the CAM family, guided backprop, captum's gradients and path methods, DeepLift, perturbation) behind
-one signature: the target (a class index or name, each image's top-1, or a filter), the layer of a layer method
-(default: :func:`~kernelviz.core.layers.default_layer`, the network's last full spatial map), the model guard,
+:func:`attribute` runs any method of :data:`~kernelviz.explain.methods.METHODS` (one row per method, with where it
+comes from) behind one signature: the target (a class index or name, each image's top-1, or a filter), the layer of
+a layer method (default: :func:`~kernelviz.core.layers.default_layer`, the last full spatial map), the model guard,
 seeded noise and the checks of what goes in and comes out.
 """
 
@@ -115,6 +113,11 @@ class Attribution:
     zero: torch.Tensor
     delta: torch.Tensor | None = None
     settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        """The method and, for a layer method, its layer: ``"gradcam @ relu5_3"``."""
+        return f"{self.method}{' @ ' + self.layer if self.layer else ''}"
 
     def what(self, index: int) -> str:
         """What map ``index`` explains, in words: the filter (``"conv3_2:17"``), else the class name, else

@@ -295,7 +295,7 @@ def export_heatmaps(
                 cmap=cmap,
                 alpha=alpha,
                 smooth=[blurs[res.method]],
-                titles=[f"{_named(res)}: {res.what(i)}"],
+                titles=[f"{res.label}: {res.what(i)}"],
             )
             written.append(_write_map(fig, res, i, record, output / f"{stem}_{res.method}"))
             log.info(f"wrote {written[-1]}")
@@ -309,7 +309,7 @@ def export_heatmaps(
     if len(chosen) > 1:
         for i, stem in enumerate(stems):
             titles = [
-                _named(r)
+                r.label
                 + (
                     f"\ndel {float(scores[r.method].deletion[i]):.2f} / ins {float(scores[r.method].insertion[i]):.2f}"
                     if scores
@@ -357,11 +357,6 @@ def _map_record(
             "blob_map": scores["blob map"].record(i),
         }
     return record
-
-
-def _named(res: Attribution) -> str:
-    """``"gradcam @ relu5_3"``, or the method alone for a pixel method."""
-    return f"{res.method}{' @ ' + res.layer if res.layer else ''}"
 
 
 def _attribute_each(

@@ -149,8 +149,7 @@ class Explorer:
         """
         row = self.row(layer)
         for n in filters:
-            if not 0 <= n < row.channels:
-                raise out_of_range("filter", n, row.channels, f"layer {layer!r}")
+            self.check_filter(layer, n)
         b = int(self.optim.batch_size or 1)
         futures = []
         for start in sorted({n // b * b for n in filters}):
@@ -397,7 +396,7 @@ class Explorer:
 
             x = self._image(path)[None]
             res = attribute(self.model, x, method, target=target if not filter else None, filter=filter or None)
-            title = f"{method}{' @ ' + res.layer if res.layer else ''}: {res.what(0)}"
+            title = f"{res.label}: {res.what(0)}"
             return _png(plot_heatmap(x, [res.maps], titles=[title]))
 
         return self.worker.submit(("heatmap", str(path), method, target, filter), run)

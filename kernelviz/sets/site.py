@@ -20,12 +20,7 @@ from ..files.records import versions
 from ..files.write import atomic_write, save_figure, save_json
 from .folder import AtlasFolder, picture_name, record_name
 
-__all__ = ["IMAGES_LOADED_SCRIPT", "attr", "examples_html", "layer_dir", "text", "url", "write_index"]
-
-
-def layer_dir(root: Path, layer: str) -> Path:
-    """The folder of ``layer``'s files under an atlas root (see :meth:`AtlasFolder.layer`)."""
-    return AtlasFolder(root).layer(layer)
+__all__ = ["IMAGES_LOADED_SCRIPT", "attr", "examples_html", "text", "url", "write_index"]
 
 
 #: Marks a page once its images are loaded: ``data-images-ok="loaded/total"`` and ``data-images-pending`` on the
