@@ -99,6 +99,10 @@ class capture:  # noqa: N801 - used like a function: ``with kernelviz.capture(..
             only the activations are wanted; the rest of the network is not run).
         detach: store detached tensors (for inspection) instead of tensors
             that carry gradients (for optimization).
+        each: instead of storing the outputs, call ``each(name, output)`` as each
+            layer is computed (a dataset scan reduces them at once, so no layer's
+            output outlives the module after it). In-place activations then stay
+            on: the output is read before anything can change it.
 
     The mapping yielded by the block is keyed by the names as given.
     """
@@ -110,6 +114,7 @@ class capture:  # noqa: N801 - used like a function: ``with kernelviz.capture(..
         *,
         stop: bool = False,
         detach: bool = False,
+        each: Callable[[str, torch.Tensor], None] | None = None,
     ) -> None:
         self.model = model
         self.layers = [layers] if isinstance(layers, str) else list(layers)
@@ -119,7 +124,9 @@ class capture:  # noqa: N801 - used like a function: ``with kernelviz.capture(..
         self._count: dict[str, int] = {}  # runs of each hooked module in the current forward pass
         self.stop = stop
         self.detach = detach
+        self.each = each
         self.acts: dict[str, torch.Tensor] = {}
+        self._done: set[str] = set()  # the layers computed in the current forward pass
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
         self._inplace = contextlib.ExitStack()
         self._sliced: dict[str, tuple[torch.Tensor, nn.Conv2d, nn.Module | None]] = {}
@@ -165,8 +172,9 @@ class capture:  # noqa: N801 - used like a function: ``with kernelviz.capture(..
     # -- context manager ---------------------------------------------------------------
     def __enter__(self) -> dict[str, torch.Tensor]:
         try:
-            self._inplace.enter_context(no_inplace(self.model))
-            self._handles.append(self.model.register_forward_pre_hook(lambda m, i: self._count.clear()))
+            if self.each is None:
+                self._inplace.enter_context(no_inplace(self.model))
+            self._handles.append(self.model.register_forward_pre_hook(lambda m, i: self._new_pass()))
             by_path: dict[str, list[str]] = {}
             for name, path in self.paths.items():
                 by_path.setdefault(path, []).append(name)
@@ -198,12 +206,20 @@ class capture:  # noqa: N801 - used like a function: ``with kernelviz.capture(..
         self._handles.clear()
         self._inplace.close()
 
+    def _new_pass(self) -> None:
+        self._count.clear()
+        self._done.clear()
+
     def _store(self, names: Sequence[str], value: torch.Tensor) -> None:
         if self.detach:
             value = value.detach()
         for name in names:
-            self.acts[name] = value
-        if self.stop and len(self.acts) == len(self.paths):
+            if self.each is not None:
+                self.each(name, value)
+            else:
+                self.acts[name] = value
+            self._done.add(name)
+        if self.stop and len(self._done) == len(self.paths):
             raise StopForward
 
     def _hook(self, names: Sequence[str]) -> Callable[[nn.Module, tuple, object], None]:

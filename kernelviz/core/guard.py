@@ -19,6 +19,7 @@ that says what to try, the original error chained; and it refuses weights that a
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -144,8 +145,13 @@ def check_allocation(nbytes: int, what: str, device: torch.device, advice: str) 
 
 
 @contextmanager
-def guarded(model: nn.Module) -> Iterator[nn.Module]:
-    """Context manager: eval mode, frozen weights, no in-place activations; restored on exit."""
+def guarded(model: nn.Module, keep_inplace: bool = False) -> Iterator[nn.Module]:
+    """Context manager: eval mode, frozen weights, no in-place activations; restored on exit.
+
+    Args:
+        keep_inplace: leave in-place activations on (for hooks that read each output as soon as it is
+            computed, before an in-place activation can change it).
+    """
     check_model(model)
     modules = list(model.modules())
     training = [m.training for m in modules]
@@ -157,7 +163,7 @@ def guarded(model: nn.Module) -> Iterator[nn.Module]:
         )
     requires_grad = [p.requires_grad for p in params]
     try:
-        with no_inplace(model):
+        with contextlib.nullcontext(model) if keep_inplace else no_inplace(model):
             model.eval()
             for p in params:
                 p.requires_grad_(False)

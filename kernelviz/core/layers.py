@@ -20,6 +20,7 @@ from .names import get_module, layer_names, resolve_layer
 __all__ = [
     "INPUT_SUFFIX",
     "LayerInfo",
+    "asked_layers",
     "check_filters",
     "choose_filters",
     "count_depth",
@@ -273,6 +274,34 @@ def list_layers(
 
 #: A layer name ending in this means the layer's input rather than its output (``"avgpool:input"``).
 INPUT_SUFFIX = ":input"
+
+
+def asked_layers(model: nn.Module, size: int, layers: Sequence[str] | None, job: str) -> list[tuple[str, LayerInfo]]:
+    """``(name, row of the layer table)`` for each layer a job asks for, in order; default: every convolution.
+
+    Args:
+        job: what the layers are for, in the error message (``"make an atlas of"``, ``"scan"``).
+
+    Raises:
+        KernelvizError: the model has no convolution and no layer is named.
+    """
+    rows = list_layers(model, size, include=layers or ())
+    names = list(dict.fromkeys(layers)) if layers else [r.name for r in rows if r.type.startswith("Conv")]
+    if not names:
+        raise KernelvizError(
+            f"the model has no convolution layer to {job}: name the layers (layers=[...], --layers on the command "
+            "line; kernelviz.list_layers(model) or kernelviz layers MODEL lists them)"
+        )
+    by_path = {r.path: r for r in rows}
+    asked = []
+    for name in names:
+        row = by_path.get(resolve_layer(model, name))
+        if row is None:
+            raise KernelvizError(
+                f"layer {name!r} does not run in a forward pass at {size} px: there is nothing to {job}"
+            )
+        asked.append((name, row))
+    return asked
 
 
 def default_layer(model: nn.Module) -> str:
