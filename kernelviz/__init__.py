@@ -12,7 +12,7 @@ The package is layered, in this order (each layer imports only those above it; `
 * ``core``: models and weights, layer names and the layer table, activation capture, the model guard;
 * ``files``: atomic writes, image input, JSON records, HTML escaping;
 * ``optvis``: the optimizer (objectives, parameterizations, transforms, settings, batches);
-* ``explain``: feature maps, heatmaps (one registry of methods), kernels, dataset examples, as tensors;
+* ``explain``: feature maps, heatmaps (one registry of methods), kernels, dataset scans and examples, as tensors;
 * ``plot``: every matplotlib figure;
 * ``sets``: the atlas folder, the atlas and its static site;
 * ``jobs``: what a front-end asks for, computed and written in one call;
@@ -33,6 +33,7 @@ from .explain.faithfulness import faithfulness, sanity_check
 from .explain.heatmaps import METHODS, attribute, heatmap, predict
 from .explain.kernels import kernel_weights
 from .explain.maps import feature_maps
+from .explain.scan import UnitScan, load_scan, merge_scans, scan_units
 from .files.images import load_image
 from .optvis import objectives, params, transforms
 from .optvis.batch import GridResult, layer_grid
@@ -74,6 +75,7 @@ __all__ = [
     "NotFoundError",
     "Objective",
     "OptimSettings",
+    "UnitScan",
     "VisResult",
     "__version__",
     "activations",
@@ -98,6 +100,8 @@ __all__ = [
     "load_checkpoint",
     "load_image",
     "load_model",
+    "load_scan",
+    "merge_scans",
     "model_meta",
     "neuron",
     "objectives",
@@ -105,6 +109,7 @@ __all__ = [
     "predict",
     "resolve_layer",
     "sanity_check",
+    "scan_units",
     "set_model_meta",
     "transforms",
     "visualize",

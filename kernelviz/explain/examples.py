@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
-import heapq
 import math
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from ..core.capture import activations
-from ..core.layers import list_layers
-from ..core.models import model_device, model_meta
+from ..core.layers import check_filters, list_layers
+from ..core.models import model_meta
 from ..core.names import resolve_layer
-from ..errors import KernelvizError, out_of_range
-from ..files.images import image_files, load_image
+from ..errors import KernelvizError
+from ..files.images import load_image
+from .scan import Collection, scan_units
 
 __all__ = ["Example", "ExampleScan", "find_examples", "ratio_to_natural", "receptive_box"]
 
@@ -78,91 +77,55 @@ def receptive_box(model: nn.Module, layer: str, size: int) -> Callable[[int, int
     return box
 
 
-def _batches(paths: Sequence[Path], size: int, batch: int, skipped: list) -> Iterator[tuple[list[Path], torch.Tensor]]:
-    buf_paths, buf = [], []
-    for path in paths:
-        try:
-            buf.append(load_image(path, size))
-            buf_paths.append(path)
-        except KernelvizError as err:
-            skipped.append((path, str(err)))
-            continue
-        if len(buf) == batch:
-            yield buf_paths, torch.stack(buf)
-            buf_paths, buf = [], []
-    if buf:
-        yield buf_paths, torch.stack(buf)
-
-
 def find_examples(
     model: nn.Module,
     layer: str,
     filters: Sequence[int],
-    images: str | os.PathLike | Sequence[Path],
+    images: str | os.PathLike | Sequence[Path] | Collection,
     *,
     k: int = 9,
-    batch_size: int = 16,
+    batch_size: int | None = None,
     size: int | None = None,
+    workers: int | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> ExampleScan:
-    """Stream a folder of images through ``model`` and keep, per filter, the ``k`` images whose
-    maximum activation is largest, each cropped at the receptive field of its strongest position.
-
-    One pass serves every filter in ``filters``. Unreadable files are skipped and reported.
+    """The ``k`` images of a collection whose maximum activation on each filter of one layer is largest, each
+    cropped at the receptive field of its strongest position (:func:`~kernelviz.scan_units` for one layer; it
+    scans many layers in one pass and ranks by mean and minimum too).
 
     Args:
         model: the network.
         layer: a layer with a spatial output.
         filters: the filters to rank images for.
-        images: a folder (searched recursively) or a list of files.
+        images: a folder (searched recursively), a text file listing images, or a list of files.
         k: examples per filter.
-        batch_size: images per forward pass.
+        batch_size: images per forward pass (default: 8 on a CPU, 64 on a GPU).
         size: input side; default: the model's.
-        progress: called with the number of files consumed after each batch.
+        workers: data-loading processes (default: :func:`~kernelviz.explain.scan.default_workers`).
+        progress: called with the number of files consumed since the last call.
 
     Returns:
-        An :class:`ExampleScan` with examples best first.
+        An :class:`ExampleScan` with examples best first; unreadable files are skipped and reported.
     """
-    paths = image_files(images) if isinstance(images, str | os.PathLike) else list(images)
-    if not paths:
-        raise KernelvizError(f"no image files found in {images}")
     side = size or model_meta(model).input_size
-    meta = model_meta(model)
-    device = model_device(model)
     box = receptive_box(model, layer, side)
-    heaps: dict[int, list[tuple[float, int, Path, tuple[int, int]]]] = {f: [] for f in filters}
-    skipped: list[tuple[Path, str]] = []
-    counter = 0
-    index = torch.tensor(list(filters))
-    for batch_paths, batch in _batches(paths, side, batch_size, skipped):
-        act = activations(model, meta.normalize(batch.to(device)), layer)[layer].float().cpu()  # (B, C, H, W)
-        if act.dim() != 4:
-            raise KernelvizError(f"layer {layer!r} has no spatial output to find examples in")
-        if int(index.max()) >= act.shape[1]:
-            raise out_of_range("filter", int(index.max()), act.shape[1], f"layer {layer!r}")
-        sel = act[:, index].flatten(2)  # (B, F, H*W)
-        values, where = sel.max(2)  # (B, F)
-        width = act.shape[-1]
-        for b, path in enumerate(batch_paths):
-            for j, f in enumerate(filters):
-                item = (float(values[b, j]), -counter, path, divmod(int(where[b, j]), width))
-                if len(heaps[f]) < k:
-                    heapq.heappush(heaps[f], item)
-                else:
-                    heapq.heappushpop(heaps[f], item)
-            counter += 1
-        if progress is not None:
-            progress(len(batch_paths))
-    if counter == 0:
-        named = "; ".join(f"{p.name} ({why.rpartition(': ')[2] or why})" for p, why in skipped[:3])
-        more = f" and {len(skipped) - 3} more" if len(skipped) > 3 else ""
-        raise KernelvizError(f"none of the {len(skipped)} image file(s) in {images} could be read: {named}{more}")
-    examples: dict[int, list[Example]] = {}
-    for f, heap in heaps.items():
+    check_filters(model, layer, list(filters), side)
+    before = 0
+
+    def advanced(done: int, total: int) -> None:
+        nonlocal before
+        if progress is not None and done > before:
+            progress(done - before)
+        before = done
+
+    scan = scan_units(model, images, [layer], k=k, batch_size=batch_size, size=side, workers=workers, progress=advanced)
+    examples = {}
+    for f in filters:
         found = []
-        for value, _, path, pos in sorted(heap, reverse=True):
+        for path, value, pos in scan.examples(layer, f):
+            assert pos is not None
             x0, y0, x1, y1 = box(*pos)
             crop = load_image(path, side)[:, y0:y1, x0:x1]
             found.append(Example(path, value, pos, (x0, y0, x1, y1), crop))
         examples[f] = found
-    return ExampleScan(examples=examples, scanned=counter, skipped=skipped)
+    return ExampleScan(examples=examples, scanned=scan.scanned, skipped=scan.skipped)

@@ -1,0 +1,821 @@
+"""Dataset scans: one pass over an image collection finds, for every unit of several layers, the images that
+excite it most and least.
+
+For each unit the scan keeps three rankings of ``k`` images — by the maximum over positions (with the position,
+which gives the receptive-field crop), by the mean over positions, and by the minimum (the most negative, which
+means something before a ReLU) — and, when the collection is class-labeled (torchvision's ``ImageFolder``
+layout: one subfolder per class), the unit's mean activation per class.
+
+The forward runs once per batch for all layers, stopping after the deepest; each layer's output is reduced by a
+hook as soon as it is computed, so no output outlives the module after it and memory does not grow with the
+collection. Rankings are merged on tensors. Ties (a ReLU's zeros) go to the image that comes first in the
+collection, and class sums are kept in fixed point (integers), so a scan's result does not depend on how it was
+cut up: 1 or N processes, resumed or not, give the same result exactly, provided the batches are the same (the
+collection is cut into batches first, and the batches are shared out).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..core.capture import StopForward, capture
+from ..core.distributed import distributed_shard, gather
+from ..core.guard import check_model, guarded
+from ..core.layers import asked_layers
+from ..core.models import model_device, model_meta
+from ..errors import KernelvizError, NonFiniteObjectiveError, NotFoundError
+from ..files.images import IMAGE_SUFFIXES, image_files, load_image
+from ..files.write import atomic_write
+
+__all__ = [
+    "RANKINGS",
+    "Collection",
+    "LayerScan",
+    "Ranking",
+    "UnitScan",
+    "collection",
+    "default_batch_size",
+    "default_workers",
+    "load_scan",
+    "merge_scans",
+    "scan_id",
+    "scan_units",
+    "shard_file",
+]
+
+#: The rankings a scan keeps per unit: by maximum over positions, by mean, by minimum (most negative first).
+RANKINGS = ("top", "mean", "bottom")
+
+#: Class sums are kept as integer multiples of this (fixed point): sums of integers do not depend on their order.
+CLASS_QUANTUM = 2.0**-20
+
+_EMPTY = -1  # the image index of a slot no image has filled yet
+
+
+# --- the image collection ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Collection:
+    """The files of a scan, and their classes when the folder is class-labeled.
+
+    Attributes:
+        files: the image files, sorted; a scan's image indices point into this list.
+        labels: ``(N,)`` class index of each file, or ``None``.
+        classes: the class names (subfolder names, sorted), or ``None``.
+        source: the folder or list file the collection was read from, as given.
+    """
+
+    files: list[Path]
+    labels: torch.Tensor | None = None
+    classes: list[str] | None = None
+    source: str = ""
+
+
+def collection(images: str | os.PathLike | Sequence[str | os.PathLike]) -> Collection:
+    """The image collection ``images`` names.
+
+    Args:
+        images: a folder (searched recursively; when it holds only subfolders, each with images, it is read as
+            torchvision's ``ImageFolder`` layout, the subfolder names being the classes), a text file listing one
+            image path per line (relative paths are relative to the list's folder; blank lines and lines
+            starting with ``#`` are skipped), or a sequence of image paths.
+
+    Raises:
+        NotFoundError: no such folder or list file.
+        KernelvizError: no image file in it.
+    """
+    if not isinstance(images, str | os.PathLike):
+        files = [Path(p) for p in images]
+        source = f"the {len(files)} files given"
+    elif Path(images).is_file() and Path(images).suffix.lower() not in IMAGE_SUFFIXES:
+        listing = Path(images)
+        try:
+            lines = listing.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as err:
+            raise KernelvizError(f"cannot read the file list {listing}: {err}") from err
+        named = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+        files = [p if p.is_absolute() else listing.parent / p for p in map(Path, named)]
+        source = str(listing)
+    else:
+        root = Path(images)
+        if not root.is_dir():
+            raise NotFoundError(f"image folder not found: {root} (give a folder of images or a text file listing them)")
+        files, source = image_files(root), str(root)
+        labeled = _image_folder(root, files)
+        if labeled is not None:
+            return Collection(files, *labeled, source=source)
+    if not files:
+        raise KernelvizError(f"no image files found in {source}")
+    return Collection(files, source=source)
+
+
+def _image_folder(root: Path, files: list[Path]) -> tuple[torch.Tensor, list[str]] | None:
+    """``(labels, classes)`` when ``root`` has torchvision's ``ImageFolder`` layout: every image in a subfolder,
+    at least two subfolders with images."""
+    from torchvision.datasets.folder import find_classes
+
+    if not files or any(f.parent == root for f in files):
+        return None
+    try:
+        classes, to_index = find_classes(str(root))
+    except FileNotFoundError:
+        return None
+    first = [f.relative_to(root).parts[0] for f in files]
+    used = sorted(set(first))
+    if len(used) < 2:
+        return None
+    classes = used  # subfolders without images are no class of this collection
+    to_index = {c: i for i, c in enumerate(classes)}
+    return torch.tensor([to_index[c] for c in first], dtype=torch.int64), classes
+
+
+class _Decoded(torch.utils.data.Dataset):
+    """The collection's images at the model's input size: ``(index, (3, size, size) image, "")``, or a zero image
+    and why when the file cannot be read."""
+
+    def __init__(self, files: list[Path], size: int) -> None:
+        self.files, self.size = files, size
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> tuple[int, torch.Tensor, str]:
+        try:
+            return i, load_image(self.files[i], self.size), ""
+        except KernelvizError as err:
+            return i, torch.zeros(3, self.size, self.size), str(err)
+
+
+def default_batch_size(device: torch.device) -> int:
+    """Images per forward pass of a scan: 8 on a CPU (ResNet-50's forward on 2 cores: 15.8 images/s at 8, 10.0 at
+    32, its activations then fitting the caches; VGG-16's the same at 4 to 32), 64 on a GPU."""
+    return 8 if device.type == "cpu" else 64
+
+
+def default_workers(device: torch.device) -> int:
+    """Data-loading processes for a scan. On a GPU, half the CPU cores (1 to 8): decoding is what the GPU waits
+    for. On a CPU, a quarter (at most 8): the forward's threads use the cores, and a worker competing with them
+    costs more than it saves (2 cores, 2048 JPEGs: ResNet-18 29.3 images/s with none, 25.9 with one;
+    ResNet-50 11.9 and 11.4)."""
+    cores = os.cpu_count() or 2
+    return max(1, min(8, cores // 2)) if device.type == "cuda" else min(8, cores // 4)
+
+
+# --- the result ----------------------------------------------------------------------------------------------
+@dataclass
+class Ranking:
+    """The ``k`` images a ranking puts first, for every unit of a layer, best first.
+
+    Attributes:
+        values: ``(C, k)`` float32: the maximum over positions (``top``), the mean (``mean``) or the minimum
+            (``bottom``, most negative first).
+        images: ``(C, k)`` int64 indices into the scan's files; ``-1`` where fewer than ``k`` images were read.
+        positions: ``(C, k)`` int64 flat position (``row * width + col``) of the maximum or minimum in the layer's
+            grid; ``None`` for ``mean``.
+    """
+
+    values: torch.Tensor
+    images: torch.Tensor
+    positions: torch.Tensor | None
+
+    def to(self, device: torch.device | str) -> Ranking:
+        pos = None if self.positions is None else self.positions.to(device)
+        return Ranking(self.values.to(device), self.images.to(device), pos)
+
+
+@dataclass
+class LayerScan:
+    """A layer's rankings and class sums.
+
+    Attributes:
+        grid: ``(H, W)`` of the layer's output (``(1, 1)`` for a layer without positions).
+        class_sums: ``(C, n_classes)`` int64: per unit and class, the sum over the class's images of the unit's mean
+            activation, in units of :data:`CLASS_QUANTUM`; ``None`` for an unlabeled collection.
+    """
+
+    grid: tuple[int, int]
+    top: Ranking
+    mean: Ranking
+    bottom: Ranking
+    class_sums: torch.Tensor | None = None
+
+    @property
+    def units(self) -> int:
+        return int(self.top.values.shape[0])
+
+    def ranking(self, name: str) -> Ranking:
+        if name not in RANKINGS:
+            raise KernelvizError(f"unknown ranking {name!r}: choose from {', '.join(RANKINGS)}")
+        return getattr(self, name)
+
+
+@dataclass
+class UnitScan:
+    """The result of :func:`scan_units`: per layer, the rankings of every unit.
+
+    Attributes:
+        files: the collection's files (image indices point here).
+        labels: ``(N,)`` class of each file, or ``None``.
+        classes: class names, or ``None``.
+        layers: ``{layer: LayerScan}`` in the order asked.
+        k: images kept per unit and ranking.
+        size: the input side the images were scanned at (boxes are in its pixels).
+        scanned: images read.
+        skipped: ``(file, why)`` of the files that could not be read.
+        class_counts: ``(n_classes,)`` images read per class, or ``None``.
+        batches: the batches of the whole collection, each a list of file indices.
+        done: indices into ``batches`` of the batches this result holds.
+        key: what the scan was made with (model, layers, ``k``, size, batch size, files), to refuse resuming or
+            merging scans made otherwise.
+        shard: ``(i, n)``: the share of the batches this process scanned (``(0, 1)``: all; a merged scan keeps the
+            first part's).
+    """
+
+    files: list[Path]
+    labels: torch.Tensor | None
+    classes: list[str] | None
+    layers: dict[str, LayerScan]
+    k: int
+    size: int
+    scanned: int = 0
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+    class_counts: torch.Tensor | None = None
+    batches: list[list[int]] = field(default_factory=list)
+    done: set[int] = field(default_factory=set)
+    key: dict[str, Any] = field(default_factory=dict)
+    shard: tuple[int, int] = (0, 1)
+
+    @property
+    def complete(self) -> bool:
+        """Whether every batch of the collection is in this result."""
+        return len(self.done) == len(self.batches)
+
+    def class_means(self, layer: str) -> torch.Tensor:
+        """``(C, n_classes)`` float64: each unit's mean activation averaged over the images of each class (``nan`` for
+        a class with no image read)."""
+        scan = self.layers[layer]
+        if scan.class_sums is None or self.class_counts is None:
+            raise KernelvizError("the collection has no classes (give a folder with one subfolder per class)")
+        return scan.class_sums.double() * CLASS_QUANTUM / self.class_counts.double()
+
+    def top_classes(self, layer: str, unit: int, n: int = 5) -> list[tuple[str, float]]:
+        """The ``n`` classes with the highest mean activation of ``unit``, highest first."""
+        means = self.class_means(layer)[unit]
+        order = torch.sort(torch.nan_to_num(means, nan=-torch.inf), descending=True, stable=True).indices[:n]
+        assert self.classes is not None
+        return [(self.classes[int(c)], float(means[c])) for c in order]
+
+    def classes_in_top(self, layer: str, unit: int) -> list[tuple[str, int]]:
+        """How many of ``unit``'s top images (by maximum) each class holds, most first."""
+        if self.labels is None or self.classes is None:
+            raise KernelvizError("the collection has no classes (give a folder with one subfolder per class)")
+        images = self.layers[layer].top.images[unit]
+        labels = self.labels[images[images >= 0]]
+        counts = torch.bincount(labels, minlength=len(self.classes))
+        order = torch.sort(counts, descending=True, stable=True).indices
+        return [(self.classes[int(c)], int(counts[c])) for c in order if counts[c] > 0]
+
+    def examples(self, layer: str, unit: int, ranking: str = "top") -> list[tuple[Path, float, tuple[int, int] | None]]:
+        """``(file, value, (row, col) or None)`` of ``unit``'s images under ``ranking``, best first."""
+        scan = self.layers[layer]
+        rank = scan.ranking(ranking)
+        width = scan.grid[1]
+        found = []
+        for j, i in enumerate(rank.images[unit].tolist()):
+            if i < 0:
+                break
+            pos = None if rank.positions is None else divmod(int(rank.positions[unit, j]), width)
+            found.append((self.files[i], float(rank.values[unit, j]), pos))
+        return found
+
+    # --- saving -----------------------------------------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        """Everything in plain types and tensors: what :func:`torch.save` writes and ``weights_only`` loading reads."""
+        layers = {}
+        for name, s in self.layers.items():
+            layers[name] = {
+                "grid": list(s.grid),
+                "class_sums": s.class_sums,
+                **{
+                    r: {
+                        "values": s.ranking(r).values,
+                        "images": s.ranking(r).images,
+                        "positions": s.ranking(r).positions,
+                    }
+                    for r in RANKINGS
+                },
+            }
+        return {
+            "format": 1,
+            "files": [str(f) for f in self.files],
+            "labels": self.labels,
+            "classes": self.classes,
+            "layers": layers,
+            "k": self.k,
+            "size": self.size,
+            "scanned": self.scanned,
+            "skipped": [[str(p), why] for p, why in self.skipped],
+            "class_counts": self.class_counts,
+            "batches": self.batches,
+            "done": sorted(self.done),
+            "key": self.key,
+            "shard": list(self.shard),
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> UnitScan:
+        def ranking(saved: dict[str, Any]) -> Ranking:
+            return Ranking(saved["values"], saved["images"], saved["positions"])
+
+        layers = {
+            name: LayerScan(
+                (int(s["grid"][0]), int(s["grid"][1])),
+                ranking(s["top"]),
+                ranking(s["mean"]),
+                ranking(s["bottom"]),
+                s["class_sums"],
+            )
+            for name, s in state["layers"].items()
+        }
+        return cls(
+            files=[Path(f) for f in state["files"]],
+            labels=state["labels"],
+            classes=state["classes"],
+            layers=layers,
+            k=state["k"],
+            size=state["size"],
+            scanned=state["scanned"],
+            skipped=[(Path(p), why) for p, why in state["skipped"]],
+            class_counts=state["class_counts"],
+            batches=state["batches"],
+            done=set(state["done"]),
+            key=state["key"],
+            shard=(int(state["shard"][0]), int(state["shard"][1])),
+        )
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the scan to ``path`` atomically (a killed write leaves the previous file whole)."""
+        state = self.state()
+        return atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+
+def load_scan(path: str | os.PathLike) -> UnitScan:
+    """A scan saved by :meth:`UnitScan.save` (read with ``weights_only``: no code in the file runs).
+
+    Raises:
+        KernelvizError: the file is missing, damaged or not a scan.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise NotFoundError(f"scan file not found: {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(state, dict) or state.get("format") != 1:
+            raise ValueError("not a kernelviz scan")
+        return UnitScan.from_state(state)
+    except Exception as err:  # any failure to read means the same to the user: scan again
+        raise KernelvizError(f"cannot read the scan {path}: {err} (delete it to scan again)") from err
+
+
+# --- merging -------------------------------------------------------------------------------------------------
+def _merge(
+    ranking: Ranking,
+    units: torch.Tensor,
+    values: torch.Tensor,
+    images: torch.Tensor,
+    positions: torch.Tensor | None,
+    lowest: bool,
+) -> None:
+    """Merge entries ``(M,)`` (the unit, value, image and position of each) into ``ranking`` ``(C, k)`` in place: per
+    unit, the ``k`` highest values (lowest when ``lowest``), ties to the lower image index, empty slots last.
+
+    Three stable sorts (by image, by value, by unit) order every entry by unit, then value, then image;
+    :func:`torch.topk` would not say which of equal values it keeps.
+    """
+    c, k = ranking.values.shape
+    own = torch.arange(c, device=units.device).repeat_interleave(k)  # (C * k,) the unit of each ranked slot
+    u = torch.cat([own, units])
+    v = torch.cat([ranking.values.flatten(), values])
+    i = torch.cat([ranking.images.flatten(), images])
+    order = i.sort(stable=True).indices  # empty slots (-1) come first here, but last by value (+-inf)
+    order = order[v[order].sort(descending=not lowest, stable=True).indices]
+    order = order[u[order].sort(stable=True).indices]
+    counts = torch.bincount(u, minlength=c)  # every unit has at least its k slots
+    first = counts.cumsum(0) - counts
+    kept = order[(torch.arange(len(u), device=u.device) - first[u[order]]) < k]  # (C * k,) unit by unit
+    ranking.values.copy_(v[kept].view(c, k))
+    ranking.images.copy_(i[kept].view(c, k))
+    if ranking.positions is not None and positions is not None:
+        ranking.positions.copy_(torch.cat([ranking.positions.flatten(), positions])[kept].view(c, k))
+
+
+def _slots(ranking: Ranking) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """A ranking's slots as entries for :func:`_merge`: ``(units, values, images, positions)``, each ``(C * k,)``."""
+    c, k = ranking.values.shape
+    units = torch.arange(c, device=ranking.values.device).repeat_interleave(k)
+    pos = None if ranking.positions is None else ranking.positions.flatten()
+    return units, ranking.values.flatten(), ranking.images.flatten(), pos
+
+
+def _merge_rankings(rankings: Sequence[Ranking], lowest: bool) -> Ranking:
+    first = rankings[0]
+    pos = None if first.positions is None else first.positions.clone()
+    merged = Ranking(first.values.clone(), first.images.clone(), pos)
+    for other in rankings[1:]:
+        _merge(merged, *_slots(other), lowest=lowest)
+    return merged
+
+
+def merge_scans(scans: Sequence[UnitScan]) -> UnitScan:
+    """One scan from the scans of disjoint shares of the same collection (shards, ranks, or a scan and its
+    continuation): exactly what one process scanning every batch finds.
+
+    Raises:
+        KernelvizError: the scans were made with other settings, or share batches.
+    """
+    if not scans:
+        raise KernelvizError("no scans to merge")
+    first = scans[0]
+    for other in scans[1:]:
+        if other.key != first.key:
+            differ = sorted(k for k in {*first.key, *other.key} if first.key.get(k) != other.key.get(k))
+            raise KernelvizError(
+                f"these scans were made with other settings ({', '.join(differ)}): they cannot be merged"
+            )
+        if other.done & first.done:
+            raise KernelvizError("these scans share batches: merge the scans of disjoint shards only")
+    done = set().union(*(s.done for s in scans))
+    layers = {}
+    for name, layer in first.layers.items():
+        parts = [s.layers[name] for s in scans]
+        merged = {r: _merge_rankings([p.ranking(r) for p in parts], lowest=r == "bottom") for r in RANKINGS}
+        sums = None if layer.class_sums is None else torch.stack([p.class_sums for p in parts]).sum(0)  # type: ignore[misc]
+        layers[name] = LayerScan(layer.grid, merged["top"], merged["mean"], merged["bottom"], sums)
+    counts = None if first.class_counts is None else torch.stack([s.class_counts for s in scans]).sum(0)  # type: ignore[misc]
+    skipped = sorted((p for s in scans for p in s.skipped), key=lambda item: first.files.index(item[0]))
+    return replace(
+        first,
+        layers=layers,
+        scanned=sum(s.scanned for s in scans),
+        skipped=skipped,
+        class_counts=counts,
+        done=done,
+    )
+
+
+# --- scanning ------------------------------------------------------------------------------------------------
+class _Pending:
+    """Entries of a ranking ``(C, k)`` waiting to be merged, in buffers made once (``C * k`` entries): small tensors
+    kept alive across batches would scatter the allocator's heap, and the process's memory would grow with the
+    collection."""
+
+    def __init__(self, ranking: Ranking) -> None:
+        size, device = ranking.values.numel(), ranking.values.device
+        self.units = torch.empty(size, dtype=torch.int64, device=device)
+        self.values = torch.empty(size, dtype=ranking.values.dtype, device=device)
+        self.images = torch.empty(size, dtype=torch.int64, device=device)
+        self.positions = torch.empty(size, dtype=torch.int64, device=device)
+        self.count = 0
+
+    def room(self) -> int:
+        return len(self.units) - self.count
+
+    def add(
+        self, units: torch.Tensor, values: torch.Tensor, images: torch.Tensor, positions: torch.Tensor | None
+    ) -> None:
+        end = self.count + len(units)
+        self.units[self.count : end] = units
+        self.values[self.count : end] = values
+        self.images[self.count : end] = images
+        if positions is not None:
+            self.positions[self.count : end] = positions
+        self.count = end
+
+
+class _Reducer:
+    """The hook side of a scan: each layer's output, as it is computed, reduced to its maxima, minima and means,
+    and the entries that may get into a ranking set aside.
+
+    An image gets into a unit's ranking only by beating the k-th best so far, so each batch keeps only those
+    entries (and finds only their positions); they are merged once they are as many as the ranking's slots, and
+    before a checkpoint or the end (:meth:`flush`). A k-th best that is not updated yet is lower, so it lets
+    through more entries, never fewer. The batch's images come after every image ranked (batches run in
+    order), so a value equal to the k-th best cannot get in.
+    """
+
+    def __init__(self, scan: UnitScan, device: torch.device) -> None:
+        self.scan, self.device = scan, device
+        self.images = torch.empty(0, dtype=torch.int64, device=device)  # (B,) file indices of the current batch
+        self.labels: torch.Tensor | None = None
+        self.finite = torch.ones((), dtype=torch.bool, device=device)
+        self.pending = {(name, r): _Pending(layer.ranking(r)) for name, layer in scan.layers.items() for r in RANKINGS}
+
+    def __call__(self, name: str, output: torch.Tensor) -> None:
+        x = output.detach()
+        if x.dim() == 2:  # (B, C): a unit without positions
+            x = x[:, :, None, None]
+        if x.dim() != 4:
+            raise KernelvizError(f"layer {name!r} gives {tuple(x.shape)} outputs: a scan reads (B, C, H, W) or (B, C)")
+        flat = x.flatten(2).float()  # (B, C, H*W)
+        high, low = flat.amax(2), flat.amin(2)  # (B, C) each; far faster than aminmax or max with indices
+        mean = flat.sum(2) / flat.shape[2]  # (B, C)
+        self.finite &= torch.isfinite(mean).all()  # a non-finite value anywhere in a map makes its sum so
+        self._collect(name, "top", high, flat)
+        self._collect(name, "bottom", low, flat)
+        self._collect(name, "mean", mean, None)
+        layer = self.scan.layers[name]
+        if layer.class_sums is not None and self.labels is not None:
+            fixed = torch.round(mean.double() / CLASS_QUANTUM).to(torch.int64)  # (B, C)
+            layer.class_sums.index_add_(1, self.labels, fixed.T)
+
+    def _collect(self, name: str, rank: str, values: torch.Tensor, flat: torch.Tensor | None) -> None:
+        ranking = self.scan.layers[name].ranking(rank)
+        lowest = rank == "bottom"
+        kth = ranking.values[:, -1]  # (C,): -inf (+inf for the lowest) while fewer than k images are ranked
+        rows, units = (values < kth if lowest else values > kth).nonzero(as_tuple=True)  # (M,) each
+        if rows.numel() == 0:
+            return
+        pos = None
+        if flat is not None:
+            pos = _first_extreme(flat[rows, units].view(-1, *self.scan.layers[name].grid), lowest)
+        entries = (units, values[rows, units], self.images[rows], pos)
+        waiting = self.pending[(name, rank)]
+        if len(rows) > waiting.room():
+            self._merge(name, rank)
+        if len(rows) > waiting.room():  # more than the ranking holds (the first batches): merged at once
+            _merge(ranking, *entries, lowest=lowest)
+        else:
+            waiting.add(*entries)
+
+    def _merge(self, name: str, rank: str) -> None:
+        waiting = self.pending[(name, rank)]
+        if not waiting.count:
+            return
+        n = waiting.count
+        ranking = self.scan.layers[name].ranking(rank)
+        pos = waiting.positions[:n] if ranking.positions is not None else None
+        _merge(ranking, waiting.units[:n], waiting.values[:n], waiting.images[:n], pos, lowest=rank == "bottom")
+        waiting.count = 0
+
+    def flush(self) -> None:
+        """Merge every entry set aside (before a checkpoint, and at the end)."""
+        for name, rank in self.pending:
+            self._merge(name, rank)
+
+
+def _first_extreme(maps: torch.Tensor, lowest: bool) -> torch.Tensor:
+    """The flat position (``row * W + col``) of the first maximum (minimum when ``lowest``) of each map ``(M, H, W)``,
+    as :func:`torch.argmax` finds it on the flattened maps, in about a fifth of its time: the first row holding the
+    extreme, then the first column of that row."""
+    per_row = maps.amin(2) if lowest else maps.amax(2)  # (M, H)
+    row = per_row.argmin(1) if lowest else per_row.argmax(1)  # (M,)
+    line = maps[torch.arange(len(maps), device=maps.device), row]  # (M, W)
+    col = line.argmin(1) if lowest else line.argmax(1)
+    return row * maps.shape[2] + col
+
+
+def _empty_layer(units: int, grid: tuple[int, int], k: int, classes: int | None, device: torch.device) -> LayerScan:
+    def ranking(positions: bool, lowest: bool) -> Ranking:
+        fill = torch.inf if lowest else -torch.inf
+        return Ranking(
+            torch.full((units, k), fill, device=device),
+            torch.full((units, k), _EMPTY, dtype=torch.int64, device=device),
+            torch.full((units, k), 0, dtype=torch.int64, device=device) if positions else None,
+        )
+
+    sums = None if classes is None else torch.zeros(units, classes, dtype=torch.int64, device=device)
+    return LayerScan(grid, ranking(True, False), ranking(False, False), ranking(True, True), sums)
+
+
+def _fingerprint(model: nn.Module) -> str:
+    """A short digest of the model's parameters (a checkpoint made with other weights is not resumed)."""
+    sums = [float(p.detach().sum(dtype=torch.float64)) for p in model.parameters()]
+    return hashlib.sha1(repr(sums).encode()).hexdigest()[:16]
+
+
+def _plan(model: nn.Module, size: int, layers: Sequence[str] | None) -> dict[str, tuple[int, tuple[int, int]]]:
+    """``{layer: (units, grid)}`` for the layers to scan (every convolution by default)."""
+    plan = {}
+    for name, row in asked_layers(model, size, layers, "scan"):
+        if len(row.shape) not in (1, 3):
+            raise KernelvizError(
+                f"layer {name!r} has output {row.shape}: a scan reads units of (C, H, W) or (C,) outputs"
+            )
+        grid = (row.shape[1], row.shape[2]) if len(row.shape) == 3 else (1, 1)
+        plan[name] = (row.shape[0], grid)
+    return plan
+
+
+def scan_units(
+    model: nn.Module,
+    images: str | os.PathLike | Sequence[str | os.PathLike] | Collection,
+    layers: Sequence[str] | None = None,
+    *,
+    k: int = 9,
+    batch_size: int | None = None,
+    workers: int | None = None,
+    size: int | None = None,
+    shard: tuple[int, int] | None = None,
+    checkpoint: str | os.PathLike | None = None,
+    every: int = 1024,
+    progress: Callable[[int, int], None] | None = None,
+) -> UnitScan:
+    """Stream an image collection through ``model`` once and rank the images for every unit of ``layers``.
+
+    Example::
+
+        scan = kernelviz.scan_units(model, "val/", ["conv3_2", "conv5_3"], k=9)
+        layer = scan.layers["conv3_2"]
+        layer.top.values[17]        # (9,) the 9 highest maxima of unit 17, best first
+        layer.top.images[17]        # (9,) their indices in scan.files
+        scan.examples("conv3_2", 17)  # [(file, value, (row, col)), ...]
+
+    Args:
+        model: the network (left unchanged).
+        images: a folder (class-labeled when it has the ``ImageFolder`` layout), a text file listing images, a
+            sequence of files, or a :class:`Collection`.
+        layers: the layers to scan; default: every convolution.
+        k: images kept per unit and ranking.
+        batch_size: images per forward pass (the batches are fixed before the scan is shared out, so results do
+            not depend on the number of processes); default: :func:`default_batch_size`.
+        workers: data-loading processes (:func:`default_workers` by default; 0 decodes in this process).
+        size: input side; default: the model's.
+        shard: ``(i, n)``: scan only the i-th of n shares of the batches (job arrays); default: under ``torchrun``,
+            this rank's share, the shares then merged on every rank (``torch.distributed``), else everything.
+        checkpoint: a file in which the running state is saved atomically every ``every`` images, and from which a
+            scan made with the same model, layers, images and settings resumes; or a folder, in which each scan (each
+            model, layers, images, settings and shard) has its own file (:func:`shard_file`).
+        every: images between checkpoints.
+        progress: called as ``progress(images_done, images_total)`` for this process's share.
+
+    Returns:
+        A :class:`UnitScan` (for a ``shard``, that share's: :func:`merge_scans` joins the shards).
+
+    Raises:
+        KernelvizError: no image could be read, a layer has no units to rank, the activations are not finite,
+            or the checkpoint was made otherwise.
+    """
+    meta = model_meta(check_model(model))
+    side = size or meta.input_size
+    device = model_device(model)
+    batch_size = batch_size or default_batch_size(device)
+    if k < 1 or batch_size < 1 or every < 1:
+        raise KernelvizError(f"k, batch_size and every must be >= 1 (got {k}, {batch_size}, {every})")
+    found = images if isinstance(images, Collection) else collection(images)
+    plan = _plan(model, side, layers)
+    distributed = distributed_shard() if shard is None else None
+    rank, world = shard or distributed or (0, 1)
+    if not 0 <= rank < world:
+        raise KernelvizError(f"shard {rank}/{world} is not valid: use i/n with 0 <= i < n")
+    n = len(found.files)
+    batches = [list(range(i, min(i + batch_size, n))) for i in range(0, n, batch_size)]
+    key = {
+        "model": meta.name,
+        "weights": _fingerprint(model),
+        "layers": list(plan),
+        "k": k,
+        "size": side,
+        "batch_size": batch_size,
+        "files": hashlib.sha1("\n".join(map(str, found.files)).encode()).hexdigest(),
+        "count": n,
+    }
+    classes = None if found.classes is None else len(found.classes)
+    if checkpoint is not None and Path(checkpoint).is_dir():
+        checkpoint = shard_file(checkpoint, key, (rank, world))
+    scan = _resumed(checkpoint, key, (rank, world))
+    if scan is None:
+        scan = UnitScan(
+            files=found.files,
+            labels=found.labels,
+            classes=found.classes,
+            layers={name: _empty_layer(units, grid, k, classes, device) for name, (units, grid) in plan.items()},
+            k=k,
+            size=side,
+            class_counts=None if classes is None else torch.zeros(classes, dtype=torch.int64),
+            batches=batches,
+            key=key,
+            shard=(rank, world),
+        )
+    else:
+        scan.layers = {name: _moved(layer, device) for name, layer in scan.layers.items()}
+    mine = [i for i in range(len(batches)) if i % world == rank]
+    todo = [i for i in mine if i not in scan.done]
+    total = sum(len(batches[i]) for i in mine)
+    done = total - sum(len(batches[i]) for i in todo)
+    if progress is not None:
+        progress(done, total)
+    _run(model, scan, todo, meta, device, workers, checkpoint, every, progress, done, total)
+    scan.layers = {name: _moved(layer, torch.device("cpu")) for name, layer in scan.layers.items()}
+    if distributed is not None:
+        scan = merge_scans(gather(scan))
+    if scan.scanned == 0 and (distributed is not None or shard is None):
+        named = "; ".join(f"{p.name} ({why.rpartition(': ')[2] or why})" for p, why in scan.skipped[:3])
+        more = f" and {len(scan.skipped) - 3} more" if len(scan.skipped) > 3 else ""
+        raise KernelvizError(
+            f"none of the {len(scan.skipped)} image file(s) in {found.source} could be read: {named}{more}"
+        )
+    return scan
+
+
+def _moved(layer: LayerScan, device: torch.device) -> LayerScan:
+    sums = None if layer.class_sums is None else layer.class_sums.to(device)
+    return LayerScan(layer.grid, layer.top.to(device), layer.mean.to(device), layer.bottom.to(device), sums)
+
+
+def _resumed(checkpoint: str | os.PathLike | None, key: dict[str, Any], shard: tuple[int, int]) -> UnitScan | None:
+    """The checkpointed scan to go on with, ``None`` for a new one; a checkpoint made otherwise is refused."""
+    if checkpoint is None or not Path(checkpoint).exists():
+        return None
+    before = load_scan(checkpoint)
+    wanted, made = {**key, "shard": list(shard)}, {**before.key, "shard": list(before.shard)}
+    if made != wanted:
+        differ = sorted(k for k in wanted if made.get(k) != wanted[k])
+        raise KernelvizError(
+            f"{checkpoint} holds a scan made with other settings ({', '.join(differ)}): use another output folder, "
+            "or delete it to scan again"
+        )
+    return before
+
+
+def _run(
+    model: nn.Module,
+    scan: UnitScan,
+    todo: list[int],
+    meta: Any,
+    device: torch.device,
+    workers: int | None,
+    checkpoint: str | os.PathLike | None,
+    every: int,
+    progress: Callable[[int, int], None] | None,
+    done: int,
+    total: int,
+) -> None:
+    """Scan the batches ``todo`` into ``scan`` (checkpointing as it goes)."""
+    if not todo:
+        return
+    workers = default_workers(device) if workers is None else workers
+    loader = torch.utils.data.DataLoader(
+        _Decoded(scan.files, scan.size),
+        batch_sampler=[scan.batches[i] for i in todo],
+        num_workers=min(workers, len(todo)),
+        pin_memory=device.type == "cuda",
+    )
+    reduce = _Reducer(scan, device)
+    since = 0
+    with guarded(model, keep_inplace=True), torch.no_grad(), capture(model, list(scan.layers), stop=True, each=reduce):
+        for batch_index, (indices, batch, errors) in zip(todo, loader, strict=True):
+            readable = [j for j, why in enumerate(errors) if not why]
+            scan.skipped.extend((scan.files[int(indices[j])], why) for j, why in enumerate(errors) if why)
+            if readable:
+                rows = torch.tensor(readable)
+                reduce.images = indices[rows].to(device)
+                if scan.labels is not None:
+                    reduce.labels = scan.labels[reduce.images.cpu()].to(device)
+                    scan.class_counts += torch.bincount(reduce.labels.cpu(), minlength=len(scan.class_counts))  # type: ignore[operator, arg-type]
+                x = meta.normalize(batch[rows].to(device, non_blocking=True))
+                with contextlib.suppress(StopForward):  # raised once the deepest layer is reduced
+                    model(x)
+                if not bool(reduce.finite):
+                    files = ", ".join(scan.files[int(i)].name for i in reduce.images[:3].tolist())
+                    raise NonFiniteObjectiveError(
+                        f"the model's activations are not finite on the batch of {files}...: check the model and "
+                        "its weights"
+                    )
+            scan.scanned += len(readable)
+            scan.done.add(batch_index)
+            done += len(indices)
+            since += len(indices)
+            if checkpoint is not None and (since >= every or len(scan.done) == len(scan.batches)):
+                reduce.flush()
+                _checkpoint(scan, checkpoint)
+                since = 0
+            if progress is not None:
+                progress(done, total)
+    reduce.flush()
+    if checkpoint is not None and since:
+        _checkpoint(scan, checkpoint)
+
+
+def _checkpoint(scan: UnitScan, path: str | os.PathLike) -> None:
+    on_cpu = replace(scan, layers={name: _moved(layer, torch.device("cpu")) for name, layer in scan.layers.items()})
+    on_cpu.save(path)
+
+
+def scan_id(key: dict[str, Any]) -> str:
+    """A short digest of what a scan was made with (its :attr:`UnitScan.key`)."""
+    return hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def shard_file(folder: str | os.PathLike, key: dict[str, Any], shard: tuple[int, int]) -> Path:
+    """The checkpoint of shard ``(i, n)`` of the scan made with ``key``, in ``folder``: scans made otherwise (other
+    layers, images, weights) keep their own files."""
+    return Path(folder) / f"{scan_id(key)}-shard-{shard[0]}-of-{shard[1]}.pt"
