@@ -17,7 +17,9 @@ Speed, interleaved over repetitions in one process: a full conv3_2 layer (256 fi
 auto-chosen batch size, fp32 and bf16, seconds per step measured between a short and a longer run (so
 set-up is not counted) and projected to 256 steps; the naive loop and lucent (when installed) at the same
 batch; achieved TFLOP/s against the card's bf16 (and fp32) matmul peak measured in the same run; peak GPU
-memory. Then every conv layer of VGG-16 once, for the projected time of a whole atlas.
+memory. Then every conv layer of VGG-16 once, for the projected time of a whole atlas. Last, the dataset scan of
+every conv of VGG-16 (``scan_units``): its maxima against the CPU's, and images/s against the forward alone on
+the same images.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ import torchvision
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_scan import make_collection
 from bench_step import conv_gflop, lucent, naive
 
 import kernelviz
@@ -69,6 +72,8 @@ class Plan:
     reps: int
     atlas_layers: tuple[str, ...]  # layers timed for the whole-atlas projection
     matmul: int  # side of the square matmul that measures the peak
+    scan_images: int = 2048  # images in the dataset-scan timing (every conv of VGG-16)
+    scan_batch: int = 128
 
 
 FULL = Plan(
@@ -84,7 +89,7 @@ FULL = Plan(
     tuple(f"conv{b}_{i}" for b, n in ((1, 2), (2, 2), (3, 3), (4, 3), (5, 3)) for i in range(1, n + 1)),
     8192,
 )
-SMOKE = Plan(32, 3, (0, 5), 2, 32, 4, 1, 3, 1, ("conv1_1", "conv3_2"), 256)
+SMOKE = Plan(32, 3, (0, 5), 2, 32, 4, 1, 3, 1, ("conv1_1", "conv3_2"), 256, 24, 4)
 
 
 def make_vgg16(device: torch.device) -> nn.Module:
@@ -418,6 +423,44 @@ def atlas_projection(plan: Plan, dev: nn.Module, device: torch.device, report: R
     return True, f"{len(layers)} layers: {total / 60:.1f} minutes projected"
 
 
+def check_scan(
+    plan: Plan, cpu: nn.Module, dev: nn.Module, device: torch.device, out: Path, report: Report
+) -> tuple[bool, str]:
+    """The dataset scan of every conv of VGG-16 on the device: the same maxima as on the CPU (a small collection),
+    and images/s against the forward alone on the same images, decoded and on the device already."""
+    folder = make_collection(out / "scan-images", plan.scan_images)
+    files = sorted(folder.glob("*.jpg"))[: plan.scan_images]
+    layers = [f"conv{b}_{i}" for b, n in ((1, 2), (2, 2), (3, 3), (4, 3), (5, 3)) for i in range(1, n + 1)]
+    small = files[:16]
+    on_cpu = kernelviz.scan_units(cpu, small, layers, size=plan.check_size, batch_size=8, workers=0)
+    on_dev = kernelviz.scan_units(dev, small, layers, size=plan.check_size, batch_size=8, workers=0)
+    error = max(
+        float(((a.top.values - b.top.values).abs() / a.top.values.abs().clamp_min(1e-3)).max())
+        for a, b in zip(on_cpu.layers.values(), on_dev.layers.values(), strict=True)
+    )
+    meta = kernelviz.model_meta(dev)
+    x = torch.stack([kernelviz.load_image(p, plan.speed_size) for p in files])
+    x = meta.normalize(x.to(device))
+    b = plan.scan_batch
+    with torch.no_grad():
+        dev(x[:b])  # warm-up
+        limit = len(x) / timed(device, lambda: [dev(x[i : i + b]) for i in range(0, len(x), b)])
+    scan = len(files) / timed(
+        device, lambda: kernelviz.scan_units(dev, files, layers, size=plan.speed_size, batch_size=b)
+    )
+    report.data["scan"] = {
+        "images": len(files),
+        "batch": b,
+        "forward_only_images_per_s": limit,
+        "scan_images_per_s": scan,
+        "share_of_forward_only": scan / limit,
+        "max_relative_error_vs_cpu": error,
+        "hours_for_50000": 50_000 / scan / 3600,
+    }
+    ok = error < 1e-2
+    return ok, f"{scan:.0f} img/s = {scan / limit:.0%} of the forward alone; maxima vs CPU within {error:.1e}"
+
+
 # -- report ---------------------------------------------------------------------------------------
 
 
@@ -504,6 +547,17 @@ def markdown(report: Report, plan: Plan, device_name: str, smoke: bool) -> str:
             for k, v in a["layers"].items()
         ]
         lines += ["", f"Projected total: **{a['projected_seconds'] / 60:.1f} minutes**."]
+    sc = d.get("scan")
+    if sc:
+        lines += [
+            "",
+            f"## Dataset scan (every conv of VGG-16, {sc['images']} JPEGs, batch {sc['batch']})",
+            "",
+            "| forward only (img/s) | scan (img/s) | scan / forward only | 50,000 images |",
+            "|---|---|---|---|",
+            f"| {sc['forward_only_images_per_s']:.0f} | {sc['scan_images_per_s']:.0f} | "
+            f"{sc['share_of_forward_only']:.0%} | {sc['hours_for_50000'] * 60:.1f} min |",
+        ]
     lines += [
         "",
         "## Targets (one H100)",
@@ -511,6 +565,7 @@ def markdown(report: Report, plan: Plan, device_name: str, smoke: bool) -> str:
         "- A full conv3_2 layer (256 filters, 224 px, 256 steps) in <= 30 s with bf16.",
         "- A whole VGG-16 atlas (4,224 conv filters, 224 px, 256 steps) projected at <= 15 minutes.",
         "- >= 40% of the measured bf16 matmul peak in the optimization step; >= 5x lucent per image-step.",
+        "- The dataset scan at >= 85% of the forward alone.",
         "",
         f"Whole run: {d['wall_seconds']:.0f} s.",
     ]
@@ -557,6 +612,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     report.check("speed of a full layer", lambda: speed(plan, dev, device, report))
     report.check("whole-atlas projection", lambda: atlas_projection(plan, dev, device, report))
+    report.check("dataset scan, every conv", lambda: check_scan(plan, cpu, dev, device, args.out, report))
 
     report.data["wall_seconds"] = time.perf_counter() - start
     report.data["checks"] = report.checks

@@ -183,35 +183,154 @@ def atlas_cmd(
 
 @click.command("examples")
 @click.argument("model")
-@click.argument("layer")
-@click.argument("filter_index", metavar="FILTER", type=click.IntRange(min=0))
-@click.option("--images", type=click.Path(path_type=Path), required=True, help="Folder of images to scan.")
-@click.option("-k", type=click.IntRange(min=1), default=9, show_default=True, help="Examples to keep.")
+@click.argument("target", nargs=-1, metavar="[LAYER FILTER]")
+@click.option(
+    "--images",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Folder of images to scan (one subfolder per class: class statistics too), or a text file listing them.",
+)
+@click.option("-k", type=click.IntRange(min=1), default=9, show_default=True, help="Examples to keep per ranking.")
 @click.option(
     "-o",
     "--output",
     type=click.Path(path_type=Path),
     default=None,
-    help="Sheet PNG [default: ./MODEL_LAYER_NNNN_examples.png].",
+    help="With LAYER FILTER: the sheet PNG [default: ./MODEL_LAYER_NNNN_examples.png]; without: the output folder "
+    "(OUT/<model>/<layer>/examples.json, the atlas layout).",
 )
+@click.option("--layers", default=None, help="Comma-separated layers to scan [default: every convolution].")
+@click.option(
+    "--workers",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Data-loading processes [default: a quarter of the CPU cores on a CPU, half on a GPU; 0: none].",
+)
+@click.option("--shard", default=None, help="i/n: scan only the i-th of n shares (job arrays without torchrun).")
+@click.option(
+    "--every",
+    type=click.IntRange(min=1),
+    default=1024,
+    show_default=True,
+    help="Images between checkpoints of the running scan (a killed scan resumes from the last one).",
+)
+@click.option("--quiet", is_flag=True, help="No progress bar.")
 @optimize_options
 @model_options
 @errors_to_click
 def examples_cmd(
+    model: str,
+    target: tuple[str, ...],
+    images: Path | None,
+    k: int,
+    output: Path | None,
+    layers: str | None,
+    workers: int | None,
+    shard: str | None,
+    every: int,
+    quiet: bool,
+    source: ModelSource,
+    settings: OptimSettings,
+) -> None:
+    """The images of a collection that excite units most.
+
+    \b
+    kernelviz examples MODEL --images DIR -o OUT [--layers L1,L2] [-k K]
+        One pass over DIR for every unit of the layers (default: every convolution): per unit the top K
+        images by maximum activation (cropped where it fires), by mean activation, the bottom K (most
+        negative) and, when DIR has one subfolder per class, the classes it responds to. Writes
+        OUT/<model>/<layer>/examples.json and crops, which the atlas site and `kernelviz serve --atlas OUT`
+        show. Resumable (rerun the same command), under `torchrun --nproc-per-node N` or with --shard i/n
+        (the last shard to finish merges; rerun any shard's command to merge again). --batch-size sets the
+        images per forward pass (default 8 on a CPU, 64 on a GPU), --size the input side.
+
+    \b
+    kernelviz examples MODEL LAYER FILTER --images DIR [-o SHEET.png]
+        The top images of one filter beside its synthesized image, with the ratio of the synthesized image's
+        maximum activation to the best natural image's.
+
+    Unreadable files are skipped and counted.
+    """
+    if images is None:
+        raise click.UsageError("--images is required: the folder (or list file) of images to scan")
+    if len(target) not in (0, 2):
+        raise click.UsageError("give LAYER FILTER for one filter's sheet, or neither to scan every unit (-o OUT)")
+    if target:
+        if layers or shard:
+            raise click.UsageError("--layers and --shard belong to the scan of every unit: drop LAYER FILTER")
+        _one_filter(model, target[0], _filter_index(target[1]), images, k, output, workers, source, settings)
+        return
+    if output is None:
+        raise click.UsageError("-o OUT is required to scan every unit: examples go to OUT/<model>/<layer>/")
+    from tqdm.auto import tqdm
+
+    from ..core.models import model_meta, model_slug
+    from ..jobs.outputs import check_folder
+    from ..jobs.specs import parse_shard, runtime_device
+    from ..sets.examples import scan_to_atlas
+
+    shard_pair = parse_shard(shard)
+    check_folder(output)
+    net = source.load(model, runtime_device(source.device))
+    root = output / model_slug(model_meta(net).name)
+    bar = None if quiet else tqdm(desc="scanning", unit="image", file=sys.stderr)
+
+    def scanned(done: int, total: int) -> None:
+        if bar is not None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+    try:
+        report = scan_to_atlas(
+            net,
+            root,
+            images,
+            layers.split(",") if layers else None,
+            k=k,
+            size=settings.size,
+            batch_size=settings.batch_size,
+            workers=workers,
+            shard=shard_pair,
+            every=every,
+            progress=scanned,
+        )
+    except KeyboardInterrupt:
+        click.echo("interrupted: the scan is checkpointed; rerun the same command to resume", err=True)
+        sys.exit(130)
+    finally:
+        if bar is not None:
+            bar.close()
+    scan = report.scan
+    click.echo(f"{report.root}: {scan.scanned} images scanned, {len(scan.skipped)} unreadable skipped")
+    if report.shards_left:
+        click.echo(f"{report.shards_left} shard(s) of the scan still to finish; the last one merges them")
+    for layer in report.layers_written:
+        click.echo(f"wrote {report.root / layer.replace('/', '_') / 'examples.json'}")
+    if not report.shards_left and not report.layers_written:
+        click.echo("every layer's examples.json was already written from this scan")
+
+
+def _filter_index(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a filter index (a whole number >= 0)", param_hint="FILTER") from None
+    if value < 0:
+        raise click.BadParameter(f"{value} is not >= 0", param_hint="FILTER")
+    return value
+
+
+def _one_filter(
     model: str,
     layer: str,
     filter_index: int,
     images: Path,
     k: int,
     output: Path | None,
+    workers: int | None,
     source: ModelSource,
     settings: OptimSettings,
 ) -> None:
-    """The images in a folder that excite FILTER of LAYER most, cropped where it fires, beside its synthesized image.
-
-    Reports the ratio of the synthesized image's maximum activation to the best natural image's.
-    Unreadable files are skipped and counted.
-    """
     from tqdm.auto import tqdm
 
     from ..jobs.optimize import dataset_examples
@@ -233,6 +352,7 @@ def examples_cmd(
                 settings,
                 k=k,
                 output=output,
+                workers=workers,
                 scan_progress=scanned,
                 progress=bar,
                 log=LOG,

@@ -20,7 +20,8 @@ from ..core.layers import check_filters, choose_filters
 from ..core.models import ModelMeta, model_meta, model_slug
 from ..explain.examples import find_examples, ratio_to_natural
 from ..explain.maps import feature_maps
-from ..files.images import image_files, load_image
+from ..explain.scan import collection
+from ..files.images import load_image
 from ..files.records import provenance
 from ..files.write import save_figure, save_json, write_each
 from ..optvis.batch import GridResult, layer_grid
@@ -188,6 +189,7 @@ def dataset_examples(
     *,
     k: int = 9,
     output: Path | None = None,
+    workers: int | None = None,
     scan_progress: Callable[[int, int], None] | None = None,
     progress: Progress | None = None,
     log: Log = QUIET,
@@ -196,9 +198,11 @@ def dataset_examples(
     image; the sheet's JSON records the ratio of the synthesized maximum to the best natural one.
 
     Args:
-        images: a folder, scanned recursively; unreadable files are skipped and counted.
+        images: a folder, scanned recursively, or a text file listing images; unreadable files are skipped and
+            counted.
         k: examples to keep.
         output: the sheet's PNG; default ``./MODEL_LAYER_NNNN_examples.png``.
+        workers: data-loading processes (default: :func:`~kernelviz.explain.scan.default_workers`).
         scan_progress: called as ``scan_progress(files_done, files_total)`` while scanning.
     """
     from ..plot.examples import plot_examples
@@ -209,17 +213,25 @@ def dataset_examples(
     check_filters(model, layer, [filter_index], side)
     path = output_paths(output, [f"{_filter_stem(model, layer, filter_index)}_examples"])[0]
     check_writable([path])
-    files = image_files(images)
+    files = collection(images)
     done = 0
 
     def scanned(count: int) -> None:
         nonlocal done
         done += count
         if scan_progress is not None:
-            scan_progress(done, len(files))
+            scan_progress(done, len(files.files))
 
     scan = find_examples(
-        model, layer, [filter_index], files, k=k, size=side, batch_size=settings.batch_size or 16, progress=scanned
+        model,
+        layer,
+        [filter_index],
+        files,
+        k=k,
+        size=side,
+        batch_size=settings.batch_size,
+        workers=workers,
+        progress=scanned,
     )
     found = scan.examples[filter_index]
     grid = layer_grid(model, layer, [filter_index], settings.with_(batch_size=1), progress=progress)

@@ -187,7 +187,8 @@ def filter_page(ex: Explorer, layer: str, n: int, token: str = "") -> str:
     examples = ex.examples(layer)
     if examples is not None:
         ex_html = examples_html(
-            examples["filters"].get(str(n), []),
+            examples,
+            n,
             record.get("max_activation", float("nan")) if record else float("nan"),
             src=lambda crop: _file_href(ex, d / crop),
         )

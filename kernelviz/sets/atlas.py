@@ -18,19 +18,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
+from ..core.distributed import barrier, distributed_shard
 from ..core.guard import check_model
-from ..core.layers import LayerInfo, list_layers
+from ..core.layers import LayerInfo, asked_layers
 from ..core.models import model_device, model_meta, model_slug
-from ..core.names import resolve_layer
 from ..errors import KernelvizError
-from ..explain.examples import find_examples
 from ..explain.maps import feature_maps
-from ..files.write import save_json, save_png
 from ..optvis.batch import auto_batch_size, layer_grid
 from ..optvis.settings import DEFAULTS, OptimSettings
+from .examples import scan_to_atlas
 from .folder import AtlasFolder, atlas_settings
 from .site import write_index
 
@@ -55,27 +53,6 @@ class AtlasReport:
     remaining: int
     index_written: bool
     interrupted: bool = False
-
-
-def distributed_shard() -> tuple[int, int] | None:
-    """``(rank, world_size)`` when running under ``torchrun`` (initializing the process group), else ``None``."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1 or "RANK" not in os.environ:
-        return None
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        if backend == "nccl":
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        dist.init_process_group(backend)
-    return dist.get_rank(), dist.get_world_size()
-
-
-def _barrier() -> None:
-    import torch.distributed as dist
-
-    dist.barrier()
 
 
 def _remove_stale_temporaries(root: Path) -> None:
@@ -104,18 +81,9 @@ def _plan(
         raise KernelvizError(
             f"filters={filters!r} asks for no filters: give N >= 1, a list of indices, or None for all"
         )
-    rows = list_layers(model, size, include=layers or ())
-    names = list(layers) if layers else [r.name for r in rows if r.type.startswith("Conv")]
-    if not names:
-        raise KernelvizError(
-            "the model has no convolution layer to make an atlas of: name the layers to show (layers=[...], "
-            "--layers on the command line; kernelviz.list_layers(model) or kernelviz layers MODEL lists them)"
-        )
-    by_path = {r.path: r for r in rows}
     plan = []
-    for name in names:
-        row = by_path.get(resolve_layer(model, name))
-        if row is None or len(row.shape) != 3:
+    for name, row in asked_layers(model, size, layers, "make an atlas of"):
+        if len(row.shape) != 3:
             raise KernelvizError(f"layer {name!r} has no spatial output: an atlas shows conv layers")
         if filters is None:
             chosen = list(range(row.channels))
@@ -253,23 +221,30 @@ def atlas(
                 bars[1].update(len(group))
                 if layers_left[name] == 0:
                     bars[0].update(1)
-        if images is not None and not interrupted:
-            for j, (name, _, chosen) in enumerate(plan):
-                if j % world == rank and folder.examples(name) is None:
-                    write_examples(model, root, name, chosen, images, k, size)
+        if images is not None and not interrupted:  # one scan for every layer, shared out like the pictures
+            scan_to_atlas(
+                model,
+                root,
+                images,
+                [name for name, _, _ in plan],
+                k=k,
+                size=size,
+                shard=shard,
+                units={name: chosen for name, _, chosen in plan},
+            )
     finally:
         for bar in bars:
             bar.close()
 
     if dist_shard is not None:
-        _barrier()
+        barrier()
     remaining = sum(not folder.written(name, n) for name, _, chosen in plan for n in chosen)
     written = False
     if not interrupted and remaining == 0 and (dist_shard is None or rank == 0):
         write_index(root, plan, recorded)
         written = True
     if dist_shard is not None:
-        _barrier()
+        barrier()
     return AtlasReport(root, computed, skipped, remaining, written, interrupted)
 
 
@@ -287,15 +262,6 @@ def _bars(enabled: bool, layers: int, filters: int, rank: int) -> list[Any]:
 def write_examples(
     model: nn.Module, root: Path, layer: str, filters: list[int], images: str | os.PathLike, k: int, size: int
 ) -> None:
-    scan = find_examples(model, layer, filters, images, k=k, size=size)
-    folder = AtlasFolder(root)
-    out: dict[str, Any] = {"scanned": scan.scanned, "skipped": [str(p) for p, _ in scan.skipped], "filters": {}}
-    for n, found in scan.examples.items():
-        entries = []
-        for j, ex in enumerate(found):
-            crop = folder.example_crop(layer, n, j)
-            save_png(ex.crop, crop)
-            crop_link = crop.relative_to(folder.layer(layer)).as_posix()
-            entries.append({"image": str(ex.path), "value": ex.value, "box": ex.box, "crop": crop_link})
-        out["filters"][str(n)] = entries
-    save_json(out, folder.examples_file(layer))
+    """Scan ``images`` for one layer and write its ``examples.json`` (see
+    :func:`~kernelviz.sets.examples.scan_to_atlas`)."""
+    scan_to_atlas(model, root, images, [layer], k=k, size=size, units={layer: filters})

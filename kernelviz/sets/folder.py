@@ -119,8 +119,9 @@ class AtlasFolder:
     def examples_file(self, layer: str) -> Path:
         return self.layer(layer) / "examples.json"
 
-    def example_crop(self, layer: str, n: int, j: int) -> Path:
-        return self.layer(layer) / "examples" / f"{n:04d}_{j}.png"
+    def example_crop(self, layer: str, n: int, j: int, ranking: str = "top") -> Path:
+        """The crop of filter ``n``'s ``j``-th example under ``ranking`` (``top``, ``mean``, ``bottom``)."""
+        return self.layer(layer) / "examples" / ranking / f"{n:04d}_{j}.jpg"
 
     def variant(self, layer: str, n: int, kind: str) -> Path:
         """The picture of variant ``kind`` of filter ``n`` (its record: the same name, ``.json``)."""
@@ -178,15 +179,19 @@ class AtlasFolder:
 
     # --- dataset examples ------------------------------------------------------------------------
     def examples(self, layer: str) -> dict[str, Any] | None:
-        """The layer's dataset examples (``scanned``, ``skipped``, ``filters`` → per filter a list of ``image``,
-        ``value``, ``box``, ``crop``) when made and whole, else ``None``."""
+        """The layer's dataset examples (``scanned``, ``skipped``, ``filters``, ``mean``, ``bottom`` → per filter a
+        list of ``image``, ``value``, ``crop`` and more; ``classes`` for a class-labeled collection: see
+        :func:`~kernelviz.sets.examples.write_scan`) when made and whole, else ``None``."""
         data = _read(self.examples_file(layer))
         if not _typed(data, {"scanned": int, "filters": dict}):
             return None
         entry: dict[str, type | tuple[type, ...]] = {"image": str, "crop": str, "value": (int, float)}
+        rankings = [data[key] for key in ("filters", "mean", "bottom") if key in data]
         whole = all(
-            isinstance(found, list) and all(_typed(e, entry) for e in found) for found in data["filters"].values()
-        )
+            isinstance(ranked, dict)
+            and all(isinstance(found, list) and all(_typed(e, entry) for e in found) for found in ranked.values())
+            for ranked in rankings
+        ) and isinstance(data.get("classes", {}), dict)
         return data if whole else None
 
     # --- the settings ----------------------------------------------------------------------------

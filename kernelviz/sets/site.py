@@ -66,30 +66,51 @@ def _shape(row: LayerInfo) -> str:
     return "x".join(map(str, row.shape))
 
 
-def examples_html(found: list[dict[str, Any]], max_activation: float, src: Callable[[str], str] = url) -> str:
-    """The dataset examples of one filter (entries of ``examples.json``) as crops with their image and value, and
-    the synthesized picture's maximum over the best natural one's: the fragment the static site and the live
-    explorer both show.
+def examples_html(layer: dict[str, Any], n: int, max_activation: float, src: Callable[[str], str] = url) -> str:
+    """The dataset examples of filter ``n`` from a layer's ``examples.json``: the top crops with their image, class and
+    value, the synthesized picture's maximum over the best natural one's, and, when the scan has them, the images of
+    highest mean activation, the most negative ones, and the classes the filter responds to. The fragment the static
+    site and the live explorer both show.
 
     Args:
+        layer: the layer's ``examples.json`` content.
         src: a crop's path relative to its layer's folder → an attribute-escaped URL.
     """
+    key = str(n)
+    found = layer["filters"].get(key, [])
     ratio = ratio_to_natural(max_activation, [e["value"] for e in found])
-    crops = "".join(
-        f'<img src="{src(e["crop"])}" alt="example" title="{attr(Path(e["image"]).name)}: {e["value"]:.3g}">'
-        for e in found
-    )
     shown = f"{ratio:.2f}x" if ratio == ratio else "n/a"  # nan: no natural image excites the filter
-    return (
-        f'<div class="examples">{crops or "no image excites it"}</div>'
+    parts = [
+        f'<div class="examples">{_crops(found, src) or "no image excites it"}</div>'
         f'<p class="small">synthesized / best natural max: {shown}</p>'
-    )
+    ]
+    for ranking, title in (("mean", "highest mean activation"), ("bottom", "most negative (lowest minimum)")):
+        ranked = layer.get(ranking, {}).get(key)
+        if ranked:
+            parts.append(f'<p class="small">{title}</p><div class="examples {ranking}">{_crops(ranked, src)}</div>')
+    classes = layer.get("classes", {}).get(key)
+    if classes:
+        means = ", ".join(f"{text(c)} {v:.3g}" for c, v in classes["mean"])
+        tops = ", ".join(f"{text(c)} {count}" for c, count in classes["top"])
+        parts.append(
+            f'<p class="small classes">classes of highest mean activation: {means}<br>'
+            f"classes of the top {len(found)} images: {tops}</p>"
+        )
+    return "".join(parts)
+
+
+def _crops(found: list[dict[str, Any]], src: Callable[[str], str]) -> str:
+    def title(e: dict[str, Any]) -> str:
+        label = f" ({e['class']})" if "class" in e else ""
+        return attr(f"{Path(e['image']).name}{label}: {e['value']:.3g}")
+
+    return "".join(f'<img src="{src(e["crop"])}" alt="example" title="{title(e)}">' for e in found)
 
 
 def _card(n: int, rec: dict[str, Any], examples: dict[str, Any] | None) -> str:
     extra = ""
     if examples is not None:
-        extra = examples_html(examples["filters"].get(str(n), []), rec.get("max_activation", float("nan")))
+        extra = examples_html(examples, n, rec.get("max_activation", float("nan")))
     dead = ' <span class="dead">dead unit</span>' if rec["dead_unit"] else ""
     picture = url(picture_name(n))
     return (

@@ -319,7 +319,8 @@ def test_variants_and_dataset_examples_on_the_filter_page(served):
     assert client.post("/api/examples", json={"layer": "conv2_1"}).status_code == 200
     ex.worker.submit("sync", lambda emit: None).result(timeout=300)
     page = client.get("/filter/conv2_1/2").text
-    assert page.count('alt="example"') == 3 and "synthesized / best natural max" in page
+    assert page.count('alt="example"') == 3 * 3 and "synthesized / best natural max" in page  # top, mean, bottom
+    assert "highest mean activation" in page and "most negative" in page
     crop = page.split('alt="example"')[0].rsplit('src="', 1)[1].split('"')[0]
     assert client.get(crop).status_code == 200
 
