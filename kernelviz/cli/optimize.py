@@ -306,7 +306,9 @@ def examples_cmd(
         click.echo(f"{report.shards_left} shard(s) of the scan still to finish; the last one merges them")
     for layer in report.layers_written:
         click.echo(f"wrote {report.root / layer.replace('/', '_') / 'examples.json'}")
-    if not report.shards_left and not report.layers_written:
+    if report.rank:
+        click.echo(f"rank {report.rank}: the ranks' scans are merged; rank 0 writes the examples")
+    elif not report.shards_left and not report.layers_written:
         click.echo("every layer's examples.json was already written from this scan")
 
 

@@ -126,14 +126,13 @@ def _image_folder(root: Path, files: list[Path]) -> tuple[torch.Tensor, list[str
     if not files or any(f.parent == root for f in files):
         return None
     try:
-        classes, to_index = find_classes(str(root))
+        found, _ = find_classes(str(root))
     except FileNotFoundError:
         return None
     first = [f.relative_to(root).parts[0] for f in files]
-    used = sorted(set(first))
-    if len(used) < 2:
+    classes = [c for c in found if c in set(first)]  # subfolders without images are no class of this collection
+    if len(classes) < 2 or len(set(first) - set(classes)):
         return None
-    classes = used  # subfolders without images are no class of this collection
     to_index = {c: i for i, c in enumerate(classes)}
     return torch.tensor([to_index[c] for c in first], dtype=torch.int64), classes
 

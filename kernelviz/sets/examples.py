@@ -50,6 +50,7 @@ class ScanReport:
         shards_left: shards of the whole scan not complete yet (0: the scan is whole).
         layers_written: layers whose ``examples.json`` this process wrote.
         scan: the merged scan when it is whole, else this process's share.
+        rank: this process's rank under ``torchrun`` (rank 0 writes), else ``None``.
     """
 
     root: Path
@@ -58,6 +59,7 @@ class ScanReport:
     shards_left: int
     layers_written: list[str]
     scan: UnitScan
+    rank: int | None = None
 
 
 def scan_dir(root: str | os.PathLike) -> Path:
@@ -116,7 +118,7 @@ def scan_to_atlas(
     )
     if distributed is not None:  # the ranks' scans are merged already, on every rank
         written = write_scan(model, root, mine, units) if distributed[0] == 0 else []
-        return ScanReport(root, mine.scanned, len(mine.skipped), 0, written, mine)
+        return ScanReport(root, mine.scanned, len(mine.skipped), 0, written, mine, rank=distributed[0])
     merged, left = merge_shards(root, mine.key, share[1])
     if merged is None:
         return ScanReport(root, mine.scanned, len(mine.skipped), left, [], mine)

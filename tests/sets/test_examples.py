@@ -4,6 +4,10 @@ rerun, and what the atlas site shows of them."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +18,9 @@ import kernelviz
 from kernelviz.explain.scan import scan_units
 from kernelviz.sets.examples import scan_to_atlas
 
-from ..nets import tiny_vgg
+from ..nets import TINY_MODEL, tiny_vgg
+
+REPO = Path(__file__).resolve().parents[2]
 
 LAYERS = "conv1_1,conv2_2,conv3_2"
 
@@ -161,4 +167,40 @@ def test_a_killed_scan_resumes_to_the_same_examples(tmp_path):
         tiny_vgg(), root, images, layers, k=3, batch_size=2, workers=0, every=8, progress=lambda d, t: started.append(d)
     )
     assert started[0] == 8 and two.layers_written == layers == one.layers_written
+    assert examples_of(tmp_path / "one") == examples_of(tmp_path / "two")
+
+
+def test_torchrun_ranks_write_the_examples_of_one_process(cli, tmp_path):
+    """``torchrun --nproc-per-node 2 kernelviz examples ...`` on the CPU: each rank scans its share, the shares are
+    merged by torch.distributed, rank 0 writes: the files of one process."""
+    images = labeled_folder(tmp_path / "images")
+    args = [
+        "examples",
+        TINY_MODEL,
+        "--images",
+        str(images),
+        "--layers",
+        LAYERS,
+        "-k",
+        "3",
+        "--workers",
+        "0",
+        "--batch-size",
+        "2",
+        "--quiet",
+    ]
+    assert cli(*args, "-o", "one").exit_code == 0
+    torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
+    script = shutil.which("kernelviz") or str(Path(sys.executable).parent / "kernelviz")
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    proc = subprocess.run(
+        [torchrun, "--nproc-per-node", "2", "--no-python", "--master-port", "29547", script, *args, "-o", "two"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "rank 1: the ranks' scans are merged" in proc.stdout
     assert examples_of(tmp_path / "one") == examples_of(tmp_path / "two")
