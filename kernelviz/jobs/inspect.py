@@ -13,7 +13,7 @@ from torch import nn
 
 from ..core.layers import LayerInfo, field_text, list_layers
 from ..core.models import ModelMeta, model_meta, model_slug
-from ..errors import KernelvizError
+from ..errors import KernelvizError, NotFoundError
 from ..explain.faithfulness import Faithfulness
 from ..explain.heatmaps import (
     DEFAULT_BASELINES,
@@ -99,6 +99,13 @@ def layer_table(
         except re.error as err:
             raise KernelvizError(f"cannot read --grep {grep!r} as a regular expression: {err}") from err
         wanted = [t.lower() for t in types]
+        present = sorted({r.type for r in rows})
+        for t in wanted:
+            if not any(t in kind.lower() for kind in present):
+                raise NotFoundError(
+                    f"no layer of {meta.name} has a type containing {t!r}: its types are {', '.join(present)} "
+                    "(--type matches a part of one, e.g. conv, linear, pool, norm)"
+                )
         table.rows = [
             r
             for r in rows

@@ -113,6 +113,12 @@ def test_layers_command(cli):
         "conv5_3",
     ]
     assert "(6 of 39 layers shown)" in convs.output
+    unknown = cli("layers", "MODEL", "--type", "conv", "--type", "transformer")
+    assert unknown.exit_code == 1 and len(unknown.output.strip().splitlines()) == 1
+    assert (
+        "has a type containing 'transformer': its types are AdaptiveAvgPool2d, Conv2d, Dropout, Linear"
+        in unknown.output
+    )
     bad = cli("layers", "MODEL", "--grep", "conv[")
     assert bad.exit_code == 1 and "cannot read --grep 'conv['" in bad.output
 
