@@ -448,19 +448,31 @@ def export_kernels(
     inputs: Sequence[int] | None = None,
     log: Log = QUIET,
 ) -> Path:
-    """The kernels of convolution ``layer`` drawn on one symmetric scale; returns the PNG path."""
+    """The kernels of convolution ``layer`` drawn on one symmetric scale, and the JSON record beside the PNG (the
+    model, its weights, the kernel's shape, the filters and inputs drawn, the scale, each filter's weight norm);
+    returns the PNG path."""
     from ..plot.kernels import plot_kernels
 
     meta = model_meta(model)
-    w = kernel_weights(model, layer)
+    w = kernel_weights(model, layer)  # (C_out, C_in / groups, kH, kW)
     path = output_paths(output, [f"{model_slug(meta.name)}_{layer}_kernels"])[0]
-    check_writable([path])
+    record_path = path.with_suffix(".json")
+    check_writable([path, record_path])
     fig = plot_kernels(
         w,
         filters=filters or None,
         inputs=inputs or None,
         title=f"{meta.name} {layer} kernels {tuple(w.shape)} ({meta.weights} weights)",
     )
-    save_figure(fig, path)
-    log.info(f"wrote {path}")
+    record = provenance(
+        meta,
+        layer=layer,
+        kernel_shape=list(w.shape),
+        filters=list(filters) if filters else "the first 16 (every filter of a first RGB layer)",
+        inputs=list(inputs) if inputs else "the first 16 (RGB for a first layer)",
+        scale=float(w.abs().max()),  # the color scale is symmetric: -scale .. +scale
+        filter_norms=[float(v) for v in w.flatten(1).norm(dim=1)],
+    )
+    write_each(lambda: save_figure(fig, path), lambda: save_json(record, record_path))
+    log.info(f"wrote {path} and {record_path.name}")
     return path

@@ -10,6 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
+from ..nets import tiny_vgg
+
 RANDOM = ["--weights", "random", "--device", "cpu"]
 
 
@@ -81,6 +83,12 @@ def test_weights_command(cli, tmp_path):
     result = cli("weights", "MODEL", "conv1_1", "-o", str(path), "--weights", "random")
     assert result.exit_code == 0, result.output
     assert Image.open(path).size[0] > 300
+    record = json.loads(path.with_suffix(".json").read_text())
+    weight = tiny_vgg().features[0].weight.detach()  # the factory is seeded: the same weights as the command's
+    assert record["layer"] == "conv1_1" and record["kernel_shape"] == [8, 3, 3, 3]
+    assert record["scale"] == pytest.approx(float(weight.abs().max()))
+    assert record["filter_norms"] == pytest.approx(weight.flatten(1).norm(dim=1).tolist())
+    assert record["model"] == "tests.nets:tiny_vgg" and "versions" in record
 
 
 def test_heatmap_friction(cli, tmp_path, photo):
