@@ -468,7 +468,7 @@ def export_kernels(
         meta,
         layer=layer,
         kernel_shape=list(w.shape),
-        filters=list(filters) if filters else "the first 16 (every filter of a first RGB layer)",
+        filters=list(filters) if filters else "the first 16 (every filter of a first RGB layer, 64 of a depthwise one)",
         inputs=list(inputs) if inputs else "the first 16 (RGB for a first layer)",
         scale=float(w.abs().max()),  # the color scale is symmetric: -scale .. +scale
         filter_norms=[float(v) for v in w.flatten(1).norm(dim=1)],

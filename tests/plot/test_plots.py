@@ -37,5 +37,11 @@ def test_kernel_pictures(vgg16):
     np.testing.assert_allclose(tiles[5], (0.5 + w[5] / (2 * peak)).permute(1, 2, 0).numpy(), rtol=1e-6)
     deeper = plot_kernels(kernel_weights(vgg16, "conv2_1"), filters=[0, 1], inputs=[3, 4, 5])
     assert sum(len(ax.get_images()) for ax in deeper.axes) == 6
+    depthwise = torch.randn(40, 1, 3, 3)  # (C, 1, k, k): one input per filter
+    fig = plot_kernels(depthwise)
+    tiles = [im.get_array() for ax in fig.axes for im in ax.get_images()]
+    assert len(tiles) == 40 and np.allclose(tiles[7], depthwise[7, 0].numpy())
+    width, height = fig.get_size_inches()
+    assert 0.6 < height / width < 1.4  # a square grid (7 x 6), not one tall column
     with pytest.raises(KernelvizError, match="not a Conv2d"):
         kernel_weights(vgg16, "relu1_1")
