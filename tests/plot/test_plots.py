@@ -10,6 +10,7 @@ from matplotlib.figure import Figure
 from kernelviz.errors import KernelvizError
 from kernelviz.explain.kernels import kernel_weights
 from kernelviz.explain.maps import top_channels
+from kernelviz.plot.grid import plot_grid
 from kernelviz.plot.kernels import plot_kernels
 from kernelviz.plot.maps import plot_feature_maps
 
@@ -45,3 +46,17 @@ def test_kernel_pictures(vgg16):
     assert 0.6 < height / width < 1.4  # a square grid (7 x 6), not one tall column
     with pytest.raises(KernelvizError, match="not a Conv2d"):
         kernel_weights(vgg16, "relu1_1")
+
+
+def test_a_grid_title_wraps_at_its_phrases_above_the_tiles():
+    """A long title on a narrow sheet: broken after its separators (never inside "seed 0"), every line within the
+    sheet, and drawn above the tiles, not over them."""
+    title = "vgg16 (random) conv3_2: mean activation under each filter; fourier image, 192 steps, lr 0.05, seed 0"
+    fig = plot_grid(torch.rand(4, 3, 8, 8), [str(n) for n in range(4)], title=title, cols=2)
+    fig.canvas.draw()
+    heading = fig._suptitle
+    lines = heading.get_text().split("\n")
+    assert len(lines) >= 3 and lines[-1].endswith("seed 0") and any(line.endswith("filter;") for line in lines)
+    box = heading.get_window_extent()
+    assert box.x0 >= 0 and box.x1 <= fig.bbox.x1  # within the sheet
+    assert box.y0 >= max(ax.get_window_extent().y1 for ax in fig.axes) - 1  # above every tile
