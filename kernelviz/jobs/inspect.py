@@ -221,7 +221,40 @@ def _score_lines(name: str, results: Sequence[Attribution], scores: dict[str, Fa
         if f.road_morf is not None and f.road_lerf is not None:
             row += f" / {float(f.road_morf[i]):.3f} / {float(f.road_lerf[i]):.3f}"
         lines.append(row)
-    return lines
+    return lines + [f"  {line}" for line in _verdicts(scores, i)]
+
+
+#: The faithfulness scores, and whether lower is better for each.
+_MEASURES = (("deletion", True), ("insertion", False), ("road_morf", True), ("road_lerf", False))
+
+
+def _verdicts(scores: dict[str, Faithfulness], i: int) -> list[str]:
+    """Per method of image ``i``: the scores on which it does worse than a reference map (random, blob), or that
+    it beats both on every score."""
+    references = [k for k in scores if k.endswith(" map")]
+    out = []
+    for method, f in scores.items():
+        if method in references:
+            continue
+        losses = []
+        for name, lower in _MEASURES:
+            mine = getattr(f, name)
+            if mine is None:
+                continue
+            for ref in references:
+                theirs = getattr(scores[ref], name)
+                if theirs is None:
+                    continue
+                a, b = round(float(mine[i]), 3), round(float(theirs[i]), 3)  # as the table shows them
+                if a > b if lower else a < b:
+                    label = name.replace("road_", "ROAD ").replace("morf", "MoRF").replace("lerf", "LeRF")
+                    losses.append(f"{label} ({a:.3f} vs the {ref}'s {b:.3f})")
+        if losses:
+            out.append(f"{method}: WORSE than a reference map on {', '.join(losses)}: do not trust it here")
+        else:
+            named = " and the ".join(r.removesuffix(" map") for r in references)
+            out.append(f"{method}: beats the {named} map on every score")
+    return out
 
 
 def export_heatmaps(
@@ -435,8 +468,12 @@ def _log_checks(
             for res in results:
                 check = res.settings["sanity"][i]
                 steps = ", ".join(f"{s['layers_randomized']}: {s['rank_corr']:+.2f}" for s in check["steps"])
-                flag = "  FLAGGED: the map survives randomizing half the network" if check["insensitive"] else ""
-                log.info(f"{path.name} {res.method} sanity, rank correlation by layers randomized ({steps}){flag}")
+                verdict = (
+                    "FLAGGED: the map survives randomizing half the network"
+                    if check["insensitive"]
+                    else "ok: the map changes as the network is randomized"
+                )
+                log.info(f"{path.name} {res.method} sanity, rank correlation by layers randomized ({steps}): {verdict}")
 
 
 def export_kernels(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -137,6 +138,37 @@ def test_heatmap_score_and_sanity(cli, photo, tmp_path):
     for line in ("  gradcam ", "  integrated_gradients ", "  random map ", "  blob map "):
         assert line in result.output
     assert "coffee.png gradcam sanity, rank correlation by layers randomized (1: " in result.output
+    sanity = [ln for ln in result.output.splitlines() if " sanity, rank correlation " in ln]
+    assert len(sanity) == 2 and all(
+        ln.endswith(
+            (
+                "ok: the map changes as the network is randomized",
+                "FLAGGED: the map survives randomizing half the network",
+            )
+        )
+        for ln in sanity
+    )
+    record = json.loads((out / "coffee_gradcam.json").read_text())["faithfulness"]
+    verdict = next(ln for ln in result.output.splitlines() if ln.startswith("  gradcam: "))
+    losses = set(re.findall(r"(deletion|insertion|ROAD MoRF|ROAD LeRF) \([\d.]+ vs the (random|blob) map's", verdict))
+    labels = {
+        "deletion_auc": "deletion",
+        "insertion_auc": "insertion",
+        "road_morf_auc": "ROAD MoRF",
+        "road_lerf_auc": "ROAD LeRF",
+    }
+    for key, lower in (
+        ("deletion_auc", True),
+        ("insertion_auc", False),
+        ("road_morf_auc", True),
+        ("road_lerf_auc", False),
+    ):
+        for ref in ("random_map", "blob_map"):
+            mine, theirs = record[key], record[ref][key]
+            if abs(mine - theirs) > 0.002:  # clear of the table's rounding: the verdict must follow the numbers
+                said = (labels[key], ref.removesuffix("_map")) in losses
+                assert ((mine > theirs) == lower) == said, (key, ref, verdict)
+    assert verdict.endswith((": do not trust it here", "beats the random and the blob map on every score"))
     record = json.loads((out / "coffee_integrated_gradients.json").read_text())
     assert 0 <= record["faithfulness"]["deletion_auc"] <= 1 and "random_map" in record["faithfulness"]
     assert 0 <= record["faithfulness"]["road_morf_auc"] <= 1 and "road_lerf_auc" in record["faithfulness"]["blob_map"]
