@@ -45,6 +45,25 @@ def examples_of(root: Path) -> dict[str, dict]:
     return {layer: json.loads((root / "tiny_vgg" / layer / "examples.json").read_text()) for layer in LAYERS.split(",")}
 
 
+def scan_args(model: str, images: Path, batch: int) -> list[str]:
+    """``kernelviz examples`` arguments for a quiet scan of LAYERS, k 3, decoding in the process."""
+    return [
+        "examples",
+        model,
+        "--images",
+        str(images),
+        "--layers",
+        LAYERS,
+        "-k",
+        "3",
+        "--workers",
+        "0",
+        "--batch-size",
+        str(batch),
+        "--quiet",
+    ]
+
+
 def test_one_scan_writes_every_unit_of_every_layer(cli, tmp_path):
     images = labeled_folder(tmp_path / "images")
     args = ["examples", "MODEL", "--images", str(images), "--layers", LAYERS, "-k", "4", "--workers", "0"]
@@ -85,21 +104,7 @@ def test_one_scan_writes_every_unit_of_every_layer(cli, tmp_path):
 
 def test_shards_give_the_examples_of_one_process(cli, tmp_path):
     images = labeled_folder(tmp_path / "images")
-    args = [
-        "examples",
-        "MODEL",
-        "--images",
-        str(images),
-        "--layers",
-        LAYERS,
-        "-k",
-        "3",
-        "--workers",
-        "0",
-        "--batch-size",
-        "4",
-        "--quiet",
-    ]
+    args = scan_args("MODEL", images, batch=4)
     assert cli(*args, "-o", "one").exit_code == 0
     first = cli(*args, "-o", "two", "--shard", "1/2")
     assert first.exit_code == 0 and "1 shard(s) of the scan still to finish" in first.output
@@ -174,21 +179,7 @@ def test_torchrun_ranks_write_the_examples_of_one_process(tmp_path):
     """``torchrun --nproc-per-node 2 kernelviz examples ...`` on the CPU: each rank scans its share, the shares are
     merged by torch.distributed, rank 0 writes: the files of one process."""
     images = labeled_folder(tmp_path / "images")
-    args = [
-        "examples",
-        TINY_MODEL,
-        "--images",
-        str(images),
-        "--layers",
-        LAYERS,
-        "-k",
-        "3",
-        "--workers",
-        "0",
-        "--batch-size",
-        "2",
-        "--quiet",
-    ]
+    args = scan_args(TINY_MODEL, images, batch=2)
     torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
     script = shutil.which("kernelviz") or str(Path(sys.executable).parent / "kernelviz")
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
