@@ -64,7 +64,9 @@ def receptive_box(model: nn.Module, layer: str, size: int) -> Callable[[int, int
     clipped to the ``size`` x ``size`` input.
     """
     path = resolve_layer(model, layer)
-    row = next((r for r in list_layers(model, size, include=[layer]) if r.path == path), None)
+    rows = list_layers(model, size, include=[layer])
+    # a shared module (EfficientNet's one ReLU6) runs at several depths: the run asked, by name, first
+    row = next((r for r in rows if r.name == layer), None) or next((r for r in rows if r.path == path), None)
     if row is None or row.receptive_field is None or row.stride is None or row.offset is None:
         raise KernelvizError(f"layer {layer!r} has no spatial receptive field to crop")
     rf, stride, offset = row.receptive_field, row.stride, row.offset

@@ -20,10 +20,10 @@ import contextlib
 import hashlib
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -42,6 +42,7 @@ __all__ = [
     "Collection",
     "LayerScan",
     "Ranking",
+    "Readout",
     "UnitScan",
     "collection",
     "default_batch_size",
@@ -167,6 +168,16 @@ def default_workers(device: torch.device) -> int:
     ResNet-50 11.9 and 11.4)."""
     cores = os.cpu_count() or 2
     return max(1, min(8, cores // 2)) if device.type == "cuda" else min(8, cores // 4)
+
+
+class Readout(Protocol):
+    """What a scan ranks instead of a layer's channels: ``(B, C, H, W) -> (B, units, H, W)``, e.g. a layer's concept
+    codes. ``key`` names it in the scan's key (a checkpoint made with another readout is not resumed)."""
+
+    units: int
+    key: str
+
+    def __call__(self, output: torch.Tensor) -> torch.Tensor: ...
 
 
 # --- the result ----------------------------------------------------------------------------------------------
@@ -511,8 +522,8 @@ class _Reducer:
     order), so a value equal to the k-th best cannot get in.
     """
 
-    def __init__(self, scan: UnitScan, device: torch.device) -> None:
-        self.scan, self.device = scan, device
+    def __init__(self, scan: UnitScan, device: torch.device, readouts: Mapping[str, Readout]) -> None:
+        self.scan, self.device, self.readouts = scan, device, readouts
         self.images = torch.empty(0, dtype=torch.int64, device=device)  # (B,) file indices of the current batch
         self.labels: torch.Tensor | None = None
         self.finite = torch.ones((), dtype=torch.bool, device=device)
@@ -524,6 +535,8 @@ class _Reducer:
             x = x[:, :, None, None]
         if x.dim() != 4:
             raise KernelvizError(f"layer {name!r} gives {tuple(x.shape)} outputs: a scan reads (B, C, H, W) or (B, C)")
+        if name in self.readouts:
+            x = self.readouts[name](x)
         flat = x.flatten(2).float()  # (B, C, H*W)
         high, low = flat.amax(2), flat.amin(2)  # (B, C) each; far faster than aminmax or max with indices
         mean = flat.sum(2) / flat.shape[2]  # (B, C)
@@ -601,8 +614,11 @@ def _fingerprint(model: nn.Module) -> str:
     return hashlib.sha1(repr(sums).encode()).hexdigest()[:16]
 
 
-def _plan(model: nn.Module, size: int, layers: Sequence[str] | None) -> dict[str, tuple[int, tuple[int, int]]]:
-    """``{layer: (units, grid)}`` for the layers to scan (every convolution by default)."""
+def _plan(
+    model: nn.Module, size: int, layers: Sequence[str] | None, readouts: Mapping[str, Readout]
+) -> dict[str, tuple[int, tuple[int, int]]]:
+    """``{layer: (units, grid)}`` for the layers to scan (every convolution by default), a layer read out through a
+    :class:`Readout` having its units."""
     plan = {}
     for name, row in asked_layers(model, size, layers, "scan"):
         if len(row.shape) not in (1, 3):
@@ -610,7 +626,10 @@ def _plan(model: nn.Module, size: int, layers: Sequence[str] | None) -> dict[str
                 f"layer {name!r} has output {row.shape}: a scan reads units of (C, H, W) or (C,) outputs"
             )
         grid = (row.shape[1], row.shape[2]) if len(row.shape) == 3 else (1, 1)
-        plan[name] = (row.shape[0], grid)
+        plan[name] = (readouts[name].units if name in readouts else row.shape[0], grid)
+    unknown = sorted(set(readouts) - set(plan))
+    if unknown:
+        raise KernelvizError(f"readouts given for layers not scanned: {', '.join(unknown)}")
     return plan
 
 
@@ -627,6 +646,7 @@ def scan_units(
     checkpoint: str | os.PathLike | None = None,
     every: int = 1024,
     progress: Callable[[int, int], None] | None = None,
+    readouts: Mapping[str, Readout] | None = None,
 ) -> UnitScan:
     """Stream an image collection through ``model`` once and rank the images for every unit of ``layers``.
 
@@ -655,6 +675,8 @@ def scan_units(
             model, layers, images, settings and shard) has its own file (:func:`shard_file`).
         every: images between checkpoints.
         progress: called as ``progress(images_done, images_total)`` for this process's share.
+        readouts: ``{layer: readout}``: rank what the :class:`Readout` makes of the layer's output (the units of
+            the result are its units), e.g. the codes of :class:`~kernelviz.explain.concepts.Concepts`.
 
     Returns:
         A :class:`UnitScan` (for a ``shard``, that share's: :func:`merge_scans` joins the shards).
@@ -670,7 +692,8 @@ def scan_units(
     if k < 1 or batch_size < 1 or every < 1:
         raise KernelvizError(f"k, batch_size and every must be >= 1 (got {k}, {batch_size}, {every})")
     found = images if isinstance(images, Collection) else collection(images)
-    plan = _plan(model, side, layers)
+    readouts = dict(readouts or {})
+    plan = _plan(model, side, layers, readouts)
     distributed = distributed_shard() if shard is None else None
     rank, world = shard or distributed or (0, 1)
     if not 0 <= rank < world:
@@ -687,6 +710,8 @@ def scan_units(
         "files": hashlib.sha1("\n".join(map(str, found.files)).encode()).hexdigest(),
         "count": n,
     }
+    if readouts:
+        key["readouts"] = {name: r.key for name, r in sorted(readouts.items())}
     classes = None if found.classes is None else len(found.classes)
     if checkpoint is not None and Path(checkpoint).is_dir():
         checkpoint = shard_file(checkpoint, key, (rank, world))
@@ -712,7 +737,7 @@ def scan_units(
     done = total - sum(len(batches[i]) for i in todo)
     if progress is not None:
         progress(done, total)
-    _run(model, scan, todo, meta, device, workers, checkpoint, every, progress, done, total)
+    _run(model, scan, todo, meta, device, workers, checkpoint, every, progress, done, total, readouts)
     scan.layers = {name: _moved(layer, torch.device("cpu")) for name, layer in scan.layers.items()}
     if distributed is not None:
         scan = merge_scans(gather(scan))
@@ -757,6 +782,7 @@ def _run(
     progress: Callable[[int, int], None] | None,
     done: int,
     total: int,
+    readouts: Mapping[str, Readout],
 ) -> None:
     """Scan the batches ``todo`` into ``scan`` (checkpointing as it goes)."""
     if not todo:
@@ -768,7 +794,7 @@ def _run(
         num_workers=min(workers, len(todo)),
         pin_memory=device.type == "cuda",
     )
-    reduce = _Reducer(scan, device)
+    reduce = _Reducer(scan, device, readouts)
     since = 0
     with guarded(model, keep_inplace=True), torch.no_grad(), capture(model, list(scan.layers), stop=True, each=reduce):
         for batch_index, (indices, batch, errors) in zip(todo, loader, strict=True):

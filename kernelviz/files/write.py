@@ -104,6 +104,22 @@ def save_png(image: torch.Tensor, path: str | os.PathLike) -> Path:
     return atomic_write(path, lambda tmp: pil.save(tmp, format="PNG"))
 
 
+def save_jpeg(image: torch.Tensor, path: str | os.PathLike, longest: int | None = None) -> Path:
+    """Write ``image`` ``(3, h, w)`` in ``[0, 1]`` as a JPEG atomically, shrunk (antialiased) when its longest side
+    exceeds ``longest``; the folder is created."""
+    from PIL import Image
+
+    h, w = image.shape[1:]
+    if longest is not None and max(h, w) > longest:
+        scale = longest / max(h, w)
+        size = (max(1, round(h * scale)), max(1, round(w * scale)))
+        image = torch.nn.functional.interpolate(image[None], size=size, mode="bilinear", antialias=True)[0]
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pixels = to_uint8(image)
+    return atomic_write(path, lambda tmp: Image.fromarray(pixels).save(tmp, format="JPEG", quality=90))
+
+
 def save_json(data: dict[str, Any], path: str | os.PathLike) -> Path:
     """Save ``data`` as indented JSON, atomically."""
     text = json.dumps(data, indent=2, default=_json_default)

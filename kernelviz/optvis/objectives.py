@@ -233,27 +233,40 @@ def class_logprob(n: int | Sequence[int]) -> Objective:
     return Objective(fn, f"class_logprob({n})", {LOGITS: need})
 
 
-def direction(layer: str, vector: torch.Tensor | Sequence[float]) -> Objective:
+def direction(
+    layer: str, vector: torch.Tensor | Sequence[float] | Sequence[Sequence[float]], cosine_power: float = 0.0
+) -> Objective:
     """Mean over positions of the activation's dot product with a unit direction in channel space.
 
     Args:
         layer: layer name.
-        vector: ``(C,)`` direction (normalized here).
+        vector: ``(C,)`` direction, or ``(B, C)``: image ``i`` of the batch reads row ``i`` (each row normalized
+            here).
+        cosine_power: weigh each position's dot product by its cosine with the direction to this power (the cosine
+            floored at 0.1): above 0, the image must point along the direction, not only be strong along it
+            (Olah et al. 2018's "dot x cos^p"; a non-negative direction is otherwise served by any strong activation).
     """
     v = torch.as_tensor(vector, dtype=torch.float32)
-    if v.dim() != 1 or not torch.isfinite(v).all() or v.norm() == 0:
-        raise KernelvizError("direction vector must be a finite, non-zero 1-D tensor of length C")
-    v = v / v.norm()
+    if v.dim() not in (1, 2) or not torch.isfinite(v).all() or (v.norm(dim=-1) == 0).any():
+        raise KernelvizError("direction vector must be finite, non-zero, of shape (C,) or (B, C) (one per image)")
+    v = v / v.norm(dim=-1, keepdim=True)
+    rows = v.shape[0] if v.dim() == 2 else None
 
     def fn(acts: Acts) -> torch.Tensor:
         a = acts[layer]  # (B, C, ...)
-        if a.shape[1] != v.numel():
-            raise KernelvizError(f"direction has {v.numel()} entries but {layer!r} has {a.shape[1]} channels")
-        shape = (1, -1) + (1,) * (a.dim() - 2)
+        if a.shape[1] != v.shape[-1]:
+            raise KernelvizError(f"direction has {v.shape[-1]} entries but {layer!r} has {a.shape[1]} channels")
+        if rows is not None and a.shape[0] != rows:
+            raise KernelvizError(f"{rows} directions for a batch of {a.shape[0]} images: give one per image")
+        shape = (-1 if rows else 1, a.shape[1]) + (1,) * (a.dim() - 2)
         dot = (a * v.to(a.device, a.dtype).view(shape)).sum(1)  # (B, ...)
+        if cosine_power:
+            cos = dot / a.norm(dim=1).clamp(min=1e-8)
+            dot = dot * cos.clamp(min=0.1) ** cosine_power
         return dot.flatten(1).mean(1) if dot.dim() > 1 else dot
 
-    return Objective(fn, f"direction({layer})", {layer: None})
+    power = f", cos^{cosine_power:g}" if cosine_power else ""
+    return Objective(fn, f"direction({layer}{power})", {layer: None})
 
 
 def diversity(layer: str) -> Objective:

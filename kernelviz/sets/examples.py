@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
 from ..core.distributed import distributed_shard
@@ -26,7 +25,7 @@ from ..errors import KernelvizError
 from ..explain.examples import receptive_box
 from ..explain.scan import RANKINGS, UnitScan, load_scan, merge_scans, scan_id, scan_units, shard_file
 from ..files.images import load_image
-from ..files.write import atomic_write, save_json
+from ..files.write import save_jpeg, save_json
 from .folder import AtlasFolder
 
 __all__ = ["CROP_SIDE", "ScanReport", "merge_shards", "scan_dir", "scan_to_atlas", "write_scan"]
@@ -236,21 +235,7 @@ def _write_crops(scan: UnitScan, crops: dict[int, list[tuple[Path, tuple[int, in
         image = load_image(scan.files[i], scan.size)  # (3, size, size)
         for path, box in wanted:
             x0, y0, x1, y1 = box or (0, 0, scan.size, scan.size)
-            _save_jpeg(image[:, y0:y1, x0:x1], path)
+            save_jpeg(image[:, y0:y1, x0:x1], path, CROP_SIDE)
 
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
         list(pool.map(one, sorted(crops.items())))
-
-
-def _save_jpeg(crop: torch.Tensor, path: Path) -> None:
-    """``(3, h, w)`` in ``[0, 1]`` as a JPEG, shrunk (antialiased) when its longest side exceeds :data:`CROP_SIDE`."""
-    from PIL import Image
-
-    h, w = crop.shape[1:]
-    if max(h, w) > CROP_SIDE:
-        scale = CROP_SIDE / max(h, w)
-        size = (max(1, round(h * scale)), max(1, round(w * scale)))
-        crop = torch.nn.functional.interpolate(crop[None], size=size, mode="bilinear", antialias=True)[0]
-    pixels = (crop.clamp(0, 1).permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, lambda tmp: Image.fromarray(pixels).save(tmp, format="JPEG", quality=90))

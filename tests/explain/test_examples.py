@@ -39,3 +39,26 @@ def test_examples_with_a_hand_set_filter(tmp_path):
     for e in found:
         x0, _, x1, _ = e.box
         assert x0 <= edges[e.path.name] <= x1 and e.crop.shape[1:] == (e.box[3] - e.box[1], x1 - x0)
+
+
+class _SharedReLU(nn.Module):
+    """One ReLU module run twice, after a 3x3 convolution and after a stride-2 5x5 one (EfficientNet's layout)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first = nn.Conv2d(3, 4, 3, padding=1)
+        self.second = nn.Conv2d(4, 4, 5, stride=2, padding=2)
+        self.act = nn.ReLU()
+
+    def forward(self, x):
+        return self.act(self.second(self.act(self.first(x))))
+
+
+def test_receptive_box_of_a_shared_module_is_the_runs():
+    """A module run twice has a receptive field per run: act#2 sees 3 + 4 = 7 pixels at stride 2, act#1 3 pixels."""
+    from kernelviz.explain.examples import receptive_box
+
+    net = kernelviz.set_model_meta(_SharedReLU(), input_size=32)
+    assert receptive_box(net, "act#1", 32)(5, 5) == (4, 4, 7, 7)  # 3 pixels around (5, 5)
+    x0, y0, x1, y1 = receptive_box(net, "act#2", 32)(5, 5)
+    assert (x1 - x0, y1 - y0) == (7, 7) and (x0 + x1) / 2 == 10.5  # 7 pixels around input pixel 10

@@ -290,3 +290,14 @@ def test_the_record_keeps_its_keys(tiny):
         "normalization", "redirect_steps", "init", "computed", "channels_last", "image_seed",
     ]  # fmt: skip
     assert set(kernelviz.DEFAULTS.to_json()) - {"batch_size"} <= set(record["settings"])  # every setting is recorded
+
+
+def test_direction_per_image_and_its_cosine_power():
+    """Rows of a (B, C) direction go to the images in order; dot x cos^p weighs each position by its cosine."""
+    a = torch.tensor([[3.0, 4.0], [1.0, 0.0]])[:, :, None, None].repeat(1, 1, 2, 2)  # (2, 2, 2, 2)
+    rows = kernelviz.direction("x", torch.tensor([[1.0, 0.0], [0.0, 2.0]]))
+    assert torch.allclose(rows({"x": a}), torch.tensor([3.0, 0.0]))
+    cos = kernelviz.direction("x", [1.0, 0.0], cosine_power=2)
+    assert torch.allclose(cos({"x": a}), torch.tensor([3.0 * 0.6**2, 1.0]))
+    with pytest.raises(KernelvizError, match="2 directions for a batch of 3"):
+        rows({"x": a[[0, 1, 1]]})
