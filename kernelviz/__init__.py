@@ -12,7 +12,8 @@ The package is layered, in this order (each layer imports only those above it; `
 * ``core``: models and weights, layer names and the layer table, activation capture, the model guard;
 * ``files``: atomic writes, image input, JSON records, HTML escaping;
 * ``optvis``: the optimizer (objectives, parameterizations, transforms, settings, batches);
-* ``explain``: feature maps, heatmaps (one registry of methods), kernels, dataset scans and examples, as tensors;
+* ``explain``: feature maps, heatmaps (one registry of methods), kernels, dataset scans and examples, a layer's
+  concepts, as tensors;
 * ``plot``: every matplotlib figure;
 * ``sets``: the atlas folder, the atlas and its static site;
 * ``jobs``: what a front-end asks for, computed and written in one call;
@@ -28,6 +29,7 @@ from .core.layers import LayerInfo, count_depth, list_layers
 from .core.models import ModelMeta, load_checkpoint, load_model, model_meta, set_model_meta
 from .core.names import layer_names, resolve_layer
 from .errors import KernelvizError, KernelvizTypeError, NonFiniteObjectiveError, NotFoundError
+from .explain.concepts import Concepts, concept_maps, find_concepts
 from .explain.examples import find_examples
 from .explain.faithfulness import faithfulness, sanity_check
 from .explain.heatmaps import METHODS, attribute, heatmap, predict
@@ -66,6 +68,7 @@ except PackageNotFoundError:  # running from a source tree that is not installed
 __all__ = [
     "DEFAULTS",
     "METHODS",
+    "Concepts",
     "GridResult",
     "KernelvizError",
     "KernelvizTypeError",
@@ -85,11 +88,13 @@ __all__ = [
     "channel",
     "class_logit",
     "class_logprob",
+    "concept_maps",
     "count_depth",
     "direction",
     "diversity",
     "faithfulness",
     "feature_maps",
+    "find_concepts",
     "find_examples",
     "guarded",
     "heatmap",

@@ -61,3 +61,38 @@ def tiny_vgg() -> nn.Module:
         torch.manual_seed(0)
         model = TinyVGG().eval()
     return set_model_meta(model, name="tiny_vgg", weights="seeded", mean=IMAGENET_MEAN, std=IMAGENET_STD, input_size=32)
+
+
+#: ``planted_net``'s concepts: 3 non-negative directions in a 16-channel layer, each strongest on its own 5 or 6
+#: channels and spilling onto the others (so that no direction is a channel).
+PLANTED = torch.rand(3, 16, generator=torch.Generator().manual_seed(0)) ** 3
+PLANTED[0, :5] += 1
+PLANTED[1, 5:10] += 1
+PLANTED[2, 10:] += 1
+#: ``planted_net``'s head: class 0 grows with concept 0 and shrinks with concept 2; class 1 the other way.
+PLANTED_HEAD = torch.tensor([[1.0] * 5 + [0.2] * 5 + [-0.8] * 6, [-0.5] * 5 + [0.1] * 5 + [1.0] * 6])
+
+
+class Planted(nn.Module):
+    """A layer ``act`` whose activation at each pixel is ``sum_k x_k PLANTED[k]`` (``x_k`` the pixel's channel
+    ``k``): non-negative combinations of three planted directions; then global average pooling and a linear head,
+    so each concept's part of a logit is known exactly."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.mix = nn.Conv2d(3, 16, 1, bias=False)
+        self.act = nn.ReLU()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(16, 2)
+        with torch.no_grad():
+            self.mix.weight.copy_(PLANTED.T.reshape(16, 3, 1, 1))
+            self.fc.weight.copy_(PLANTED_HEAD)
+            self.fc.bias.copy_(torch.tensor([0.5, -0.5]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.pool(self.act(self.mix(x))).flatten(1))
+
+
+def planted_net() -> nn.Module:
+    """:class:`Planted` at 32 x 32 pixels, no input normalization (the pixels are the codes)."""
+    return set_model_meta(Planted().eval(), name="planted", weights="hand-set", input_size=32, mean=None, std=None)

@@ -14,6 +14,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only: the CLI never opens a window
 
+from .concepts import concepts_cmd
 from .inspect import heatmap_cmd, layers_cmd, maps_cmd, weights_cmd
 from .optimize import atlas_cmd, examples_cmd, filter_cmd, grid_cmd
 from .serve import serve_cmd
@@ -37,6 +38,7 @@ for _command in (
     grid_cmd,
     atlas_cmd,
     examples_cmd,
+    concepts_cmd,
     maps_cmd,
     heatmap_cmd,
     weights_cmd,

@@ -182,6 +182,14 @@ def maps_cmd(
     help="Re-run each method as the network's layers are randomized, top first (Adebayo et al. 2018); flag maps "
     "that do not change.",
 )
+@click.option(
+    "--concepts",
+    "concepts_file",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Instead of a method: where each concept of this concepts.json (or folder; `kernelviz concepts`) is in "
+    "each image, on one color scale.",
+)
 @model_options
 @errors_to_click
 def heatmap_cmd(
@@ -202,13 +210,22 @@ def heatmap_cmd(
     aug_smooth: bool,
     score: bool,
     sanity: bool,
+    concepts_file: Path | None,
     source: ModelSource,
 ) -> None:
     """Which regions of each IMAGE drive a class (default: the top-1 prediction) or a filter.
 
     Writes, per image and method, an overlay PNG, the raw map as .npy and a JSON sidecar; with several
     methods, also IMAGE_methods.png with them side by side. --score and --sanity say which map to believe.
+    With --concepts, writes IMAGE_concepts.png (one overlay per concept), the codes as .npy and a JSON sidecar.
     """
+    if concepts_file is not None:
+        from ..jobs.concepts import export_concept_maps, load_concepts
+
+        load_concepts(concepts_file)  # a bad file fails before the model loads
+        net = source.load(model)
+        export_concept_maps(net, images, concepts_file, output=output, alpha=alpha, size=size, log=LOG)
+        return
     from ..explain.heatmaps import check_methods
     from ..jobs.inspect import export_heatmaps
 

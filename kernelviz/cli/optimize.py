@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from ..optvis.settings import OptimSettings
-from .options import LOG, ModelSource, Progress, errors_to_click, model_options, optimize_options
+from .options import LOG, ModelSource, Progress, errors_to_click, model_options, optimize_options, workers_option
 
 __all__ = ["atlas_cmd", "examples_cmd", "filter_cmd", "grid_cmd"]
 
@@ -200,12 +200,7 @@ def atlas_cmd(
     "(OUT/<model>/<layer>/examples.json, the atlas layout).",
 )
 @click.option("--layers", default=None, help="Comma-separated layers to scan [default: every convolution].")
-@click.option(
-    "--workers",
-    type=click.IntRange(min=0),
-    default=None,
-    help="Data-loading processes [default: a quarter of the CPU cores on a CPU, half on a GPU; 0: none].",
-)
+@workers_option
 @click.option("--shard", default=None, help="i/n: scan only the i-th of n shares (job arrays without torchrun).")
 @click.option(
     "--every",

@@ -14,7 +14,7 @@ from ..errors import KernelvizError
 from ..jobs.outputs import Log
 from ..optvis.settings import DEFAULTS, PARAM_NAMES, PRECISIONS, TRANSFORM_NAMES, OptimSettings
 
-__all__ = ["LOG", "ModelSource", "Progress", "errors_to_click", "model_options", "optimize_options"]
+__all__ = ["LOG", "ModelSource", "Progress", "errors_to_click", "model_options", "optimize_options", "workers_option"]
 
 #: Jobs report through this: what was written on stdout, warnings on stderr.
 LOG = Log(info=click.echo, warn=lambda message: click.echo(message, err=True))
@@ -184,6 +184,15 @@ def optimize_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+#: ``--workers``: a dataset job's data-loading processes.
+workers_option = click.option(
+    "--workers",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Data-loading processes [default: a quarter of the CPU cores on a CPU, half on a GPU; 0: none].",
+)
+
+
 class Progress:
     """A tqdm bar over optimizer steps showing the current objective value (restarts for each batch)."""
 
@@ -205,4 +214,7 @@ class Progress:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
         self.bar.close()

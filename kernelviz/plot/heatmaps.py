@@ -155,7 +155,7 @@ def plot_heatmap(
             last = max(j for j, g in enumerate(groups) if g == group)
             mappable = plt.cm.ScalarMappable(norm=plt.Normalize(*limits[group]), cmap=_cmap(cmap, signs[group]))
             bar = fig.colorbar(mappable, ax=axes[:, last + 1].tolist(), fraction=0.046, pad=0.03)
-            bar.set_label(FAMILY_LABELS.get(group, f"{group} (own scale)"), fontsize=7)
+            bar.set_label(FAMILY_LABELS.get(group, group), fontsize=7)
             bar.ax.yaxis.set_label_position("right")
     if title:
         fig.suptitle(title, fontsize=10)
