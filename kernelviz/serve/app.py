@@ -37,7 +37,7 @@ from starlette.staticfiles import StaticFiles
 
 from ..errors import KernelvizError, NotFoundError
 from .explorer import MAX_UPLOAD, Explorer
-from .pages import filter_page, image_page, layer_page, message_page, model_page
+from .pages import concepts_page, filter_page, image_page, layer_page, message_page, model_page
 from .urls import API, PAGES
 
 __all__ = ["COOKIE", "create_app"]
@@ -157,6 +157,21 @@ def create_app(explorer: Explorer, token: str | None) -> Starlette:
             raise KernelvizError("no --images folder was given to the server")
         return JSONResponse({"queued": True})
 
+    async def concepts(request: Request) -> Response:
+        q = request.query_params
+        return HTMLResponse(concepts_page(explorer, request.path_params["layer"], q.get("class") or None, token or ""))
+
+    async def find_concepts(request: Request) -> Response:
+        data = await json_body(request)
+        k = _int(str(data.get("k", 8)), "k")
+        explorer.request_concepts(str(data.get("layer", "")), k, str(data.get("class") or "") or None)
+        return JSONResponse({"queued": True})
+
+    async def concept_maps(request: Request) -> Response:
+        q = request.query_params
+        future = explorer.concept_maps_png(image_file(request), q.get("layer", ""), q.get("class") or None)
+        return Response(await _wait(future), media_type="image/png")
+
     async def kernel(request: Request) -> Response:
         n = _int(request.path_params["n"], "filter")
         png = await asyncio.to_thread(explorer.kernel_png, request.path_params["layer"], n)
@@ -239,6 +254,9 @@ def create_app(explorer: Explorer, token: str | None) -> Starlette:
         Route(PAGES["filter"], answered(filter_)),
         Route(PAGES["image"], answered(image), methods=["GET", "POST"]),
         Route(PAGES["files"], answered(files)),
+        Route(PAGES["concepts"], answered(concepts)),
+        Route(API["concepts"], answered(find_concepts), methods=["POST"]),
+        Route(API["concept_maps"], answered(concept_maps)),
         Route(API["compute"], answered(compute), methods=["POST"]),
         Route(API["variant"], answered(variant), methods=["POST"]),
         Route(API["examples"], answered(examples), methods=["POST"]),

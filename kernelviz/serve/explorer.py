@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
 import tempfile
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -42,6 +43,9 @@ from .urls import path as url_path
 from .worker import Emit, Worker
 
 __all__ = ["MAX_UPLOAD", "VARIANTS", "Explorer"]
+
+#: Layer types whose outputs are non-negative (a concept's factorization needs them).
+_ACTIVATION = re.compile(r"ReLU|Softplus|Sigmoid|Hardsigmoid", re.IGNORECASE)
 
 #: Largest upload accepted, in bytes.
 MAX_UPLOAD = 20 * 1024 * 1024
@@ -311,6 +315,123 @@ class Explorer:
             return str(path)
 
         return self.worker.submit(("variant", layer, n, kind), run)
+
+    # --- concepts --------------------------------------------------------------------------------
+    def concept_layers(self) -> list[LayerInfo]:
+        """The layers whose concepts can be found: activations (non-negative outputs) with a spatial map."""
+        return [r for r in self._table.rows if len(r.shape) == 3 and _ACTIVATION.search(r.type)]
+
+    def activation_after(self, layer: str) -> str | None:
+        """The activation that follows ``layer`` with the same output shape (the place of its concepts), if any:
+        ``relu3_2`` after VGG's ``conv3_2``; ``layer`` itself when it is an activation."""
+        rows = self._table.rows
+        i = next((j for j, r in enumerate(rows) if r.name == layer), None)
+        if i is None:
+            return None
+        for r in rows[i : i + 4]:  # a batch norm may come between
+            if r.shape != rows[i].shape:
+                return None
+            if r in self.concept_layers():
+                return r.name
+        return None
+
+    def concept_row(self, layer: str) -> LayerInfo:
+        resolve_layer(self.model, layer)
+        row = self._rows.get(layer)
+        if row is None or row not in self.concept_layers():
+            raise KernelvizError(
+                f"layer {layer!r} is not an activation with a spatial output: concepts are found in the output of a "
+                "ReLU-like layer"
+            )
+        return row
+
+    def image_classes(self) -> list[str]:
+        """The classes of ``--images`` (its subfolders, in the ``ImageFolder`` layout), or none."""
+        if self.images is None:
+            return []
+        from ..explain.scan import collection
+
+        return collection(self.images).classes or []
+
+    def concepts_dir(self, layer: str, class_name: str | None = None) -> Path:
+        """Where a layer's concepts (over all of ``--images``, or one class's) are kept: ``<layer>/concepts/`` or
+        ``<layer>/concepts-by-class/<index>/`` (the class's index among the subfolders: no name becomes a path)."""
+        if class_name is None:
+            return self.folder.layer(layer) / "concepts"
+        classes = self.image_classes()
+        if class_name not in classes:
+            raise NotFoundError(f"no class {class_name!r} in --images {self.images}")
+        return self.folder.layer(layer) / "concepts-by-class" / str(classes.index(class_name))
+
+    def concepts(self, layer: str, class_name: str | None = None) -> dict[str, Any] | None:
+        """The layer's ``concepts.json`` when written (whole: it is written last, atomically)."""
+        import json
+
+        path = self.concepts_dir(layer, class_name) / "concepts.json"
+        try:
+            return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+        except (OSError, ValueError):
+            return None
+
+    def request_concepts(self, layer: str, k: int, class_name: str | None = None) -> Future:
+        """Find ``k`` concepts of ``layer`` over ``--images`` (or one class of it) and write their folder."""
+        from ..jobs.concepts import export_concepts
+
+        self.concept_row(layer)
+        if self.images is None:
+            raise KernelvizError("no --images folder was given to the server: concepts are found over images")
+        if not 1 <= k <= 64:
+            raise KernelvizError(f"k must be 1 to 64, got {k}")
+        folder, images = self.concepts_dir(layer, class_name), self.images
+
+        def run(emit: Emit) -> str:
+            def stage(name: str, done: int, total: int) -> None:
+                emit(
+                    {"type": "progress", "layer": layer, "concepts": name, "step": done, "steps": total, "value": None}
+                )
+
+            def stepped(step: int, value: float) -> None:
+                emit({"type": "progress", "layer": layer, "concepts": "pictures", "step": step,
+                      "steps": self.optim.steps, "value": value})  # fmt: skip
+
+            export_concepts(self.model, layer, images, k, folder, self.optim.with_(batch_size=None),
+                            class_name=class_name, stage=stage, progress=stepped)  # fmt: skip
+            emit({"type": "concepts", "layer": layer, "class": class_name})
+            return str(folder)
+
+        return self.worker.submit(("concepts", layer, class_name, k), run)
+
+    def found_concepts(self) -> list[tuple[str, str | None]]:
+        """``(layer, class or None)`` of every concepts folder written, in layer order."""
+        found: list[tuple[str, str | None]] = []
+        for r in self.concept_layers():
+            if self.concepts(r.name) is not None:
+                found.append((r.name, None))
+            found.extend((r.name, c) for c in self.image_classes() if self.concepts(r.name, c) is not None)
+        return found
+
+    def concept_maps_png(self, path: Path, layer: str, class_name: str | None = None) -> Future:
+        """Where each of the layer's concepts is in the image (one overlay per concept, one scale), as PNG bytes."""
+        data = self.concepts(layer, class_name)
+        if data is None:
+            raise NotFoundError(f"no concepts of {layer!r} found yet: open its concepts page to find them")
+        directions = torch.tensor([c["direction"] for c in data["concepts"]], dtype=torch.float32)
+
+        def run(emit: Emit) -> bytes:
+            from ..explain.concepts import concept_maps
+            from ..plot.heatmaps import plot_heatmap
+
+            x = self._image(path)[None]
+            maps = concept_maps(self.model, layer, directions, x)[0]  # (K, S, S)
+            strongest = maps.flatten(1).amax(1)
+            titles = [f"concept {j}: max {float(v):.3g}" for j, v in enumerate(strongest)]
+            of = f" ({class_name})" if class_name else ""
+            fig = plot_heatmap(x, [m[None] for m in maps], titles=titles, scale="shared",
+                               groups=["concept code"] * len(maps),
+                               title=f"{self.meta.name} {layer}{of}: where each concept is")  # fmt: skip
+            return _png(fig)
+
+        return self.worker.submit(("concept-maps", str(path), layer, class_name, os.path.getmtime(path)), run)
 
     # --- images ----------------------------------------------------------------------------------
     def picks(self) -> list[str]:

@@ -16,7 +16,7 @@ from ..sets.site import IMAGES_LOADED_SCRIPT, examples_html
 from .explorer import VARIANTS, Explorer
 from .urls import API, PAGES, api_json, path
 
-__all__ = ["PER_PAGE", "filter_page", "image_page", "layer_page", "message_page", "model_page"]
+__all__ = ["PER_PAGE", "concepts_page", "filter_page", "image_page", "layer_page", "message_page", "model_page"]
 
 #: Filters per layer page.
 PER_PAGE = 48
@@ -61,6 +61,7 @@ def model_page(ex: Explorer, token: str = "") -> str:
     """The layer table (shape, channels, receptive field) and the depth; conv layers link to their pages."""
     table = ex.table
     explorable = {r.name for r in ex.conv_layers()}
+    conceptual = {r.name for r in ex.concept_layers()}
     rows = []
     for r in table.rows:
         name = (
@@ -68,6 +69,9 @@ def model_page(ex: Explorer, token: str = "") -> str:
             if r.name in explorable
             else text(r.name)
         )
+        if r.name in conceptual:
+            name += f' <a class="small" href="{_link(PAGES["concepts"], layer=r.name)}">concepts</a>'
+
         done = len(ex.done(r.name)) if r.name in explorable else None
         rows.append(
             f"<tr><td>{name}</td><td><code>{text(r.path)}</code></td><td>{text(r.type)}</td>"
@@ -116,13 +120,20 @@ def layer_page(ex: Explorer, layer: str, page: int = 0, token: str = "") -> str:
         for p in range(pages)
     )
     s = ex.optim
+    after = ex.activation_after(layer)
+    concepts = (
+        f'<p>concepts: <a href="{_link(PAGES["concepts"], layer=after)}">what {text(after)} (its activation) '
+        "represents over the images</a></p>"
+        if after is not None
+        else ""
+    )
     body = (
         f'<p><a href="{attr(PAGES["model"])}">&larr; layers</a></p><h1>{text(ex.meta.name)} {text(layer)}</h1>'
         f"<p>module <code>{text(row.path)}</code>, output {'x'.join(map(str, row.shape))}, receptive field "
         f"{text(field_text(row.receptive_field, ex.table.size))} px; {row.channels} filters. Settings: {text(s.param)} "
         f"image{_fourier_text(s.param, s.detail, s.decay)}, {s.steps} steps, lr {s.lr}, seed {s.seed}, "
         f"batches of {s.batch_size}.</p>"
-        f"<p>filters: {nav}</p>"
+        f"<p>filters: {nav}</p>{concepts}"
         f'<div class="bar"><div></div></div> <div class="status" id="status">'
         f"{len(missing)} of {last - first} filters on this page still to compute</div>"
         f'<div class="grid">{"".join(tiles)}</div>'
@@ -227,6 +238,68 @@ def filter_page(ex: Explorer, layer: str, n: int, token: str = "") -> str:
     return _page(ex, f"{ex.meta.name} {layer} filter {n}", body, data, token)
 
 
+def concepts_page(ex: Explorer, layer: str, class_name: str | None = None, token: str = "") -> str:
+    """A layer's concepts over ``--images`` (or one class of it): each concept's picture, its strongest patches, its
+    share of the reconstruction and its importance; a button finds them when they are not found yet."""
+    row = ex.concept_row(layer)
+    classes = ex.image_classes()
+    data = ex.concepts(layer, class_name)
+    d = ex.concepts_dir(layer, class_name)
+    scope = [f'<a href="{_link(PAGES["concepts"], layer=layer)}">all images</a>' if class_name else "<b>all images</b>"]
+    for c in classes:
+        link = _link(PAGES["concepts"], {"class": c}, layer=layer)
+        scope.append(f"<b>{text(c)}</b>" if c == class_name else f'<a href="{link}">{text(c)}</a>')
+    k = len(data["concepts"]) if data else 8
+    if ex.images is None:
+        finder = "<p class=small>start the server with --images DIR to find the concepts of a layer over images</p>"
+    else:
+        again = "find them again" if data else "find the concepts"
+        finder = (
+            f'<p><label>concepts <input id="concepts-k" type="number" min="1" max="64" value="{k}" size="3"></label> '
+            f'<button id="concepts-button">{again}</button> <span class="small">over {text(ex.images)}'
+            f"{' (class ' + text(class_name) + ')' if class_name else ''}: NMF of the activation vectors, then a "
+            "scan of the codes, the importance and a picture per concept</span></p>"
+        )
+    cards = []
+    for c in data["concepts"] if data else []:
+        picture = (
+            f'<img class="big" src="{_file_href(ex, d / c["picture"])}" alt="concept {c["index"]}">'
+            if c.get("picture")
+            else '<div class="wait big">no picture (interrupted)</div>'
+        )
+        patches = "".join(
+            f'<img src="{_file_href(ex, d / p["crop"])}" alt="patch" title="{attr(Path(p["image"]).name)}: code '
+            f'{p["code"]:.3g}">'
+            for p in c["patches"]
+        )
+        importance = "" if c.get("importance") is None else f", importance {c['importance']:+.3g}"
+        ratio = c.get("picture_to_best_patch")
+        beats = "" if ratio is None or ratio != ratio else f"; picture / best patch code {ratio:.2f}"
+        top = "".join(f"<li>{text(name)} ({value:.3g})</li>" for name, value in c.get("classes", []))
+        cards.append(
+            f'<div class="concept" id="c{c["index"]}"><h2>concept {c["index"]}</h2><div class="pair"><div>{picture}'
+            f"<p>share {100 * c['share']:.1f}%{importance}{beats}</p></div>"
+            f'<div><p class=small>strongest patches</p><div class="examples">{patches}</div>'
+            f"{'<p class=small>classes of highest mean code</p><ul>' + top + '</ul>' if top else ''}</div></div></div>"
+        )
+    about = ""
+    if data:
+        about = (
+            f"<p>{data['k']} concepts from {data['samples']} positions of {data['images']} images "
+            f"(reconstruction error {100 * data['reconstruction_error']:.1f}%); importance for the "
+            f"{text(data['target'])}: {text(data['importance_method'])}. "
+            f'<a href="{_file_href(ex, d / "concepts.json")}">concepts.json</a></p>'
+        )
+    body = (
+        f'<p><a href="{attr(PAGES["model"])}">&larr; layers</a></p>'
+        f"<h1>{text(ex.meta.name)} {text(layer)}: concepts</h1>"
+        f"<p>output {'x'.join(map(str, row.shape))}; images: {' &middot; '.join(scope)}</p>{finder}{about}"
+        f'<div class="bar"><div></div></div> <div class="status" id="status"></div>{"".join(cards)}'
+    )
+    extra = {"page": "concepts", "layer": layer, "class": class_name or ""}
+    return _page(ex, f"{ex.meta.name} {layer} concepts", body, extra, token)
+
+
 def image_page(ex: Explorer, analysis: dict[str, Any] | None, query: dict[str, str], token: str = "") -> str:
     """Upload or pick a photo; then its top-5, a heatmap, feature maps and the filters that fire most."""
     picks = ex.picks()
@@ -268,11 +341,31 @@ def image_page(ex: Explorer, analysis: dict[str, Any] | None, query: dict[str, s
             'class (index or name, default top-1) <input name="target" size="14"> or filter <input name="filter" '
             'size="14" placeholder="layer:index"> <button type="submit">show</button></form>'
             '<img id="heatmap" alt="heatmap" style="max-width:720px">'
+            f"{_concepts_form(ex, hidden)}"
             f'<h2>feature maps</h2><form id="maps-form">{hidden}<select name="layer">{layers}</select> '
             '<button type="submit">show</button></form><img id="maps" alt="" style="max-width:900px">'
             f"<h2>filters that fire most on it (mean activation)</h2><table>{firing}</table>"
         )
     return _page(ex, f"{ex.meta.name}: image", body, {"page": "image"}, token)
+
+
+def _concepts_form(ex: Explorer, hidden: str) -> str:
+    """The image page's chooser of the concepts found so far (a layer, over all images or one class)."""
+    found = ex.found_concepts()
+    if not found:
+        return (
+            "<h2>concepts in it</h2><p class=small>no concepts found yet: open a layer's concepts page (from the "
+            "layers table) to find them</p>"
+        )
+    options = "".join(
+        f'<option value="{attr(urllib.parse.urlencode({"layer": layer, "class": c or ""}))}">'
+        f"{text(layer)}{' (' + text(c) + ')' if c else ''}</option>"
+        for layer, c in found
+    )
+    return (
+        f'<h2>concepts in it</h2><form id="concepts-form">{hidden}<select name="concepts">{options}</select> '
+        '<button type="submit">show</button></form><img id="concept-maps" alt="" style="max-width:1200px">'
+    )
 
 
 def _fourier_text(param: object, detail: float, decay: float) -> str:

@@ -20,10 +20,11 @@ PAGES = {
     "layer": "/layer/{layer:path}",
     "filter": "/filter/{layer:path}/{n:str}",
     "image": "/image",
+    "concepts": "/concepts/{layer:path}",
     "files": "/files/{path:path}",
     "static": "/static",
 }
-#: What the pages' script asks for (POST for compute, variant and examples).
+#: What the pages' script asks for (POST for compute, variant, examples and concepts).
 API = {
     "compute": "/api/compute",
     "variant": "/api/variant",
@@ -34,6 +35,8 @@ API = {
     "image": "/api/image.png",
     "heatmap": "/api/heatmap.png",
     "maps": "/api/maps.png",
+    "concepts": "/api/concepts",
+    "concept_maps": "/api/concept_maps.png",
 }
 
 _PART = re.compile(r"\{(\w+)(?::\w+)?\}")

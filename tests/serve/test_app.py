@@ -360,3 +360,63 @@ def test_a_layer_named_with_a_slash_has_its_pages(tmp_path):
     page = client.get(link)
     assert page.status_code == 200 and page.text.count("</script>") == page.text.count("<script")  # escaped
     ex.worker.stop()
+
+
+def test_concepts_are_found_shown_per_class_and_located_in_an_image(tmp_path):
+    """The concepts page finds a layer's concepts over --images on request (then shows each with its picture,
+    patches, share and importance), per class too; the image page shows where they are; every name is escaped."""
+    from ..explain.test_concepts import planted_images
+    from ..nets import planted_net
+
+    photos = tmp_path / "photos"
+    planted_images(photos, 12, classes=2)
+    (photos / "class1").rename(photos / EVIL)  # a class named like a script injection
+    ex = _explorer(tmp_path, model=planted_net(), images=photos)
+    client = TestClient(create_app(ex, None))
+    home = client.get("/").text
+    assert "/concepts/act" in _links(home) and "/concepts/mix" not in _links(home)  # activations only
+    assert "/concepts/act" in _links(client.get("/layer/mix").text)  # the conv's page links its activation's
+    before = client.get("/concepts/act").text
+    assert 'id="concepts-button"' in before and "concept 0" not in before
+    assert client.post("/api/concepts", json={"layer": "act", "k": 3}).json() == {"queued": True}
+    ex.request_concepts("act", 3).result(timeout=120)
+    page = client.get("/concepts/act").text
+    for j in range(3):
+        assert f'id="c{j}"' in page
+    crops = [a for a in _images(page) if "/patches/" in a]
+    pictures = [a for a in _images(page) if a.endswith("_picture.png")]
+    assert len(pictures) == 3 and len(crops) == 3 * 9
+    assert all(client.get(src).status_code == 200 for src in pictures + crops[:3])
+    assert "importance" in page and "gradient x code" in page
+    ex.request_concepts("act", 2, EVIL).result(timeout=120)
+    link = next(a for a in _links(page) if "class=" in a)
+    by_class = client.get(link).text
+    assert by_class.count('class="concept"') == 2 and "6 images" in by_class
+    image = client.get("/image?pick=class0/img000.png").text
+    assert 'id="concepts-form"' in image
+    response = client.get("/api/concept_maps.png?pick=class0/img000.png&layer=act&class=")
+    assert response.status_code == 200 and response.content[:4] == b"\x89PNG"
+    for bad, status in (
+        ("/concepts/mix", 400),  # a conv: signed outputs
+        ("/concepts/act?class=nope", 404),
+        ("/api/concept_maps.png?pick=class0/img000.png&layer=act&class=class0", 404),  # not found for that class yet
+    ):
+        assert client.get(bad).status_code == status, bad
+    assert client.post("/api/concepts", json={"layer": "act", "k": 0}).status_code == 400
+    for text_ in (home, page, by_class, image):
+        walk = _Walk()
+        walk.feed(text_)
+        assert not any(k.startswith("on") for _, attrs in walk.tags for k, _ in attrs)
+        assert EVIL not in text_
+    ex.worker.stop()
+
+
+def _images(page: str) -> list[str]:
+    found: list[str] = []
+
+    class Images(HTMLParser):
+        def handle_starttag(self, tag, attrs):
+            found.extend(v for k, v in attrs if k == "src" and v and tag == "img")
+
+    Images().feed(page)
+    return found

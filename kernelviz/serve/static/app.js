@@ -117,6 +117,29 @@
     if (missingSelf) post(api.compute, { layer: layer, filters: [filter] }).catch(function (err) { say(err.message, true); });
   }
 
+  // A concepts page: the button asks for them; progress arrives as events, and the page reloads when done.
+  if (page === "concepts") {
+    var cls = body.getAttribute("data-class") || null;
+    var button = document.getElementById("concepts-button");
+    events(function (e) {
+      if (e.layer !== layer) return;
+      if (e.type === "progress" && e.concepts) {
+        var of = e.concepts === "pictures" ? "step " : "image ";
+        say("concepts: " + e.concepts + ", " + of + e.step + "/" + e.steps + (e.value === null ? "" : ", objective " + e.value.toFixed(3)));
+        if (bar && e.steps) bar.style.width = (100 * e.step / e.steps) + "%";
+      } else if (e.type === "concepts" && (e["class"] || null) === cls) {
+        window.location.reload();
+      } else if (e.type === "error") {
+        say(e.message, true);
+      }
+    });
+    if (button) button.addEventListener("click", function () {
+      var k = parseInt(document.getElementById("concepts-k").value, 10);
+      say("queued: finding " + k + " concepts");
+      post(api.concepts, { layer: layer, k: k, "class": cls }).catch(function (err) { say(err.message, true); });
+    });
+  }
+
   // An image page: the heatmap and feature-map pictures follow the choosers.
   if (page === "image") {
     var form = document.getElementById("heatmap-form");
@@ -145,6 +168,24 @@
         mout.src = withToken(api.maps + "?" + q);
       });
       mform.dispatchEvent(new Event("submit"));
+    }
+    var cform = document.getElementById("concepts-form");
+    var cout = document.getElementById("concept-maps");
+    if (cform && cout) {
+      cform.addEventListener("submit", function (ev) {
+        ev.preventDefault();
+        var data = new FormData(cform);
+        var chosen = data.get("concepts");
+        data["delete"]("concepts");
+        say("finding the concepts in the image...");
+        cout.onload = function () { say("concepts shown"); markImagesLoaded(); };
+        cout.onerror = function () {
+          fetch(cout.src).then(function (r) { return r.json(); }).then(function (j) { say(j.error, true); })
+            .catch(function () { say("the concepts could not be shown", true); });
+        };
+        cout.src = withToken(api.concept_maps + "?" + new URLSearchParams(data).toString() + "&" + chosen);
+      });
+      cform.dispatchEvent(new Event("submit"));
     }
   }
 })();
