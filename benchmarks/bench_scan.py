@@ -25,42 +25,20 @@ import heapq
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import torchvision
-from PIL import Image
 
 import kernelviz
 from kernelviz.core.capture import activations
 from kernelviz.core.layers import layer_channels
 from kernelviz.explain.scan import default_batch_size
 from kernelviz.files.images import load_image
-from kernelviz.zoo import PHOTOS, photo
-
-COLOR = PHOTOS[:9]  # the color photos (the gray ones would make a gray-heavy collection)
+from kernelviz.zoo import COLOR_PHOTOS, photo_collection
 
 
 def make_collection(folder: Path, count: int, seed: int = 0) -> Path:
-    """``count`` JPEGs of 320 x 240 (landscape and portrait) cut from the bundled photos, made once."""
-    folder.mkdir(parents=True, exist_ok=True)
-    if len(list(folder.glob("*.jpg"))) >= count:
-        return folder
-    rng = np.random.default_rng(seed)
-    sources = [photo(name, None) for name in COLOR]
-    for i in range(count):
-        img = sources[i % len(sources)]
-        _, h, w = img.shape
-        scale = rng.uniform(0.35, 1.0)
-        ch, cw = int(h * scale), int(w * scale)
-        top, left = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
-        crop = img[:, top : top + ch, left : left + cw]
-        if rng.random() < 0.5:
-            crop = crop.flip(-1)
-        size = (240, 320) if rng.random() < 0.7 else (320, 240)
-        crop = torch.nn.functional.interpolate(crop[None], size=size, mode="bilinear", antialias=True)[0]
-        pixels = (crop.clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-        Image.fromarray(pixels).save(folder / f"{i:06d}.jpg", quality=90)
-    return folder
+    """``count`` JPEGs of 320 x 240 cut from the bundled photos (:func:`kernelviz.zoo.photo_collection`), made once."""
+    return photo_collection(folder, count, seed=seed)
 
 
 def resident_mib() -> float:
@@ -166,7 +144,7 @@ def main() -> None:
     args = parser.parse_args()
     folder = make_collection(args.cache, args.images)
     print(
-        f"{args.images} images of 320x240 (JPEG) from {len(COLOR)} bundled photos; "
+        f"{args.images} images of 320x240 (JPEG) from {len(COLOR_PHOTOS)} bundled photos; "
         f"torch {torch.__version__}, torchvision {torchvision.__version__}, {torch.get_num_threads()} threads"
     )
     print(

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -18,8 +20,9 @@ from torch import nn
 from .core.models import IMAGENET_MEAN, IMAGENET_STD, set_model_meta
 from .errors import KernelvizError
 from .files.images import square
+from .files.write import save_jpeg
 
-__all__ = ["PHOTOS", "efficientnet_lite0", "imagenet_categories", "photo", "photos"]
+__all__ = ["COLOR_PHOTOS", "PHOTOS", "efficientnet_lite0", "imagenet_categories", "photo", "photo_collection", "photos"]
 
 #: scikit-image sample photos that ship with the package (no download), color and gray.
 PHOTOS = (
@@ -40,6 +43,9 @@ PHOTOS = (
     "moon",
     "page",
 )
+
+#: The color photos of :data:`PHOTOS` (a collection of the gray ones too would be gray-heavy).
+COLOR_PHOTOS = PHOTOS[:9]
 
 
 def imagenet_categories() -> tuple[str, ...]:
@@ -104,3 +110,35 @@ def photo(name: str, size: int | None = 224) -> torch.Tensor:
 def photos(names: tuple[str, ...] = PHOTOS, size: int = 224) -> torch.Tensor:
     """Several sample photos stacked: ``(N, 3, size, size)``; see :func:`photo`."""
     return torch.stack([photo(name, size) for name in names])
+
+
+def photo_collection(
+    folder: str | os.PathLike, count: int, *, names: tuple[str, ...] = COLOR_PHOTOS, seed: int = 0
+) -> Path:
+    """A collection of ``count`` JPEGs of 320 x 240 (landscape or portrait) cut from sample photos by random
+    crops (35-100% of the side), flips and rescales, written once into ``folder`` (kept when it already holds
+    that many): offline stand-in for a dataset, so scans, concepts and benchmarks decode and resize real files.
+
+    Image ``i`` is cut from photo ``names[i % len(names)]``.
+    """
+    import numpy as np
+
+    root = Path(folder)
+    root.mkdir(parents=True, exist_ok=True)
+    if len(list(root.glob("*.jpg"))) >= count:
+        return root
+    rng = np.random.default_rng(seed)
+    sources = [photo(name, None) for name in names]
+    for i in range(count):
+        img = sources[i % len(sources)]
+        _, h, w = img.shape
+        scale = rng.uniform(0.35, 1.0)
+        ch, cw = int(h * scale), int(w * scale)
+        top, left = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
+        crop = img[:, top : top + ch, left : left + cw]
+        if rng.random() < 0.5:
+            crop = crop.flip(-1)
+        size = (240, 320) if rng.random() < 0.7 else (320, 240)
+        crop = torch.nn.functional.interpolate(crop[None], size=size, mode="bilinear", antialias=True)[0]
+        save_jpeg(crop, root / f"{i:06d}.jpg")
+    return root
