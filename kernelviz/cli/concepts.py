@@ -125,5 +125,13 @@ def concepts_cmd(
             progress=None if quiet else stepped,
             log=LOG,
         )
+    except KeyboardInterrupt:
+        close_bars()
+        click.echo(
+            "interrupted before the concepts were found: nothing was written (an interruption while the pictures "
+            "are drawn keeps concepts.json and the pictures drawn so far)",
+            err=True,
+        )
+        sys.exit(130)
     finally:
         close_bars()

@@ -39,6 +39,7 @@ __all__ = [
     "export_concept_maps",
     "export_concepts",
     "load_concepts",
+    "patch_crops",
     "render_concepts",
 ]
 
@@ -116,7 +117,7 @@ def _code_box(heat: torch.Tensor, at: tuple[int, int], grid: tuple[int, int]) ->
     return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
 
 
-def _patch_crops(
+def patch_crops(
     model: nn.Module, concepts: Concepts, batch_size: int = 8
 ) -> list[list[tuple[torch.Tensor, tuple[int, int, int, int]]]]:
     """Per concept, each patch's crop ``(3, h, w)`` and its box: the receptive field of its position, narrowed to
@@ -199,7 +200,7 @@ def export_concepts(
                                                      on_batch=save_pictures)  # fmt: skip
     shown = len(pictures)
     picture_codes = concept_maps(model, layer, concepts.directions, pictures, upsample=False).amax((2, 3))
-    crops = _patch_crops(model, concepts)
+    crops = patch_crops(model, concepts)
     entries = []
     for j in range(concepts.k):
         best = concepts.patches[j][0].value if concepts.patches[j] else math.nan

@@ -265,3 +265,21 @@ def test_cli_writes_the_concepts_folder_and_finds_them_in_new_images(cli, folder
     (tmp_path / "bad.json").write_text('{"concepts": 3}')
     result = cli("heatmap", model, image, "--concepts", tmp_path / "bad.json")
     assert result.exit_code == 1 and "not a kernelviz concepts file" in result.output
+
+
+def test_an_interrupted_job_keeps_every_concept_and_the_pictures_drawn(folder: Path, tmp_path: Path) -> None:
+    """Ctrl-C while the pictures are drawn: concepts.json is whole, with every concept, and says so; the pictures
+    of the batches done are written, the others are marked missing."""
+    from kernelviz.jobs.concepts import export_concepts
+
+    def stop(step: int, value: float) -> None:
+        raise KeyboardInterrupt
+
+    settings = kernelviz.DEFAULTS.with_(steps=40, batch_size=2)
+    report = export_concepts(planted_net(), "act", folder, 3, tmp_path / "out", settings, progress=stop)
+    data = json.loads((tmp_path / "out" / "concepts.json").read_text())
+    assert report.interrupted and data["interrupted"] and len(data["concepts"]) == 3
+    assert [c["picture"] is not None for c in data["concepts"]] == [True, True, False]  # the first batch: 2 pictures
+    assert (tmp_path / "out" / "concept_01_picture.png").is_file()
+    assert not (tmp_path / "out" / "concept_02_picture.png").exists()
+    assert (tmp_path / "out" / "concepts.png").is_file()
