@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from .options import ModelSource, errors_to_click, model_options
+from ..optvis.settings import QUICK, OptimSettings
+from .options import ModelSource, errors_to_click, model_options, optimize_options
 
 __all__ = ["serve_cmd"]
 
@@ -30,17 +31,61 @@ __all__ = ["serve_cmd"]
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (127.0.0.1: this machine only).")
 @click.option("--port", type=click.IntRange(1, 65535), default=8765, show_default=True, help="Port.")
 @click.option(
-    "--no-token", is_flag=True, help="Do not ask for the random token (anyone who can reach the port can use it)."
+    "--token",
+    envvar="KERNELVIZ_TOKEN",
+    default=None,
+    help="The token every request needs, fixed so that links last across restarts (or $KERNELVIZ_TOKEN; at "
+    "least 16 characters) [default: a new random one each start].",
 )
+@click.option("--no-token", is_flag=True, help="Do not ask for a token (anyone who can reach the port can use it).")
+@click.option(
+    "--quick",
+    is_flag=True,
+    help=f"Previews: {QUICK.steps} steps at {QUICK.size} px unless set otherwise (the optimization options below "
+    "override it).",
+)
+@optimize_options
 @errors_to_click
 def serve_cmd(
-    model: str, source: ModelSource, atlas: Path | None, images: Path | None, host: str, port: int, no_token: bool
+    model: str,
+    source: ModelSource,
+    atlas: Path | None,
+    images: Path | None,
+    host: str,
+    port: int,
+    token: str | None,
+    no_token: bool,
+    quick: bool,
+    settings: OptimSettings,
 ) -> None:
     """Explore MODEL in the browser: its layers, each filter's picture (computed as you look), its kernel and
-    the channels that feed it, real images that excite it, and any photo through the network.
+    the channels that feed it, real images that excite it, a layer's concepts, and any photo through the network.
 
-    Prints the URL to open (with its token); Ctrl-C stops it, every written picture intact.
+    Prints the URL to open (with its token); Ctrl-C stops it, every written picture intact. The optimization
+    options set how the pictures are made; without any (and without --quick), an atlas already in --atlas keeps
+    its own settings.
     """
     from ..serve import serve
 
-    serve(source.load(model), atlas=atlas, images=images, host=host, port=port, token=not no_token, say=click.echo)
+    if token is not None and no_token:
+        raise click.UsageError("--token and --no-token exclude each other")
+    if token is not None and len(token) < 16:
+        raise click.BadParameter("a token must hold at least 16 characters (a guessable token protects nothing)",
+                                 param_hint="--token")  # fmt: skip
+    ctx = click.get_current_context()
+    given = {
+        n: getattr(settings, n)
+        for n in OptimSettings.names()
+        if ctx.get_parameter_source(n) not in (None, click.core.ParameterSource.DEFAULT)
+    }
+    chosen = QUICK.with_(**given) if quick else settings if given else None
+    serve(
+        source.load(model),
+        atlas=atlas,
+        images=images,
+        host=host,
+        port=port,
+        token=False if no_token else token or True,
+        settings=chosen,
+        say=click.echo,
+    )

@@ -15,7 +15,7 @@ import torch
 
 from ..errors import KernelvizError, unknown_choice
 
-__all__ = ["DEFAULTS", "PARAM_NAMES", "PRECISIONS", "TRANSFORM_NAMES", "OptimSettings"]
+__all__ = ["DEFAULTS", "PARAM_NAMES", "PRECISIONS", "QUICK", "TRANSFORM_NAMES", "OptimSettings"]
 
 #: Image parameterizations by name (see :mod:`kernelviz.optvis.params`).
 PARAM_NAMES = ("fourier", "pixel", "maco")
@@ -134,3 +134,7 @@ def _whole(value: object, name: str, low: int | None) -> None:
 
 #: The defaults every front-end starts from.
 DEFAULTS = OptimSettings()
+
+#: Previews: a third of the steps at 128 px (``kernelviz serve --quick``): a picture in about a tenth of the
+#: default's time on a CPU, the same features, coarser (benchmarks/README.md, "The explorer's speed").
+QUICK = DEFAULTS.with_(steps=64, size=128)

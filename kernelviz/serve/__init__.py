@@ -17,6 +17,7 @@ from torch import nn
 
 from ..core.models import model_meta, model_slug
 from ..errors import KernelvizError
+from ..optvis.settings import OptimSettings
 
 __all__ = ["serve"]
 
@@ -28,7 +29,8 @@ def serve(
     images: str | Path | None = None,
     host: str = "127.0.0.1",
     port: int = 8765,
-    token: bool = True,
+    token: bool | str = True,
+    settings: OptimSettings | None = None,
     say: Callable[..., None] = print,
 ) -> None:
     """Run the explorer until Ctrl-C.
@@ -40,7 +42,9 @@ def serve(
         images: a folder of natural images (dataset examples, the image page's picker).
         host: the address to bind; anything but a loopback address is said to be exposed.
         port: the port.
-        token: ask for a random token on every request (printed in the URL).
+        token: ask for a token on every request (printed in the URL): a new random one (``True``), this one (a
+            string: links then last across restarts), or none (``False``).
+        settings: how the pictures are made; default: those of the atlas already in ``atlas``, else the defaults.
         say: where to print the URL and notices.
     """
     try:
@@ -56,8 +60,8 @@ def serve(
         atlas = tempfile.mkdtemp(prefix="kernelviz-atlas-")
         say(f"pictures are kept in {atlas} (pass --atlas DIR to keep them across runs)")
     root = Path(atlas) / model_slug(model_meta(model).name)
-    explorer = Explorer(model, root, Path(images) if images else None)
-    secret = secrets.token_urlsafe(24) if token else None
+    explorer = Explorer(model, root, Path(images) if images else None, settings=settings)
+    secret = token if isinstance(token, str) else secrets.token_urlsafe(24) if token else None
     if host not in ("127.0.0.1", "localhost", "::1"):
         say(f"warning: binding {host} exposes the explorer (and your model) to the network", file=sys.stderr)
     shown = "localhost" if host in ("127.0.0.1", "::1") else host
