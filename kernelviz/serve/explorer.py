@@ -156,12 +156,13 @@ class Explorer:
             self.check_filter(layer, n)
         b = int(self.optim.batch_size or 1)
         futures = []
+        request = self.worker.new_request()  # this page's batches go before those of pages asked earlier
         for start in sorted({n // b * b for n in filters}):
             group = list(range(start, min(start + b, row.channels)))
             missing = [n for n in group if not self.folder.kept(layer, n)]
             if not missing:
                 continue
-            futures.append(self.worker.submit(("batch", layer, start), self._batch_task(layer, group)))
+            futures.append(self.worker.submit(("batch", layer, start), self._batch_task(layer, group), request))
         return futures
 
     def _batch_task(self, layer: str, group: list[int]) -> Callable[[Emit], Any]:

@@ -2,14 +2,18 @@
 
 Requests become tasks on one queue, run one at a time on one thread (a model on one device is not shared
 between threads). A task is known by a key: asking for a key that is queued or running returns the same
-future, so a unit asked for by two tabs is computed once. While a task runs it reports events (progress,
-a filter done, an error) to every subscriber: the server turns them into server-sent events.
+future, so a unit asked for by two tabs is computed once. The queue serves the newest request first (its tasks
+in the order asked): the page a user opens now goes before the pages they left, whose tasks wait behind it and
+run once nothing newer is asked (what they finished is kept); asking again for a queued task moves it up.
+While a task runs it reports events (progress, a filter done, an error) to every subscriber: the server turns
+them into server-sent events.
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import logging
-import queue
 import threading
 from collections import Counter
 from collections.abc import Callable, Hashable
@@ -40,23 +44,55 @@ class Worker:
     """
 
     def __init__(self) -> None:
-        self._queue: queue.Queue[_Task | None] = queue.Queue()
-        self._pending: dict[Hashable, Future] = {}
         self._lock = threading.Lock()
+        self._ready = threading.Condition(self._lock)
+        self._heap: list[tuple[int, int, _Task | None]] = []  # (-request, order, task): newest request first
+        self._rank: dict[Hashable, tuple[int, int]] = {}  # the queued tasks' places; older heap entries are stale
+        self._requests = itertools.count(1)
+        self._order = itertools.count()
+        self._pending: dict[Hashable, Future] = {}
+        self._tasks: dict[Hashable, _Task] = {}
         self._listeners: list[Emit] = []
         self.runs: Counter[Hashable] = Counter()
         self._thread = threading.Thread(target=self._loop, name="kernelviz-worker", daemon=True)
         self._thread.start()
 
-    def submit(self, key: Hashable, run: Callable[[Emit], Any]) -> Future:
-        """The future of task ``key``: the one already queued or running, else a new one running ``run(emit)``."""
+    def new_request(self) -> int:
+        """A request number, newer than every one before: tasks submitted with it run before older ones."""
         with self._lock:
+            return next(self._requests)
+
+    def submit(self, key: Hashable, run: Callable[[Emit], Any], request: int | None = None) -> Future:
+        """The future of task ``key``: the one already queued or running, else a new one running ``run(emit)``.
+
+        Args:
+            request: the request the task belongs to (:meth:`new_request`; default: a new one). A queued task
+                asked for again by a newer request moves up to it.
+        """
+        with self._lock:
+            request = next(self._requests) if request is None else request
             if key in self._pending:
+                place = self._rank.get(key)
+                if place is not None and request > place[0]:  # queued, and wanted by a newer request
+                    self._queue(self._tasks[key], request)
                 return self._pending[key]
             future: Future = Future()
             self._pending[key] = future
-            self._queue.put(_Task(key, run, future))
+            self._queue(_Task(key, run, future), request)
             return future
+
+    def _queue(self, task: _Task, request: int) -> None:
+        order = next(self._order)
+        self._rank[task.key] = (request, order)
+        self._tasks[task.key] = task
+        heapq.heappush(self._heap, (-request, order, task))
+        self._ready.notify()
+
+    def wait_idle(self, timeout: float | None = None) -> None:
+        """Wait until every task queued so far has run (a no-op task behind all of them, as old as can be)."""
+        with self._lock:
+            key = ("idle", next(self._order))
+        self.submit(key, lambda emit: None, request=0).result(timeout=timeout)
 
     def pending(self, key: Hashable) -> Future | None:
         """The future of ``key`` when it is queued or running."""
@@ -85,11 +121,27 @@ class Worker:
 
     def stop(self) -> None:
         """Finish the running task, then stop (queued tasks are dropped)."""
-        self._queue.put(None)
+        with self._lock:
+            heapq.heappush(self._heap, (-(2**62), -1, None))
+            self._ready.notify()
+
+    def _next(self) -> _Task | None:
+        """The queued task of the newest request (``None``: stop), waiting for one."""
+        with self._lock:
+            while True:
+                while not self._heap:
+                    self._ready.wait()
+                negative, order, task = heapq.heappop(self._heap)
+                if task is None:
+                    return None
+                if self._rank.get(task.key) == (-negative, order):  # else moved up since: a stale entry
+                    del self._rank[task.key]
+                    del self._tasks[task.key]
+                    return task
 
     def _loop(self) -> None:
         while True:
-            task = self._queue.get()
+            task = self._next()
             if task is None:
                 return
             self.runs[task.key] += 1
