@@ -99,6 +99,24 @@ def tour(
             timeout=ms,
         )
         check("image")
+        # the view's choices go into the URL: reopened, the page shows the same view
+        page.select_option("#heatmap-form select[name=method]", "saliency")
+        page.click("#heatmap-form button[type=submit]")
+        page.wait_for_function("() => location.search.includes('method=saliency')", timeout=ms)
+        maps_layer = page.eval_on_selector_all("#maps-form option", "os => os[os.length - 1].value")
+        page.select_option("#maps-form select[name=layer]", maps_layer)
+        page.click("#maps-form button[type=submit]")
+        page.wait_for_function("() => location.search.includes('layer=')", timeout=ms)
+        kept = page.url
+        page.goto("about:blank")
+        page.goto(kept)
+        page.wait_for_function(_IMAGES_OK, timeout=ms)
+        seen["reopened"] = {
+            "url": kept,
+            "method": page.eval_on_selector("#heatmap-form select[name=method]", "s => s.value"),
+            "layer": page.eval_on_selector("#maps-form select[name=layer]", "s => s.value"),
+            "maps_layer": maps_layer,
+        }
         browser.close()
     return seen
 

@@ -222,9 +222,9 @@ def create_app(explorer: Explorer, token: str | None) -> Starlette:
             data = await upload.read(MAX_UPLOAD + 1)
             digest = await asyncio.to_thread(explorer.save_upload, data)
             return RedirectResponse(f"{PAGES['image']}?upload={digest}", status_code=303)
-        query = {k: v for k, v in request.query_params.items() if k in ("upload", "pick")}
+        query = dict(request.query_params)  # the image, and the view's choices (method, target, layer...)
         analysis = None
-        if query:
+        if "upload" in query or "pick" in query:
             analysis = await _wait(explorer.analyse(image_file(request)))
         return HTMLResponse(image_page(explorer, analysis, query, token or ""))
 

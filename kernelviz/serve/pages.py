@@ -321,9 +321,15 @@ def image_page(ex: Explorer, analysis: dict[str, Any] | None, query: dict[str, s
             f"<tr><td>{i}</td><td>{text(name or '(no name)')}</td><td>{p:.3f}</td></tr>"
             for i, name, p in analysis["predictions"]
         )
-        methods = "".join(f'<option value="{m}"{" selected" if m == "gradcam" else ""}>{m}</option>' for m in METHODS)
+        method = query.get("method") if query.get("method") in METHODS else "gradcam"
+        target, filter_ = attr(query.get("target", "")), attr(query.get("filter", ""))
+        methods = "".join(f'<option value="{m}"{" selected" if m == method else ""}>{m}</option>' for m in METHODS)
         hidden = "".join(f'<input type="hidden" name="{attr(k)}" value="{attr(v)}">' for k, v in key.items())
-        layers = "".join(f'<option value="{attr(r.name)}">{text(r.name)}</option>' for r in ex.conv_layers())
+        shown = query.get("layer")
+        layers = "".join(
+            f'<option value="{attr(r.name)}"{" selected" if r.name == shown else ""}>{text(r.name)}</option>'
+            for r in ex.conv_layers()
+        )
         firing = "".join(
             f"<tr><td>{text(name)}</td><td>"
             + " ".join(
@@ -338,10 +344,11 @@ def image_page(ex: Explorer, analysis: dict[str, Any] | None, query: dict[str, s
             f'<div class="pair"><div><img class="big" src="{src}" alt="the image"></div>'
             f"<div><h2>top-5</h2><table><tr><th>class</th><th>name</th><th>p</th></tr>{preds}</table></div></div>"
             f'<h2>heatmap</h2><form id="heatmap-form">{hidden}<select name="method">{methods}</select> '
-            'class (index or name, default top-1) <input name="target" size="14"> or filter <input name="filter" '
-            'size="14" placeholder="layer:index"> <button type="submit">show</button></form>'
+            f'class (index or name, default top-1) <input name="target" size="14" value="{target}">'
+            f' or filter <input name="filter" size="14" placeholder="layer:index" value="{filter_}">'
+            ' <button type="submit">show</button></form>'
             '<img id="heatmap" alt="heatmap" style="max-width:720px">'
-            f"{_concepts_form(ex, hidden)}"
+            f"{_concepts_form(ex, hidden, query.get('concepts'))}"
             f'<h2>feature maps</h2><form id="maps-form">{hidden}<select name="layer">{layers}</select> '
             '<button type="submit">show</button></form><img id="maps" alt="" style="max-width:900px">'
             f"<h2>filters that fire most on it (mean activation)</h2><table>{firing}</table>"
@@ -349,7 +356,7 @@ def image_page(ex: Explorer, analysis: dict[str, Any] | None, query: dict[str, s
     return _page(ex, f"{ex.meta.name}: image", body, {"page": "image"}, token)
 
 
-def _concepts_form(ex: Explorer, hidden: str) -> str:
+def _concepts_form(ex: Explorer, hidden: str, chosen: str | None = None) -> str:
     """The image page's chooser of the concepts found so far (a layer, over all images or one class)."""
     found = ex.found_concepts()
     if not found:
@@ -357,10 +364,11 @@ def _concepts_form(ex: Explorer, hidden: str) -> str:
             "<h2>concepts in it</h2><p class=small>no concepts found yet: open a layer's concepts page (from the "
             "layers table) to find them</p>"
         )
+    values = [(urllib.parse.urlencode({"layer": layer, "class": c or ""}), layer, c) for layer, c in found]
     options = "".join(
-        f'<option value="{attr(urllib.parse.urlencode({"layer": layer, "class": c or ""}))}">'
-        f"{text(layer)}{' (' + text(c) + ')' if c else ''}</option>"
-        for layer, c in found
+        f'<option value="{attr(v)}"{" selected" if v == chosen else ""}>{text(layer)}'
+        f"{' (' + text(c) + ')' if c else ''}</option>"
+        for v, layer, c in values
     )
     return (
         f'<h2>concepts in it</h2><form id="concepts-form">{hidden}<select name="concepts">{options}</select> '

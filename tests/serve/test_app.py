@@ -91,7 +91,7 @@ def test_model_layer_and_filter_pages(served):
     assert response.status_code == 200 and response.json()["batches"] >= 1
     for future in ex.request_filters("conv2_1", [0, 1, 9]) or []:
         future.result(timeout=120)
-    ex.worker.submit("sync", lambda emit: None).result(timeout=120)  # the queue is drained
+    ex.worker.wait_idle(timeout=120)  # the queue is drained
     done = client.get("/api/status/conv2_1").json()["done"]
     assert {0, 1, 9} <= set(done)
     page = client.get("/filter/conv2_1/1").text
@@ -305,7 +305,7 @@ def test_variants_and_dataset_examples_on_the_filter_page(served):
     ex, client = served
     for kind in ("seed", "pixel", "maco", "fine", "steps", "diversity"):
         assert client.post("/api/variant", json={"layer": "conv2_1", "filter": 2, "variant": kind}).status_code == 200
-    ex.worker.submit("sync", lambda emit: None).result(timeout=300)
+    ex.worker.wait_idle(timeout=300)
     made = ex.variants("conv2_1", 2)
     assert set(made) == {"seed", "pixel", "maco", "fine", "steps", "diversity"}
     records = {k: json.loads(p.with_suffix(".json").read_text()) for k, p in made.items()}
@@ -317,7 +317,7 @@ def test_variants_and_dataset_examples_on_the_filter_page(served):
     assert page.count("/files/conv2_1/variants/") == 6
     assert "find the images of --images" in page
     assert client.post("/api/examples", json={"layer": "conv2_1"}).status_code == 200
-    ex.worker.submit("sync", lambda emit: None).result(timeout=300)
+    ex.worker.wait_idle(timeout=300)
     page = client.get("/filter/conv2_1/2").text
     assert page.count('alt="example"') == 3 * 3 and "synthesized / best natural max" in page  # top, mean, bottom
     assert "highest mean activation" in page and "most negative" in page
@@ -420,3 +420,83 @@ def _images(page: str) -> list[str]:
 
     Images().feed(page)
     return found
+
+
+def test_serve_takes_the_optimization_settings_a_quick_preset_and_a_fixed_token(cli, monkeypatch, tmp_path):
+    """--quick and the optimization options set how pictures are made (written into the atlas's settings.json);
+    without them an atlas keeps its own; --token fixes the token, so a URL works after a restart."""
+    import uvicorn
+
+    apps = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: apps.append(app))
+    fixed = "a-token-for-my-notes-0123"
+
+    def settings(folder):
+        return json.loads((tmp_path / folder / "tiny_vgg" / "settings.json").read_text())
+
+    quick = cli("serve", "MODEL", "--weights", "random", "--atlas", tmp_path / "q", "--quick", "--token", fixed)
+    assert quick.exit_code == 0, quick.output
+    assert f"?token={fixed}" in quick.output and (settings("q")["steps"], settings("q")["size"]) == (64, 128)
+    for _ in range(2):  # a restart: the same URL opens
+        assert TestClient(apps[-1]).get(f"/?token={fixed}").status_code == 200
+        cli("serve", "MODEL", "--weights", "random", "--atlas", tmp_path / "q", "--token", fixed)
+    assert settings("q")["steps"] == 64  # no option given: the atlas keeps its settings
+    mixed = cli("serve", "MODEL", "--weights", "random", "--atlas", tmp_path / "m", "--quick", "--steps", "12")
+    assert mixed.exit_code == 0 and (settings("m")["steps"], settings("m")["size"]) == (12, 128)
+    other = cli("serve", "MODEL", "--weights", "random", "--atlas", tmp_path / "q", "--steps", "12")
+    assert other.exit_code == 1 and "other settings" in other.output
+    monkeypatch.setenv("KERNELVIZ_TOKEN", fixed)
+    cli("serve", "MODEL", "--weights", "random", "--atlas", tmp_path / "e")
+    assert TestClient(apps[-1]).get(f"/?token={fixed}").status_code == 200
+    monkeypatch.delenv("KERNELVIZ_TOKEN")
+    short = cli("serve", "MODEL", "--weights", "random", "--token", "abc")
+    assert short.exit_code == 2 and "at least 16 characters" in short.output
+    both = cli("serve", "MODEL", "--weights", "random", "--token", fixed, "--no-token")
+    assert both.exit_code == 2 and "exclude each other" in both.output
+
+
+def test_the_image_page_url_keeps_the_views_choices(served):
+    """Method, target, filter, layer and concepts chosen on the image page come back from its URL (reopened, the
+    page shows the same view); a bad method falls back to the default, and values are escaped."""
+    _, client = served
+    page = client.get(f"/image?pick=p1.png&method=saliency&target=3&filter=conv2_1:3&layer=conv2_1&x={EVIL}").text
+    assert '<option value="saliency" selected>' in page and '<option value="gradcam" selected>' not in page
+    assert 'name="target" size="14" value="3"' in page and 'value="conv2_1:3"' in page
+    assert '<option value="conv2_1" selected>' in page
+    evil = client.get("/image", params={"pick": "p1.png", "method": "nope", "target": EVIL}).text
+    assert '<option value="gradcam" selected>' in evil and EVIL not in evil
+
+
+def test_the_newest_request_runs_first_and_a_page_left_waits_behind_it():
+    """Tasks of the newest request run before older ones, each request's in the order asked; asking again for a
+    queued task moves it up; the running task is never interrupted, and every task still runs once."""
+    import threading
+
+    from kernelviz.serve.worker import Worker
+
+    worker, ran, started, gate = Worker(), [], threading.Event(), threading.Event()
+
+    def task(name, wait=False):
+        def run(emit):
+            if wait:
+                started.set()
+                gate.wait(10)
+            ran.append(name)
+
+        return run
+
+    worker.submit("running", task("running", wait=True))
+    started.wait(10)
+    layer_page = worker.new_request()
+    for n in range(3):
+        worker.submit(f"layer batch {n}", task(f"layer batch {n}"), layer_page)
+    filter_page = worker.new_request()  # the user left the layer page for a filter page
+    worker.submit("filter", task("filter"), filter_page)
+    back = worker.new_request()
+    worker.submit("layer batch 2", task("never built"), back)  # asked again by a newer request: moved up
+    last = worker.submit("later", task("later"))
+    gate.set()
+    last.result(timeout=10)
+    worker.stop()
+    assert ran == ["running", "later", "layer batch 2", "filter", "layer batch 0", "layer batch 1"]
+    assert all(count == 1 for count in worker.runs.values())

@@ -47,3 +47,6 @@ def test_the_whole_tour_in_chromium(tmp_path):
     assert seen["pages"]["filter"]["images"] >= 2  # the picture and its kernel
     assert "filter 3" in seen["pages"]["filter"]["title"]
     assert sorted(explorer.done("conv2_1")) == list(range(16))
+    reopened = seen["reopened"]  # the image page's URL kept method and layer, and reopened to them
+    assert "method=saliency" in reopened["url"] and reopened["method"] == "saliency"
+    assert reopened["layer"] == reopened["maps_layer"] != "conv1_1"

@@ -140,14 +140,25 @@
     });
   }
 
-  // An image page: the heatmap and feature-map pictures follow the choosers.
+  // An image page: the heatmap and feature-map pictures follow the choosers, and the URL keeps the choices
+  // (method, target, filter, layer, concepts), so it reopens to the same view.
+  function keepInUrl(fields) {
+    var url = new URL(window.location.href);
+    Object.keys(fields).forEach(function (k) {
+      if (fields[k]) url.searchParams.set(k, fields[k]); else url.searchParams["delete"](k);
+    });
+    url.searchParams["delete"]("token");
+    window.history.replaceState(null, "", url.pathname + url.search);
+  }
   if (page === "image") {
     var form = document.getElementById("heatmap-form");
     var out = document.getElementById("heatmap");
     if (form && out) {
       form.addEventListener("submit", function (ev) {
         ev.preventDefault();
-        var q = new URLSearchParams(new FormData(form)).toString();
+        var fd = new FormData(form);
+        var q = new URLSearchParams(fd).toString();
+        keepInUrl({ method: fd.get("method"), target: fd.get("target"), filter: fd.get("filter") });
         say("computing the heatmap...");
         out.onload = function () { say("heatmap ready"); markImagesLoaded(); };
         out.onerror = function () {
@@ -163,7 +174,9 @@
     if (mform && mout) {
       mform.addEventListener("submit", function (ev) {
         ev.preventDefault();
-        var q = new URLSearchParams(new FormData(mform)).toString();
+        var mfd = new FormData(mform);
+        var q = new URLSearchParams(mfd).toString();
+        keepInUrl({ layer: mfd.get("layer") });
         mout.onload = markImagesLoaded;
         mout.src = withToken(api.maps + "?" + q);
       });
@@ -177,6 +190,7 @@
         var data = new FormData(cform);
         var chosen = data.get("concepts");
         data["delete"]("concepts");
+        keepInUrl({ concepts: chosen });
         say("finding the concepts in the image...");
         cout.onload = function () { say("concepts shown"); markImagesLoaded(); };
         cout.onerror = function () {
