@@ -119,11 +119,13 @@ class Worker:
             except Exception:  # a closed client must not stop the computation
                 self.unsubscribe(listener)
 
-    def stop(self) -> None:
-        """Finish the running task, then stop (queued tasks are dropped)."""
+    def stop(self, wait: bool = False) -> None:
+        """Finish the running task, then stop (queued tasks are dropped); with ``wait``, return once it has."""
         with self._lock:
             heapq.heappush(self._heap, (-(2**62), -1, None))
             self._ready.notify()
+        if wait:
+            self._thread.join()
 
     def _next(self) -> _Task | None:
         """The queued task of the newest request (``None``: stop), waiting for one."""
