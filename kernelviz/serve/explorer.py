@@ -106,6 +106,7 @@ class Explorer:
         self.optim: OptimSettings = settings
         self.recorded = atlas_settings(settings, meta)
         self.folder.check_settings(self.recorded)  # refuses an atlas made with other settings
+        self._classes: list[str] | None = None
         if self.images is not None and not Path(self.images).is_dir():
             raise KernelvizError(f"--images {self.images}: not a folder")
 
@@ -347,12 +348,15 @@ class Explorer:
         return row
 
     def image_classes(self) -> list[str]:
-        """The classes of ``--images`` (its subfolders, in the ``ImageFolder`` layout), or none."""
+        """The classes of ``--images`` (its subfolders, in the ``ImageFolder`` layout), or none; read once (the
+        folder is walked at the first call, not for every layer and class a page lists)."""
         if self.images is None:
             return []
-        from ..explain.scan import collection
+        if self._classes is None:
+            from ..explain.scan import collection
 
-        return collection(self.images).classes or []
+            self._classes = collection(self.images).classes or []
+        return self._classes
 
     def concepts_dir(self, layer: str, class_name: str | None = None) -> Path:
         """Where a layer's concepts (over all of ``--images``, or one class's) are kept: ``<layer>/concepts/`` or
