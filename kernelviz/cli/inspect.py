@@ -21,19 +21,25 @@ __all__ = ["heatmap_cmd", "layers_cmd", "maps_cmd", "weights_cmd"]
     "--type",
     "types",
     multiple=True,
-    help="Only layers whose type contains this, e.g. conv, linear, pool, norm (repeat for several).",
+    help="Only layers whose type contains this, e.g. conv, linear, pool, norm, or of a kind: block (outputs of "
+    "modules with children, such as layer3.0), act (activations). Repeat for several.",
 )
+@click.option("--all", "blocks", is_flag=True, help="List block outputs too (layer3.0, _blocks.9...).")
 @click.option("--grep", default=None, help="Only layers whose name or module path matches this regular expression.")
 @errors_to_click
-def layers_cmd(model: str, source: ModelSource, size: int | None, types: tuple[str, ...], grep: str | None) -> None:
-    """List MODEL's layers: name, module path, type, output shape, channels, receptive field.
+def layers_cmd(
+    model: str, source: ModelSource, size: int | None, types: tuple[str, ...], grep: str | None, blocks: bool
+) -> None:
+    """List MODEL's layers: name (and module path where they differ), type, output shape, channels, receptive field.
+
+    Every name listed can be given to filter, maps, heatmap, atlas...; --all adds the outputs of blocks.
 
     Ends with the depth counted the classic way (conv + fully connected layers).
     Shapes do not depend on the weights, so --weights random avoids loading them.
     """
     from ..jobs.inspect import layer_table
 
-    for line in layer_table(source.load(model), size, types=types, grep=grep).lines():
+    for line in layer_table(source.load(model), size, types=types, grep=grep, blocks=blocks).lines():
         click.echo(line)
 
 

@@ -34,6 +34,25 @@ __all__ = [
 _CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _POOL_TYPES = (nn.MaxPool2d, nn.AvgPool2d)
 _LAYER_TYPES = (*_CONV_TYPES, *_POOL_TYPES, nn.Linear, nn.modules.batchnorm._BatchNorm)
+#: Elementwise nonlinearities (ReLU, ReLU6, GELU, SiLU, Sigmoid...): every class of ``torch.nn``'s activation
+#: module but attention and the softmax family, which mix positions or channels.
+ACTIVATION_TYPES = tuple(
+    cls
+    for cls in vars(nn.modules.activation).values()
+    if isinstance(cls, type)
+    and issubclass(cls, nn.Module)
+    and cls.__module__ == nn.modules.activation.__name__
+    and cls is not nn.Module
+    and not cls.__name__.startswith(("Softmax", "LogSoftmax", "Softmin", "MultiheadAttention"))
+)
+
+
+def module_kind(module: nn.Module) -> str:
+    """``"block"`` for a module with children that is not a layer of its own (``layer3.0``, ``_blocks.9``),
+    ``"activation"`` for an elementwise nonlinearity, ``""`` for any other layer."""
+    if list(module.children()) and not isinstance(module, _LAYER_TYPES):
+        return "block"
+    return "activation" if isinstance(module, ACTIVATION_TYPES) else ""
 
 
 def layer_channels(model: nn.Module, name: str, input_size: int = 224) -> int:
@@ -90,6 +109,8 @@ class LayerInfo:
         stride: input pixels between neighbouring output positions (``None`` without a grid).
         offset: input x (= y) coordinate of the center of output position 0, pixel 0 spanning
             ``[0, 1)``; position ``i`` is centered at ``offset + i * stride``.
+        kind: ``"block"`` (a module with children, listed when asked for), ``"activation"`` (an
+            elementwise nonlinearity), or ``""``: :func:`module_kind`.
     """
 
     name: str
@@ -101,6 +122,7 @@ class LayerInfo:
     trainable: bool
     stride: int | None = None
     offset: float | None = None
+    kind: str = ""
 
 
 def field_text(receptive_field: int | None, size: int) -> str:
@@ -172,6 +194,7 @@ def list_layers(
     *,
     device: torch.device | str | None = None,
     include: Sequence[str] = (),
+    blocks: bool = False,
 ) -> list[LayerInfo]:
     """Describe every leaf layer of ``model`` in execution order.
 
@@ -186,6 +209,7 @@ def list_layers(
         device: where to run the pass; default: the model's device.
         include: also describe these layers (names or paths) when they are blocks
             (modules with children, such as ``layer3.0`` or ``_blocks.9``).
+        blocks: describe every block (the whole model excepted), as if all were in ``include``.
 
     Returns:
         One :class:`LayerInfo` per layer that ran (every leaf module, every conv, linear, pool
@@ -240,12 +264,15 @@ def list_layers(
                     stride=None if math.isinf(rf) else int(jump),
                     offset=None if math.isinf(rf) else start,
                     trainable=isinstance(module, (*_CONV_TYPES, nn.Linear)),
+                    kind=module_kind(module),
                 )
             )
 
     # leaves, and layers that compute themselves around a helper child (e.g. a Conv2d subclass
     # that pads with its own ZeroPad2d module first)
     wanted = {resolve_layer(model, name) for name in include}
+    if blocks:
+        wanted |= {p for p, m in model.named_modules() if p and module_kind(m) == "block"}
     leaves = [
         (p, m)
         for p, m in model.named_modules()

@@ -47,14 +47,22 @@ class LayerTable:
     convs: int = 0  # trainable convolutions and fully connected layers of the whole model
     fcs: int = 0
 
+    @property
+    def aliased(self) -> bool:
+        """Whether some layer has a name other than its module path (VGG's ``conv3_2`` for ``features.12``); a
+        ``#2`` for a module's second run does not count."""
+        return any(r.name.split("#")[0] != r.path for r in self.rows)
+
     def lines(self) -> list[str]:
-        """The table as aligned text lines, then a blank line and the depth footer."""
-        header = ("name", "path", "type", "output", "channels", "RF")
+        """The table as aligned text lines, then a blank line and the depth footer. The path column is shown
+        only when some name differs from its path."""
+        paths = self.aliased
+        header = ("name", *(["path"] if paths else []), "type", "output", "channels", "RF")
         table = [header] + [
             (
                 r.name,
-                r.path,
-                r.type,
+                *([r.path] if paths else []),
+                r.type + (" (block)" if r.kind == "block" else ""),
                 "x".join(map(str, r.shape)),
                 str(r.channels),
                 field_text(r.receptive_field, self.size),
@@ -73,21 +81,38 @@ class LayerTable:
         return out
 
 
+#: ``--type`` words that name a kind of layer rather than a part of a type name.
+KINDS = {"block": "block", "act": "activation", "activation": "activation"}
+
+
+def _matches(row: LayerInfo, wanted: str) -> bool:
+    kind = KINDS.get(wanted)
+    return row.kind == kind if kind else wanted in row.type.lower()
+
+
 def layer_table(
-    model: nn.Module, size: int | None = None, *, types: Sequence[str] = (), grep: str | None = None
+    model: nn.Module,
+    size: int | None = None,
+    *,
+    types: Sequence[str] = (),
+    grep: str | None = None,
+    blocks: bool = False,
 ) -> LayerTable:
     """Every layer of ``model`` at input side ``size`` (default: the model's) and its depth.
 
     Args:
         types: keep only layers whose type contains one of these (case-insensitive): ``"conv"``,
-            ``"linear"``, ``"pool"``, ``"norm"``, ``"relu"``...
+            ``"linear"``, ``"pool"``, ``"norm"``, ``"relu"``..., or of one of the kinds ``"block"`` (the
+            outputs of modules with children, such as ``layer3.0``) and ``"act"`` (activations).
         grep: keep only layers whose name or module path matches this regular expression.
+        blocks: list block outputs too (``types`` naming ``"block"`` implies it).
     """
     meta = model_meta(model)
     if size is not None and size < 1:
         raise KernelvizError(f"size must be a positive number of pixels, got {size}")
     side = size or meta.input_size
-    rows = list_layers(model, side)
+    wanted = [t.lower() for t in types]
+    rows = list_layers(model, side, blocks=blocks or "block" in wanted)
     # the depth of what runs in eval mode: auxiliary heads (GoogLeNet, Inception-v3) do not count, and a
     # module called several times counts once
     convs = len({r.path for r in rows if r.trainable and r.type.startswith("Conv")})
@@ -98,18 +123,17 @@ def layer_table(
             pattern = re.compile(grep or "", re.IGNORECASE)
         except re.error as err:
             raise KernelvizError(f"cannot read --grep {grep!r} as a regular expression: {err}") from err
-        wanted = [t.lower() for t in types]
-        present = sorted({r.type for r in rows})
+        present = sorted({r.type for r in rows if r.kind != "block"})
         for t in wanted:
-            if not any(t in kind.lower() for kind in present):
+            if not any(_matches(r, t) for r in rows):
                 raise NotFoundError(
                     f"no layer of {meta.name} has a type containing {t!r}: its types are {', '.join(present)} "
-                    "(--type matches a part of one, e.g. conv, linear, pool, norm)"
+                    "(--type matches a part of one, e.g. conv, linear, pool, norm; or names a kind: block, act)"
                 )
         table.rows = [
             r
             for r in rows
-            if (not wanted or any(t in r.type.lower() for t in wanted))
+            if (not wanted or any(_matches(r, t) for t in wanted))
             and (pattern.search(r.name) or pattern.search(r.path))
         ]
         table.total = len(rows)

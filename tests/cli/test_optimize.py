@@ -6,12 +6,14 @@ The headline command runs on VGG-16 itself; everything else on the tiny VGG-shap
 
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
 import sys
 
 import pytest
 import torch
+import torchvision
 from PIL import Image
 
 from ..conftest import FAST, VGG_FAST
@@ -121,6 +123,46 @@ def test_layers_command(cli):
     )
     bad = cli("layers", "MODEL", "--grep", "conv[")
     assert bad.exit_code == 1 and "cannot read --grep 'conv['" in bad.output
+
+
+def test_layers_blocks_and_activations(cli, tmp_path):
+    """--all and --type block list every block's output, with the shape a hook on the block sees; --type act the
+    activations; a model without aliases gets one name column, not two identical ones."""
+    model = torchvision.models.resnet18(weights=None).eval()
+    seen: dict[str, tuple[int, ...]] = {}
+
+    def record(path, module, inputs, output):
+        seen.setdefault(path, tuple(output.shape[1:]))
+
+    hooks = [m.register_forward_hook(functools.partial(record, p)) for p, m in model.named_modules() if p]
+    with torch.no_grad():
+        model(torch.zeros(1, 3, 224, 224))
+    for h in hooks:
+        h.remove()
+    every = cli("layers", "resnet18", "--weights", "random", "--all")
+    assert every.exit_code == 0, every.output
+    lines = every.output.splitlines()
+    assert lines[0].split() == ["name", "type", "output", "channels", "RF"]
+    rows = {ln.split()[0]: ln for ln in lines[1:] if ln and not ln.startswith(("(", "resnet18"))}
+    blocks = [name for name, ln in rows.items() if "(block)" in ln]
+    assert blocks[:3] == ["layer1.0", "layer1.1", "layer1"] and "layer3.0.downsample" in blocks
+    for name in blocks:
+        shape = rows[name].split()[3]
+        assert shape == "x".join(map(str, seen[name])), name
+    plain = cli("layers", "resnet18", "--weights", "random").output.splitlines()
+    assert not any(ln.split()[0] == "layer3.0" for ln in plain if ln)  # blocks only when asked
+    only = cli("layers", "resnet18", "--weights", "random", "--type", "block")
+    listed = [ln.split()[0] for ln in only.output.splitlines()[1:] if "(block)" in ln]
+    assert listed == blocks and f"({len(blocks)} of " in only.output
+    acts = cli("layers", "vgg16", "--weights", "random", "--type", "act")
+    names = [ln.split()[0] for ln in acts.output.splitlines()[1:] if ln.startswith("relu")]
+    assert len(names) == 15 and "(15 of 39 layers shown)" in acts.output  # 13 conv + 2 fully connected ReLUs
+    assert acts.output.splitlines()[0].split()[:2] == ["name", "path"]  # VGG's names differ from its paths
+    # a block's name is a layer name like any other
+    photo = tmp_path / "noise.png"
+    Image.fromarray(torch.randint(0, 256, (64, 64, 3), dtype=torch.uint8).numpy()).save(photo)
+    maps = cli("maps", "resnet18", "layer3.0", str(photo), "--weights", "random", "-k", "4")
+    assert maps.exit_code == 0, maps.output
 
 
 def test_custom_model_from_shell_with_checkpoint(cli, tmp_path):
