@@ -6,8 +6,9 @@ the README's screenshots on the ImageNet-trained EfficientNet-Lite0 (offline)::
     python docs/serve_tour.py            # writes docs/img/serve_*.png (a few minutes on 2 CPU cores)
 
 The tour: the model page; a layer, waiting until every thumbnail of its first page has arrived; a filter
-page; the image page with an uploaded photo and its heatmap. It collects console errors and checks that
-every image on each page loaded.
+page; a block output's layer and filter pages; the image page with an uploaded photo and its heatmap, its
+URL reopened. :func:`reopen` opens saved URLs in a new browser (after a restart with a fixed token). Both
+collect console errors and check that every image on each page loaded.
 """
 
 from __future__ import annotations
@@ -36,11 +37,11 @@ def free_port() -> int:
 
 
 @contextmanager
-def running(app: Any) -> Iterator[str]:
-    """Serve ``app`` with uvicorn on a free local port in a thread; yields its base URL."""
+def running(app: Any, port: int | None = None) -> Iterator[str]:
+    """Serve ``app`` with uvicorn on ``port`` (default: a free local one) in a thread; yields its base URL."""
     import uvicorn
 
-    port = free_port()
+    port = port or free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -57,19 +58,32 @@ def running(app: Any) -> Iterator[str]:
 _IMAGES_OK = """() => Array.from(document.images).every(im => im.complete && im.naturalWidth > 0)"""
 
 
+def _browser_page(p: Any, seen: dict[str, Any]) -> tuple[Any, Any]:
+    """A new Chromium and a page whose console errors go to ``seen["console_errors"]``."""
+    browser = p.chromium.launch(executable_path=chromium_path(), args=["--no-sandbox"])
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.on("console", lambda m: seen["console_errors"].append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: seen["console_errors"].append(str(e)))
+    return browser, page
+
+
 def tour(
-    base: str, token: str, layer: str, photo: Path, shots: Path | None = None, timeout_s: float = 300
+    base: str,
+    token: str,
+    layer: str,
+    photo: Path,
+    shots: Path | None = None,
+    timeout_s: float = 300,
+    block: str | None = None,
 ) -> dict[str, Any]:
-    """Walk the explorer; returns what was seen (console errors, images per page, timings)."""
+    """Walk the explorer; returns what was seen (console errors, images per page, timings). ``block``: also the
+    pages of this block output (its layer page until every picture arrived, then its filter 0)."""
     from playwright.sync_api import sync_playwright
 
     seen: dict[str, Any] = {"console_errors": [], "pages": {}}
     ms = int(timeout_s * 1000)
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium_path(), args=["--no-sandbox"])
-        page = browser.new_page(viewport={"width": 1280, "height": 900})
-        page.on("console", lambda m: seen["console_errors"].append(m.text) if m.type == "error" else None)
-        page.on("pageerror", lambda e: seen["console_errors"].append(str(e)))
+        browser, page = _browser_page(p, seen)
 
         def check(name: str) -> None:
             page.wait_for_function(_IMAGES_OK, timeout=ms)
@@ -90,6 +104,17 @@ def tour(
         page.wait_for_url("**/filter/**", timeout=ms)
         page.wait_for_selector("img.big", timeout=ms)
         check("filter")
+        if block is not None:
+            page.goto(f"{base}/")
+            page.click(f'a[href="/layer/{block}"]')
+            page.wait_for_url("**/layer/**", timeout=ms)
+            page.wait_for_function("() => document.body && document.body.dataset.missingCount === '0'", timeout=ms)
+            check("block")
+            page.click("#f0 a")
+            page.wait_for_url("**/filter/**", timeout=ms)
+            page.wait_for_selector("img.big", timeout=ms)
+            check("block_filter")
+            seen["block_filter_text"] = page.inner_text("main")
         page.goto(f"{base}/image")
         page.set_input_files("input[type=file]", str(photo))
         page.click("form[enctype] button[type=submit]")
@@ -121,6 +146,29 @@ def tour(
     return seen
 
 
+def reopen(urls: list[str], timeout_s: float = 60) -> dict[str, Any]:
+    """Open each URL in a new browser (no cookie): ``{"console_errors": [...], "pages": [{url, status, title,
+    images}]}``, each page waited for until its images loaded."""
+    from playwright.sync_api import sync_playwright
+
+    seen: dict[str, Any] = {"console_errors": [], "pages": []}
+    with sync_playwright() as p:
+        browser, page = _browser_page(p, seen)
+        for url in urls:
+            response = page.goto(url)
+            page.wait_for_function(_IMAGES_OK, timeout=int(timeout_s * 1000))
+            seen["pages"].append(
+                {
+                    "url": url,
+                    "status": response.status if response else None,
+                    "title": page.title(),
+                    "images": page.evaluate("() => document.images.length"),
+                }
+            )
+        browser.close()
+    return seen
+
+
 def main() -> None:
     import secrets
     import tempfile
@@ -143,7 +191,7 @@ def main() -> None:
         explorer = Explorer(model, root, settings=settings)
         token = secrets.token_urlsafe(16)
         with running(create_app(explorer, token)) as base:
-            seen = tour(base, token, "_blocks.9._project_conv", picture, shots=out, timeout_s=1500)
+            seen = tour(base, token, "_blocks.9._project_conv", picture, shots=out, timeout_s=1500, block="_blocks.9")
         explorer.worker.stop()
     print(seen)
 

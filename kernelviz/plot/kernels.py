@@ -21,6 +21,7 @@ def plot_kernels(
     inputs: Sequence[int] | None = None,
     title: str | None = None,
     fig: Figure | None = None,
+    input_labels: Sequence[int] | None = None,
 ) -> Figure:
     """Draw convolution kernels with one symmetric scale shared by all tiles.
 
@@ -40,6 +41,8 @@ def plot_kernels(
         inputs: which input channels to draw for deeper layers (default: the first 16).
         title: figure title.
         fig: draw into this figure.
+        input_labels: the number each drawn input channel is shown with (default: its index in ``weights``), e.g.
+            the previous layer's channel numbers for a grouped convolution.
     """
     if weights.dim() != 4:
         raise KernelvizError(f"kernel weights must be (C_out, C_in, kH, kW), got {tuple(weights.shape)}")
@@ -96,7 +99,7 @@ def plot_kernels(
                 if c == 0:
                     ax.set_ylabel(f"f{f}", fontsize=7, rotation=0, labelpad=10)
                 if r == 0:
-                    ax.set_title(f"in {i}", fontsize=7)
+                    ax.set_title(f"in {input_labels[c] if input_labels is not None else i}", fontsize=7)
         if mappable is not None:
             fig.colorbar(mappable, ax=axes.ravel().tolist(), fraction=0.03, pad=0.02, label="weight")
     if title:

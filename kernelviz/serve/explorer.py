@@ -92,7 +92,8 @@ class Explorer:
                     f"{self.folder.settings_file} cannot be read ({err}): use another --atlas folder"
                 ) from err
         settings = (self.settings or DEFAULTS).for_model(meta.input_size)
-        self._table = layer_table(self.model)  # as `kernelviz layers MODEL` shows it: at the input size
+        # as `kernelviz layers MODEL --all` shows it: at the input size, block outputs included
+        self._table = layer_table(self.model, blocks=True)
         self._rows = {r.name: r for r in self._table.rows}
         first = next((r.name for r in self._table.rows if r.type.startswith("Conv")), None)
         if first is None:
@@ -117,15 +118,28 @@ class Explorer:
         return self._table
 
     def conv_layers(self) -> list[LayerInfo]:
-        """The rows of the layers with filters to show: convolutions (and their activations) with a spatial map."""
+        """The convolutions with a spatial map (the layers with kernels)."""
         return [r for r in self._table.rows if len(r.shape) == 3 and r.type.startswith("Conv")]
+
+    def unit_layers(self) -> list[LayerInfo]:
+        """The rows of the layers with pages: every convolution, activation and block output with a spatial map."""
+        return [
+            r
+            for r in self._table.rows
+            if len(r.shape) == 3 and (r.type.startswith("Conv") or r.kind in ("activation", "block"))
+        ]
+
+    def is_conv(self, layer: str) -> bool:
+        return self.row(layer).type.startswith("Conv")
 
     def row(self, layer: str) -> LayerInfo:
         """The table row of a layer the explorer shows; an unknown one is a :class:`KernelvizError`."""
         resolve_layer(self.model, layer)  # the usual message, with close names
         row = self._rows.get(layer)
-        if row is None or row not in self.conv_layers():
-            raise KernelvizError(f"layer {layer!r} is not a convolution with a spatial output: it has no filter page")
+        if row is None or row not in self.unit_layers():
+            raise KernelvizError(
+                f"layer {layer!r} is not a convolution, activation or block with a spatial output: it has no page"
+            )
         return row
 
     def check_filter(self, layer: str, n: int) -> LayerInfo:
@@ -200,26 +214,52 @@ class Explorer:
 
         return run
 
-    def kernel_png(self, layer: str, n: int) -> bytes:
-        """Filter ``n``'s kernel weights drawn (one tile per input channel, the first 16 of them)."""
+    def kernel_png(self, layer: str, n: int, k: int = 16) -> bytes:
+        """Filter ``n``'s kernel on its ``k`` strongest input channels (largest weight norm first), one tile each,
+        numbered as the previous layer numbers its channels."""
         from ..plot.kernels import plot_kernels
 
-        self.check_filter(layer, n)
-        w = kernel_weights(self.model, layer)
-        fig = plot_kernels(w, filters=[n], inputs=list(range(min(16, w.shape[1]))))
+        self._check_conv(layer, n)
+        w = kernel_weights(self.model, layer)  # (C_out, C_in / groups, kh, kw)
+        if w.shape[1] in (1, 3):  # the image's RGB as one color tile; a depthwise filter's one input
+            return _png(plot_kernels(w, filters=[n], title=f"filter {n}"))
+        strongest = self.strongest_inputs(layer, n, k)
+        first = self._first_input(layer, n)
+        fig = plot_kernels(w, filters=[n], inputs=[c - first for c in strongest], input_labels=strongest)
+        fig.suptitle(f"filter {n}: its {len(strongest)} strongest of {w.shape[1]} inputs (by weight norm)", fontsize=9)
         return _png(fig)
+
+    def strongest_inputs(self, layer: str, n: int, k: int = 16) -> list[int]:
+        """The ``k`` input channels filter ``n`` of convolution ``layer`` weighs most (largest norm of its kernel on
+        each, ties by index), numbered as the previous layer numbers them."""
+        self._check_conv(layer, n)
+        norms = kernel_weights(self.model, layer)[n].flatten(1).norm(dim=1)  # (C_in / groups,)
+        first = self._first_input(layer, n)
+        return [first + int(c) for c in norms.argsort(descending=True, stable=True)[:k]]
+
+    def _check_conv(self, layer: str, n: int) -> nn.Module:
+        self.check_filter(layer, n)
+        if not self.is_conv(layer):
+            raise NotFoundError(f"layer {layer!r} is not a convolution: it has no kernel")
+        return get_module(self.model, resolve_layer(self.model, layer))
+
+    def _first_input(self, layer: str, n: int) -> int:
+        """The first input channel filter ``n`` of convolution ``layer`` reads (not 0 in a grouped convolution)."""
+        module = get_module(self.model, resolve_layer(self.model, layer))
+        groups = int(getattr(module, "groups", 1))
+        w = kernel_weights(self.model, layer)
+        return (n // (w.shape[0] // groups)) * w.shape[1]
 
     def feeders(self, layer: str, n: int, k: int = 6) -> list[tuple[str | None, int, float]]:
         """The input channels that feed filter ``n`` most, by the norm of its kernel on each:
         ``[(previous layer or None, channel, norm)]``. A grouped (depthwise) convolution's filter reads only
         its group's channels, numbered here as the previous layer numbers them. The previous layer is the last
         convolution before this one with as many channels as this one takes in (``None`` for the image)."""
-        self.check_filter(layer, n)
-        module = get_module(self.model, resolve_layer(self.model, layer))
+        module = self._check_conv(layer, n)
         groups = int(getattr(module, "groups", 1))
         w = kernel_weights(self.model, layer)  # (C_out, C_in / groups, kh, kw)
-        per_group_out, per_group_in = w.shape[0] // groups, w.shape[1]
-        first_input = (n // per_group_out) * per_group_in  # the first channel of n's group
+        per_group_in = w.shape[1]
+        first_input = self._first_input(layer, n)
         norms = w[n].flatten(1).norm(dim=1)
         convs = self.conv_layers()
         index = [r.name for r in convs].index(layer)
@@ -227,6 +267,40 @@ class Explorer:
         previous = before[-1].name if before else None
         top = norms.topk(min(k, len(norms)))
         return [(previous, first_input + int(c), float(v)) for v, c in zip(top.values, top.indices, strict=True)]
+
+    def feeds_into(self, layer: str, n: int, k: int = 6) -> list[tuple[str, int, float]]:
+        """The filters of the next convolution that read channel ``n`` of ``layer`` most, by the norm of their
+        kernel on it: ``[(next convolution, filter, norm)]``, strongest first. The next convolution is the first
+        after ``layer`` that takes in as many channels as ``layer`` puts out; none (``[]``) at the network's end."""
+        row = self.check_filter(layer, n)
+        rows = self._table.rows
+        after = rows[rows.index(row) + 1 :]
+        for r in after:
+            if r not in self.conv_layers():
+                continue
+            module = get_module(self.model, resolve_layer(self.model, r.name))
+            groups = int(getattr(module, "groups", 1))
+            w = kernel_weights(self.model, r.name)  # (C_out, C_in / groups, kh, kw)
+            if w.shape[1] * groups != row.channels:
+                continue
+            per_group_out, per_group_in = w.shape[0] // groups, w.shape[1]
+            g = n // per_group_in  # only the filters of channel n's group read it
+            norms = w[g * per_group_out : (g + 1) * per_group_out, n - g * per_group_in].flatten(1).norm(dim=1)
+            top = norms.topk(min(k, len(norms)))
+            start = g * per_group_out
+            return [(r.name, start + int(c), float(v)) for v, c in zip(top.values, top.indices, strict=True)]
+        return []
+
+    def computed_from(self, layer: str) -> str | None:
+        """For an activation or a block output: the last convolution before it with as many channels, whose filter
+        ``n`` its channel ``n`` is computed from (through a batch norm, an activation, a block's residual sum);
+        ``None`` for a convolution, or when there is none."""
+        row = self.row(layer)
+        if row.type.startswith("Conv"):
+            return None
+        rows = self._table.rows
+        before = [r for r in self.conv_layers() if rows.index(r) < rows.index(row) and r.channels == row.channels]
+        return before[-1].name if before else None
 
     def examples(self, layer: str) -> dict[str, Any] | None:
         """The layer's ``examples.json`` (dataset examples of every filter), when made."""
@@ -306,7 +380,15 @@ class Explorer:
                 labels = [f"{float(v):.3g}" for v in result.final]
                 save_figure(plot_grid(list(result.images), labels, title=f"{layer}:{n} diversity x{weight:.3g}"), path)
                 save_json(
-                    result.record(0, self.meta, layer=layer, filter=n, variant=kind, diversity_weight=weight),
+                    result.record(
+                        0,
+                        self.meta,
+                        layer=layer,
+                        filter=n,
+                        variant=kind,
+                        diversity_weight=weight,
+                        batch_final_values=[float(v) for v in result.final],
+                    ),
                     path.with_suffix(".json"),
                 )
             else:

@@ -58,9 +58,10 @@ def message_page(ex: Explorer, title: str, message: str) -> str:
 
 
 def model_page(ex: Explorer, token: str = "") -> str:
-    """The layer table (shape, channels, receptive field) and the depth; conv layers link to their pages."""
+    """The layer table (shape, channels, receptive field) and the depth; convolutions, activations and block
+    outputs link to their pages."""
     table = ex.table
-    explorable = {r.name for r in ex.conv_layers()}
+    explorable = {r.name for r in ex.unit_layers()}
     conceptual = {r.name for r in ex.concept_layers()}
     rows = []
     for r in table.rows:
@@ -73,8 +74,9 @@ def model_page(ex: Explorer, token: str = "") -> str:
             name += f' <a class="small" href="{_link(PAGES["concepts"], layer=r.name)}">concepts</a>'
 
         done = len(ex.done(r.name)) if r.name in explorable else None
+        kind = " <span class=small>(block)</span>" if r.kind == "block" else ""
         rows.append(
-            f"<tr><td>{name}</td><td><code>{text(r.path)}</code></td><td>{text(r.type)}</td>"
+            f"<tr><td>{name}</td><td><code>{text(r.path)}</code></td><td>{text(r.type)}{kind}</td>"
             f"<td>{'x'.join(map(str, r.shape))}</td><td>{r.channels}</td>"
             f"<td>{text(field_text(r.receptive_field, table.size))}</td>"
             f"<td>{'' if done is None else f'{done}/{r.channels}'}</td></tr>"
@@ -120,6 +122,13 @@ def layer_page(ex: Explorer, layer: str, page: int = 0, token: str = "") -> str:
         for p in range(pages)
     )
     s = ex.optim
+    source = ex.computed_from(layer)
+    origin = (
+        f"<p>{'a block output' if row.kind == 'block' else 'an activation'}: channel n is computed from filter n of "
+        f'<a href="{_link(PAGES["layer"], {"page": page}, layer=source)}">{text(source)}</a></p>'
+        if source is not None
+        else ""
+    )
     after = ex.activation_after(layer)
     concepts = (
         f'<p>concepts: <a href="{_link(PAGES["concepts"], layer=after)}">what {text(after)} (its activation) '
@@ -133,7 +142,7 @@ def layer_page(ex: Explorer, layer: str, page: int = 0, token: str = "") -> str:
         f"{text(field_text(row.receptive_field, ex.table.size))} px; {row.channels} filters. Settings: {text(s.param)} "
         f"image{_fourier_text(s.param, s.detail, s.decay)}, {s.steps} steps, lr {s.lr}, seed {s.seed}, "
         f"batches of {s.batch_size}.</p>"
-        f"<p>filters: {nav}</p>{concepts}"
+        f"<p>filters: {nav}</p>{origin}{concepts}"
         f'<div class="bar"><div></div></div> <div class="status" id="status">'
         f"{len(missing)} of {last - first} filters on this page still to compute</div>"
         f'<div class="grid">{"".join(tiles)}</div>'
@@ -159,8 +168,39 @@ def _curve_svg(history: list[float]) -> str:
     )
 
 
+def _thumb(ex: Explorer, layer: str, n: int) -> str:
+    """A neighbour's picture, small, when made; else a placeholder the page's script fills when it is made."""
+    where = f'data-layer="{attr(layer)}" data-filter="{n}"'
+    if ex.folder.picture(layer, n).exists():
+        src = _file_href(ex, ex.folder.picture(layer, n))
+        return f'<img class="thumb" {where} src="{src}" alt="{attr(layer)} {n}">'
+    return f'<div class="thumb wait" {where} title="not made yet">?</div>'
+
+
+def _neighbours(ex: Explorer, units: list[tuple[str, int, float | None]], what: str) -> str:
+    """A list of linked units with thumbnails; a button makes the pictures not made yet (their atlas batches)."""
+    if not units:
+        return ""
+    items = []
+    for layer, c, norm in units:
+        value = "" if norm is None else f" <span class=small>(weight norm {norm:.3g})</span>"
+        items.append(
+            f'<li><a href="{_link(PAGES["filter"], layer=layer, n=c)}">{_thumb(ex, layer, c)}'
+            f"{text(layer)} filter {c}</a>{value}</li>"
+        )
+    missing = [(layer, c) for layer, c, _ in units if not ex.folder.picture(layer, c).exists()]
+    button = ""
+    if missing:
+        todo = json.dumps([[layer, c] for layer, c in missing])
+        button = (
+            f'<button class="neighbours" data-units="{attr(todo)}">make the {len(missing)} missing '
+            f"picture{'s' if len(missing) > 1 else ''}</button>"
+        )
+    return f'<h2>{text(what)}</h2><ul class="units">{"".join(items)}</ul>{button}'
+
+
 def filter_page(ex: Explorer, layer: str, n: int, token: str = "") -> str:
-    """One filter: picture, curve, settings, kernel, the channels feeding it, examples, variants."""
+    """One filter: picture, curve, settings, kernel, the units feeding it and fed by it, examples, variants."""
     row = ex.check_filter(layer, n)
     record = ex.record(layer, n)
     d = ex.folder.layer(layer)
@@ -182,19 +222,25 @@ def filter_page(ex: Explorer, layer: str, n: int, token: str = "") -> str:
             f"<p class=small>settings: <code>{text(json.dumps(settings))}</code> &middot; "
             f'<a href="{_file_href(ex, ex.folder.record_file(layer, n))}">full record</a></p>'
         )
-    feeders = []
-    for previous, c, norm in ex.feeders(layer, n):
-        if previous is None:
-            feeders.append(f"<li>input channel {'RGB'[c] if c < 3 else c} (weight norm {norm:.3g})</li>")
-            continue
-        thumb = ""
-        if ex.folder.picture(previous, c).exists():
-            src = _file_href(ex, ex.folder.picture(previous, c))
-            thumb = f'<img src="{src}" alt="{attr(previous)} {c}" width="56" height="56"> '
-        feeders.append(
-            f'<li>{thumb}<a href="{_link(PAGES["filter"], layer=previous, n=c)}">{text(previous)} filter {c}</a> '
-            f"(weight norm {norm:.3g})</li>"
+    if ex.is_conv(layer):
+        fed = ex.feeders(layer, n)
+        image_inputs = "".join(
+            f"<li>input channel {'RGB'[c] if c < 3 else c} (weight norm {norm:.3g})</li>"
+            for previous, c, norm in fed
+            if previous is None
         )
+        feeders = _neighbours(ex, [(p, c, v) for p, c, v in fed if p is not None], "fed most by")
+        if image_inputs:
+            feeders = f"<h2>fed most by</h2><ul>{image_inputs}</ul>"
+        kernel = (
+            f'<h2>kernel</h2><img src="{_link(API["kernel"], layer=layer, n=n)}" alt="kernel of filter {n}" '
+            f'style="max-width:560px">'
+        )
+    else:
+        source = ex.computed_from(layer)
+        feeders = _neighbours(ex, [(source, n, None)] if source else [], "computed from")
+        kernel = ""
+    feeds = _neighbours(ex, [(d, c, v) for d, c, v in ex.feeds_into(layer, n)], "feeds most")
     examples = ex.examples(layer)
     if examples is not None:
         ex_html = examples_html(
@@ -214,6 +260,7 @@ def filter_page(ex: Explorer, layer: str, n: int, token: str = "") -> str:
         if kind in made:
             size = "" if kind == "diversity" else " class=big"
             pic = f'<img src="{_file_href(ex, made[kind])}" alt="{kind}" style="max-width:640px"{size}>'
+            pic += f"<p class=small>{text(_variant_value(made[kind]))}</p>"
         variants.append(
             f'<div><button data-variant="{attr(kind)}">{text(what)}</button>'
             f'<div id="variant-{attr(kind)}">{pic}</div></div>'
@@ -229,13 +276,22 @@ def filter_page(ex: Explorer, layer: str, n: int, token: str = "") -> str:
         f"&middot; {' &middot; '.join(nav)}</p>"
         f"<h1>{text(ex.meta.name)} {text(layer)} filter {n}</h1>"
         f'<div class="status" id="status"></div>'
-        f'<div class="pair"><div>{main}{facts}</div>'
-        f'<div><h2>kernel</h2><img src="{_link(API["kernel"], layer=layer, n=n)}" alt="kernel of filter {n}" '
-        f'style="max-width:420px"><h2>fed most by</h2><ul>{"".join(feeders)}</ul></div></div>'
+        f'<div class="pair"><div>{main}{facts}</div><div>{kernel}{feeders}{feeds}</div></div>'
         f"<h2>real images that excite it</h2>{ex_html}<h2>variants</h2>{''.join(variants)}"
     )
     data = {"page": "filter", "layer": layer, "filter": n, "self-missing": "1" if record is None else "0"}
     return _page(ex, f"{ex.meta.name} {layer} filter {n}", body, data, token)
+
+
+def _variant_value(picture: Path) -> str:
+    """What a variant reached, from its record: ``mean activation 3.2`` (a diversity batch: each image's)."""
+    try:
+        record = json.loads(picture.with_suffix(".json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return ""
+    values = record.get("batch_final_values") or [record.get("final_value")]
+    shown = ", ".join(f"{float(v):.4g}" for v in values if v is not None)
+    return f"mean activation {shown}" if shown else ""
 
 
 def concepts_page(ex: Explorer, layer: str, class_name: str | None = None, token: str = "") -> str:
@@ -328,15 +384,16 @@ def image_page(ex: Explorer, analysis: dict[str, Any] | None, query: dict[str, s
         shown = query.get("layer")
         layers = "".join(
             f'<option value="{attr(r.name)}"{" selected" if r.name == shown else ""}>{text(r.name)}</option>'
-            for r in ex.conv_layers()
+            for r in ex.unit_layers()
         )
         firing = "".join(
-            f"<tr><td>{text(name)}</td><td>"
-            + " ".join(
-                f'<a href="{_link(PAGES["filter"], layer=name, n=c)}">{c}</a> <span class=small>({v:.3g})</span>'
+            f"<tr><td>{text(name)}</td><td><div class=firing>"
+            + "".join(
+                f'<a href="{_link(PAGES["filter"], layer=name, n=c)}">{_thumb(ex, name, c)}'
+                f"<span>{c} <span class=small>({v:.3g})</span></span></a>"
                 for c, v in top
             )
-            + "</td></tr>"
+            + "</div></td></tr>"
             for name, top in analysis["firing"].items()
         )
         body += (

@@ -46,7 +46,9 @@ body {{ font: 14px/1.4 system-ui, sans-serif; margin: 1.5em; color: #222; }}
 table {{ border-collapse: collapse; }} td, th {{ padding: 4px 10px; border-bottom: 1px solid #ddd; text-align: left; }}
 .grid {{ display: flex; flex-wrap: wrap; gap: 12px; }}
 .card {{ width: 180px; font-size: 12px; }} .card img {{ width: 180px; height: 180px; image-rendering: auto; }}
-.examples img {{ width: 56px; height: 56px; margin: 1px; }}
+figure.ex {{ display: inline-block; margin: 1px; text-align: center; font-size: 10px; color: #555; }}
+figure.ex img {{ width: 56px; height: 56px; display: block; }}
+figure.ex figcaption {{ max-width: 56px; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }}
 .dead {{ color: #b00; }} code {{ font-size: 12px; }}
 </style></head>
 <body data-images-ok="pending">
@@ -100,11 +102,16 @@ def examples_html(layer: dict[str, Any], n: int, max_activation: float, src: Cal
 
 
 def _crops(found: list[dict[str, Any]], src: Callable[[str], str]) -> str:
-    def title(e: dict[str, Any]) -> str:
-        label = f" ({e['class']})" if "class" in e else ""
-        return attr(f"{Path(e['image']).name}{label}: {e['value']:.3g}")
+    """Each crop with its activation (and class) under it; the image's file name on hover."""
 
-    return "".join(f'<img src="{src(e["crop"])}" alt="example" title="{title(e)}">' for e in found)
+    def caption(e: dict[str, Any]) -> str:
+        return f"{e['value']:.3g}" + (f" ({e['class']})" if "class" in e else "")
+
+    return "".join(
+        f'<figure class="ex"><img src="{src(e["crop"])}" alt="example" title="{attr(Path(e["image"]).name)}: '
+        f'{attr(caption(e))}"><figcaption>{text(caption(e))}</figcaption></figure>'
+        for e in found
+    )
 
 
 def _card(n: int, rec: dict[str, Any], examples: dict[str, Any] | None) -> str:

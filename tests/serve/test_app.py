@@ -141,12 +141,16 @@ def test_uploads_and_image_endpoints(served):
     assert response.status_code == 303
     page = client.get(response.headers["location"])
     assert page.status_code == 200 and "top-5" in page.text and "filters that fire most" in page.text
+    assert page.text.count('class="thumb wait" data-layer="conv1_1"') == 6  # the top units, as (empty) thumbnails
+    assert '<option value="features">' in page.text  # feature maps of every layer with a page
     upload = response.headers["location"].split("=")[1]
     for url in (
         f"/api/image.png?upload={upload}",
         f"/api/heatmap.png?upload={upload}&method=gradcam&target=3",
         f"/api/heatmap.png?upload={upload}&method=saliency&filter=conv2_1:3",
         f"/api/maps.png?upload={upload}&layer=conv1_1",
+        f"/api/maps.png?upload={upload}&layer=features",  # a block's output
+        f"/api/maps.png?upload={upload}&layer=relu2_1",  # an activation
     ):
         got = client.get(url)
         assert got.status_code == 200 and got.content[:4] == b"\x89PNG", (url, got.text[:200])
@@ -299,6 +303,80 @@ def test_feeders_of_a_depthwise_filter_are_its_own_channels(tmp_path):
     ex.worker.stop()
 
 
+class _Residual(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(6, 6, 3, padding=1)
+        self.act = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.act(self.conv(x))
+
+
+def _residual_net() -> nn.Module:
+    torch.manual_seed(0)
+    net = nn.Sequential()
+    net.add_module("stem", nn.Conv2d(3, 6, 3, padding=1))
+    net.add_module("block", _Residual())
+    net.add_module("head", nn.Conv2d(6, 4, 1))
+    with torch.no_grad():  # head filter f reads channel c with weight HEAD[f, c]
+        net.head.weight.copy_(HEAD[:, :, None, None])
+    return kernelviz.set_model_meta(net.eval(), name="residual", input_size=32)
+
+
+HEAD = torch.tensor(
+    [
+        [0.1, -0.9, 0.3, 0.0, 0.5, -0.2],
+        [0.7, 0.2, -0.4, 0.6, 0.0, 0.1],
+        [-0.3, 0.5, 0.8, -0.1, 0.2, 0.0],
+        [0.0, 0.1, -0.6, 0.9, -0.3, 0.4],
+    ]
+)
+
+
+def test_block_outputs_and_activations_have_pages_linked_to_their_neighbours(tmp_path):
+    """A block's output and an activation get a layer page, filter pages and pictures like a convolution; a unit
+    links to the filter it is computed from, the filters it feeds most (by weight: known here) and, for a
+    convolution, its strongest inputs (brute force)."""
+    ex = _explorer(tmp_path, model=_residual_net())
+    client = TestClient(create_app(ex, None))
+    assert [r.name for r in ex.unit_layers()] == ["stem", "block.conv", "block.act", "block", "head"]
+    home = client.get("/").text
+    assert 'href="/layer/block"' in home and 'href="/layer/block.act"' in home and "(block)" in home
+    # what a channel is computed from, what it feeds, and a convolution's strongest inputs
+    assert ex.computed_from("block") == ex.computed_from("block.act") == "block.conv"
+    assert ex.computed_from("head") is None
+    for c in range(6):
+        expect = sorted(range(4), key=lambda f: (-abs(float(HEAD[f, c])), f))[:3]
+        assert [f for _, f, _ in ex.feeds_into("block", c, k=3)] == expect
+        assert {d for d, _, _ in ex.feeds_into("block", c)} == {"head"}
+    w = ex.model.block.conv.weight
+    norms = w[1].flatten(1).norm(dim=1)
+    assert ex.strongest_inputs("block.conv", 1, k=6) == norms.argsort(descending=True).tolist()
+    assert [d for d, _, _ in ex.feeds_into("stem", 0)] == ["block.conv"] * 6
+    assert ex.feeds_into("head", 0) == []  # the network's end
+    # the block's pages: its pictures are made like any others'
+    assert client.get("/layer/block").status_code == 200
+    assert "channel n is computed from filter n of" in client.get("/layer/block").text
+    assert client.post("/api/compute", json={"layer": "block", "filters": [2]}).status_code == 200
+    ex.worker.wait_idle(timeout=120)
+    record = ex.record("block", 2)
+    assert record is not None and record["layer"] == "block"
+    page = client.get("/filter/block/2").text
+    assert "computed from" in page and 'href="/filter/block.conv/2"' in page and "feeds most" in page
+    assert 'href="/filter/head/' in page and "/api/kernel/" not in page  # no kernel: not a convolution
+    assert 'class="thumb wait" data-layer="head"' in page and "make the 4 missing pictures" in page
+    assert client.get("/api/kernel/block/2.png").status_code == 404
+    assert client.get("/api/kernel/block.conv/2.png").status_code == 200
+    conv = client.get("/filter/block.conv/2").text
+    assert "fed most by" in conv and 'href="/filter/stem/' in conv and 'href="/filter/block/' not in conv
+    # a neighbour made since shows its picture
+    for future in ex.request_filters("head", [0]):
+        future.result(timeout=120)
+    assert '<img class="thumb" data-layer="head" data-filter="0"' in client.get("/filter/block/2").text
+    ex.worker.stop()
+
+
 def test_variants_and_dataset_examples_on_the_filter_page(served):
     """Each variant button makes its picture under <layer>/variants/ (the atlas ignores it); with --images the
     filter page shows the real images that excite the filter, cropped at its receptive field."""
@@ -315,11 +393,16 @@ def test_variants_and_dataset_examples_on_the_filter_page(served):
     assert records["diversity"]["diversity_weight"] > 0
     page = client.get("/filter/conv2_1/2").text
     assert page.count("/files/conv2_1/variants/") == 6
+    assert f"mean activation {records['pixel']['final_value']:.4g}</p>" in page  # each variant's activation
+    batch = ", ".join(f"{v:.4g}" for v in records["diversity"]["batch_final_values"])
+    assert len(records["diversity"]["batch_final_values"]) == 4 and f"mean activation {batch}</p>" in page
     assert "find the images of --images" in page
     assert client.post("/api/examples", json={"layer": "conv2_1"}).status_code == 200
     ex.worker.wait_idle(timeout=300)
     page = client.get("/filter/conv2_1/2").text
     assert page.count('alt="example"') == 3 * 3 and "synthesized / best natural max" in page  # top, mean, bottom
+    best = ex.examples("conv2_1")["filters"]["2"][0]["value"]
+    assert page.count("<figcaption>") == 9 and f"<figcaption>{best:.3g}</figcaption>" in page  # values shown
     assert "highest mean activation" in page and "most negative" in page
     crop = page.split('alt="example"')[0].rsplit('src="', 1)[1].split('"')[0]
     assert client.get(crop).status_code == 200

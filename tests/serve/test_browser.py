@@ -35,14 +35,31 @@ def test_the_whole_tour_in_chromium(tmp_path):
     from ..nets import tiny_vgg
 
     settings = kernelviz.DEFAULTS.with_(steps=8, size=32)
-    explorer = Explorer(tiny_vgg(), tmp_path / "atlas" / "tiny_vgg", settings=settings)
+    root = tmp_path / "atlas" / "tiny_vgg"
+    explorer = Explorer(tiny_vgg(), root, settings=settings)
     photo = tmp_path / "photo.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(photo)
-    with tour.running(create_app(explorer, "tok")) as base:
-        seen = tour.tour(base, "tok", "conv2_1", photo, timeout_s=120)
+    token, port = "a-fixed-token-for-notes", tour.free_port()  # as `kernelviz serve --token ... --port ...`
+    with tour.running(create_app(explorer, token), port) as base:
+        seen = tour.tour(base, token, "conv2_1", photo, timeout_s=120, block="features")
     explorer.worker.stop()
     assert seen["console_errors"] == []
-    assert set(seen["pages"]) == {"model", "layer", "filter", "image"}
+    assert set(seen["pages"]) == {"model", "layer", "filter", "block", "block_filter", "image"}
+    # a block output: its layer page filled with pictures, its filter page linked to what it comes from
+    assert seen["pages"]["block"]["images"] >= 32 and "features" in seen["pages"]["block"]["title"]
+    assert sorted(explorer.done("features")) == list(range(32))
+    assert "computed from" in seen["block_filter_text"] and "conv3_2 filter 0" in seen["block_filter_text"]
+    # a restart with the same token: URLs saved before open again, in a browser that has no cookie
+    saved = [f"{base}/?token={token}", f"{seen['pages']['filter']['url']}?token={token}", seen["reopened"]["url"]]
+    restarted = Explorer(tiny_vgg(), root, settings=settings)
+    with tour.running(create_app(restarted, token), port) as again:
+        assert again == base
+        back = tour.reopen([*saved[:2], f"{saved[2]}&token={token}"])
+        wrong = tour.reopen([f"{base}/?token=another-token-entirely"])
+    restarted.worker.stop()
+    assert back["console_errors"] == [] and [p["status"] for p in back["pages"]] == [200, 200, 200]
+    assert "filter 3" in back["pages"][1]["title"] and back["pages"][1]["images"] >= 2  # the picture kept on disk
+    assert wrong["pages"][0]["status"] == 403
     assert seen["pages"]["layer"]["images"] >= 16  # every thumbnail of conv2_1 arrived and loaded
     assert seen["pages"]["filter"]["images"] >= 2  # the picture and its kernel
     assert "filter 3" in seen["pages"]["filter"]["title"]

@@ -74,10 +74,23 @@
     }
   }
 
+  // A small picture of a unit that was not made when the page was drawn, once its "done" event arrives.
+  function showThumb(e) {
+    Array.prototype.forEach.call(document.querySelectorAll("div.thumb[data-filter]"), function (slot) {
+      if (slot.getAttribute("data-layer") !== e.layer || parseInt(slot.getAttribute("data-filter"), 10) !== e.filter) return;
+      var img = document.createElement("img");
+      img.className = "thumb";
+      img.src = withToken(e.src);
+      img.alt = e.layer + " " + e.filter;
+      slot.replaceWith(img);
+    });
+  }
+
   // A filter page: variant buttons and the dataset-examples button.
   if (page === "filter") {
     var filter = parseInt(body.getAttribute("data-filter"), 10);
     events(function (e) {
+      if (e.type === "done") showThumb(e);
       if (e.layer !== layer) return;
       if (e.type === "progress" && e.variant) {
         say(e.variant + ": step " + e.step + "/" + e.steps + (e.value === null ? "" : ", objective " + e.value.toFixed(3)));
@@ -112,6 +125,21 @@
     if (ex) ex.addEventListener("click", function () {
       say("scanning the images folder...");
       post(api.examples, { layer: layer }).catch(function (err) { say(err.message, true); });
+    });
+    // Neighbours without a picture: the button queues their atlas batches; each thumbnail fills when done.
+    Array.prototype.forEach.call(document.querySelectorAll("button.neighbours"), function (b) {
+      b.addEventListener("click", function () {
+        var byLayer = {};
+        JSON.parse(b.getAttribute("data-units")).forEach(function (u) {
+          (byLayer[u[0]] = byLayer[u[0]] || []).push(u[1]);
+        });
+        b.disabled = true;
+        Object.keys(byLayer).forEach(function (name) {
+          post(api.compute, { layer: name, filters: byLayer[name] })
+            .then(function (j) { say("queued " + j.batches + " batch(es) for " + name); })
+            .catch(function (err) { say(err.message, true); });
+        });
+      });
     });
     var missingSelf = body.getAttribute("data-self-missing") === "1";
     if (missingSelf) post(api.compute, { layer: layer, filters: [filter] }).catch(function (err) { say(err.message, true); });
