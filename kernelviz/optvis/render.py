@@ -220,7 +220,8 @@ def visualize(
         redirect_steps: during the first steps, ReLU gradients are redirected
             for images whose gradient is blocked entirely (dead units).
         channels_last: feed the network channels-last tensors (faster convolutions; same values).
-        progress: called as ``progress(step, value)`` every few steps.
+        progress: called as ``progress(step, value)`` every few steps; it may raise :class:`StopOptimization` to
+            stop there.
 
     Returns:
         A :class:`VisResult`. Ctrl-C stops early and returns what was reached
@@ -422,9 +423,14 @@ def _climb(
                 _check_finite(history, step)
                 if progress is not None:
                     progress(step + 1, float(values.detach().mean()))
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, StopOptimization):
         return history, True
     return history, False
+
+
+class StopOptimization(Exception):  # noqa: N818 (a signal, not an error)
+    """Raised by a ``progress`` callback to stop the optimization at that step, as Ctrl-C does: the result is
+    returned with ``interrupted=True`` (the explorer's worker stops a batch that a newer page outranks)."""
 
 
 def filter_seed(seed: int, index: int) -> int:

@@ -35,12 +35,13 @@ from ..files.images import IMAGE_SUFFIXES, image_files, load_image
 from ..files.write import save_figure, save_json, save_png
 from ..jobs.inspect import LayerTable, layer_table
 from ..optvis.batch import auto_batch_size
+from ..optvis.render import StopOptimization
 from ..optvis.settings import DEFAULTS, OptimSettings
 from ..sets.atlas import write_examples, write_filters
 from ..sets.folder import AtlasFolder, atlas_settings
 from .urls import PAGES
 from .urls import path as url_path
-from .worker import Emit, Worker
+from .worker import Emit, Preempted, Worker
 
 __all__ = ["MAX_UPLOAD", "VARIANTS", "Explorer"]
 
@@ -191,13 +192,16 @@ class Explorer:
                 emit(
                     {"type": "progress", "layer": layer, "filters": group, "step": step, "steps": total, "value": value}
                 )
+                if self.worker.outranked():  # a newer page waits: give way to it, and come back after
+                    raise StopOptimization
 
             emit({"type": "progress", "layer": layer, "filters": group, "step": 0, "steps": total, "value": None})
             written, stopped = write_filters(
                 self.model, self.root, layer, group, self.optim, skip=kept, progress=progress
             )
-            if stopped:  # interrupted: nothing was written
-                return 0
+            if stopped:  # nothing was written; the batch runs again once the newer requests are served
+                emit({"type": "paused", "layer": layer, "filters": group})
+                raise Preempted
             for n in group:  # the records just written, not read back; those kept from before are read
                 record = written[n] if n in written else self.folder.written_record(layer, n)
                 emit(

@@ -62,6 +62,7 @@ def model_page(ex: Explorer, token: str = "") -> str:
     outputs link to their pages."""
     table = ex.table
     explorable = {r.name for r in ex.unit_layers()}
+    paths = table.aliased  # a module column only where some name is not its path (VGG's conv3_2)
     conceptual = {r.name for r in ex.concept_layers()}
     rows = []
     for r in table.rows:
@@ -76,7 +77,8 @@ def model_page(ex: Explorer, token: str = "") -> str:
         done = len(ex.done(r.name)) if r.name in explorable else None
         kind = " <span class=small>(block)</span>" if r.kind == "block" else ""
         rows.append(
-            f"<tr><td>{name}</td><td><code>{text(r.path)}</code></td><td>{text(r.type)}{kind}</td>"
+            f"<tr><td>{name}</td>{f'<td><code>{text(r.path)}</code></td>' if paths else ''}"
+            f"<td>{text(r.type)}{kind}</td>"
             f"<td>{'x'.join(map(str, r.shape))}</td><td>{r.channels}</td>"
             f"<td>{text(field_text(r.receptive_field, table.size))}</td>"
             f"<td>{'' if done is None else f'{done}/{r.channels}'}</td></tr>"
@@ -87,7 +89,8 @@ def model_page(ex: Explorer, token: str = "") -> str:
         "only "
         "layers with trainable weights count). RF = receptive field in input pixels. Filter pictures are kept in "
         f"<code>{text(ex.root)}</code> (an atlas folder).</p>"
-        "<table><tr><th>layer</th><th>module</th><th>type</th><th>output</th><th>channels</th><th>RF</th>"
+        f"<table><tr><th>layer</th>{'<th>module</th>' if paths else ''}"
+        "<th>type</th><th>output</th><th>channels</th><th>RF</th>"
         "<th>pictures</th></tr>" + "".join(rows) + "</table>"
     )
     return _page(ex, f"{table.model}: layers", body, {"page": "model"}, token)

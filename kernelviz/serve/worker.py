@@ -4,7 +4,9 @@ Requests become tasks on one queue, run one at a time on one thread (a model on 
 between threads). A task is known by a key: asking for a key that is queued or running returns the same
 future, so a unit asked for by two tabs is computed once. The queue serves the newest request first (its tasks
 in the order asked): the page a user opens now goes before the pages they left, whose tasks wait behind it and
-run once nothing newer is asked (what they finished is kept); asking again for a queued task moves it up.
+run once nothing newer is asked (what they finished is kept); asking again for a queued task moves it up. A
+long task can give way: it checks :meth:`Worker.outranked` as it goes and raises :class:`Preempted`, and it
+goes back to the queue at its own request's place, to run again once nothing newer waits.
 While a task runs it reports events (progress, a filter done, an error) to every subscriber: the server turns
 them into server-sent events.
 """
@@ -23,10 +25,14 @@ from typing import Any
 
 from ..errors import KernelvizError
 
-__all__ = ["Emit", "Worker"]
+__all__ = ["Emit", "Preempted", "Worker"]
 
 Emit = Callable[[dict[str, Any]], None]
 _LOG = logging.getLogger("kernelviz.serve")
+
+
+class Preempted(Exception):  # noqa: N818 (a signal, not an error)
+    """Raised by a task that stopped because a newer request waits (:meth:`Worker.outranked`): it is queued again."""
 
 
 @dataclass
@@ -34,6 +40,7 @@ class _Task:
     key: Hashable
     run: Callable[[Emit], Any]
     future: Future
+    request: int = 0
 
 
 class Worker:
@@ -53,7 +60,9 @@ class Worker:
         self._pending: dict[Hashable, Future] = {}
         self._tasks: dict[Hashable, _Task] = {}
         self._listeners: list[Emit] = []
+        self._running = 0  # the request of the task running now (0: none)
         self.runs: Counter[Hashable] = Counter()
+        self.preemptions: Counter[Hashable] = Counter()
         self._thread = threading.Thread(target=self._loop, name="kernelviz-worker", daemon=True)
         self._thread.start()
 
@@ -78,11 +87,17 @@ class Worker:
                 return self._pending[key]
             future: Future = Future()
             self._pending[key] = future
-            self._queue(_Task(key, run, future), request)
+            self._queue(_Task(key, run, future, request), request)
             return future
+
+    def outranked(self) -> bool:
+        """Whether a task of a newer request than the running one's waits (the running task may give way)."""
+        with self._lock:
+            return any(request > self._running for request, _ in self._rank.values())
 
     def _queue(self, task: _Task, request: int) -> None:
         order = next(self._order)
+        task.request = request
         self._rank[task.key] = (request, order)
         self._tasks[task.key] = task
         heapq.heappush(self._heap, (-request, order, task))
@@ -147,8 +162,14 @@ class Worker:
             if task is None:
                 return
             self.runs[task.key] += 1
+            self._running = task.request
             try:
                 task.future.set_result(task.run(self.emit))
+            except Preempted:  # back to the queue at its own place; its future stays pending
+                self.preemptions[task.key] += 1
+                with self._lock:
+                    self._queue(task, task.request)
+                continue
             except KernelvizError as err:
                 self.emit({"type": "error", "key": str(task.key), "message": str(err)})
                 task.future.set_exception(err)
@@ -158,5 +179,6 @@ class Worker:
                 self.emit({"type": "error", "key": str(task.key), "message": message})
                 task.future.set_exception(KernelvizError(message))
             finally:
-                with self._lock:
-                    self._pending.pop(task.key, None)
+                self._running = 0
+            with self._lock:
+                self._pending.pop(task.key, None)

@@ -552,7 +552,7 @@ def test_the_image_page_url_keeps_the_views_choices(served):
 
 def test_the_newest_request_runs_first_and_a_page_left_waits_behind_it():
     """Tasks of the newest request run before older ones, each request's in the order asked; asking again for a
-    queued task moves it up; the running task is never interrupted, and every task still runs once."""
+    queued task moves it up; a running task that does not give way is not interrupted, and every task runs once."""
     import threading
 
     from kernelviz.serve.worker import Worker
@@ -583,3 +583,37 @@ def test_the_newest_request_runs_first_and_a_page_left_waits_behind_it():
     worker.stop()
     assert ran == ["running", "later", "layer batch 2", "filter", "layer batch 0", "layer batch 1"]
     assert all(count == 1 for count in worker.runs.values())
+
+
+def test_a_batch_gives_way_to_a_newer_page_and_runs_again_to_the_same_pictures(tmp_path):
+    """A filter page opened while a layer page's batch runs: the batch stops at its next progress step, the filter
+    page's batch runs, then the left batch runs again from its start, to pictures equal to those of a run that was
+    never stopped (each filter's start depends on its index only)."""
+    import threading
+
+    slow = {"steps": 400, "size": 32, "batch_size": 8}
+
+    def explorer(folder):
+        settings = kernelviz.OptimSettings.from_json({**kernelviz.DEFAULTS.to_json(), **slow})
+        return Explorer(tiny_vgg(), tmp_path / folder / "tiny_vgg", settings=settings)
+
+    ex, running = explorer("left"), threading.Event()
+    ex.worker.subscribe(lambda e: running.set() if e["type"] == "progress" and e.get("step") else None)
+    finished = []
+    (left,) = ex.request_filters("conv2_1", [0])  # the layer page's first batch: filters 0-7
+    left.add_done_callback(lambda f: finished.append("left"))
+    assert running.wait(60)
+    (opened,) = ex.request_filters("conv3_1", [5])  # then a filter page of another layer
+    opened.add_done_callback(lambda f: finished.append("opened"))
+    left.result(timeout=300)
+    assert finished == ["opened", "left"] and ex.worker.preemptions[("batch", "conv2_1", 0)] == 1
+    assert ex.worker.preemptions[("batch", "conv3_1", 0)] == 0
+    ex.worker.stop()
+    never = explorer("never")
+    for future in never.request_filters("conv2_1", [0]):
+        future.result(timeout=300)
+    never.worker.stop()
+    for n in range(8):
+        a, b = ex.record("conv2_1", n), never.record("conv2_1", n)
+        assert a["final_value"] == b["final_value"] and a["curve"] == b["curve"]
+        assert ex.folder.picture("conv2_1", n).read_bytes() == never.folder.picture("conv2_1", n).read_bytes()
