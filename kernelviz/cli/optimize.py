@@ -30,7 +30,12 @@ __all__ = ["atlas_cmd", "examples_cmd", "filter_cmd", "grid_cmd"]
     "init_image",
     type=click.Path(path_type=Path),
     default=None,
-    help="Start from this image instead of noise (feature accentuation).",
+    help="Start from this image instead of noise (kernelviz accentuate keeps the picture close to it too).",
+)
+@click.option(
+    "--negative",
+    is_flag=True,
+    help="Minimize instead: the picture each filter responds to least (most inhibiting); the record says so.",
 )
 @model_options
 @errors_to_click
@@ -40,6 +45,7 @@ def filter_cmd(
     filters: tuple[str, ...],
     output: Path | None,
     init_image: Path | None,
+    negative: bool,
     source: ModelSource,
     settings: OptimSettings,
 ) -> None:
@@ -58,7 +64,7 @@ def filter_cmd(
     net = source.load(model)
     with Progress(settings.steps, f"{layer} ({len(indices)} filters)") as bar:
         report = synthesize_filters(
-            net, layer, indices, settings, output=output, init=init_image, progress=bar, log=LOG
+            net, layer, indices, settings, output=output, init=init_image, progress=bar, log=LOG, negative=negative
         )
     if report.interrupted:
         click.echo("interrupted: the images written hold the state reached", err=True)
@@ -83,6 +89,11 @@ def filter_cmd(
     help="Also write each filter's PNG and JSON sidecar into this folder.",
 )
 @click.option("--cols", type=click.IntRange(min=1), default=None, help="Tiles per row [default: about square].")
+@click.option(
+    "--negative",
+    is_flag=True,
+    help="Minimize instead: the picture each filter responds to least (most inhibiting); the record says so.",
+)
 @optimize_options
 @model_options
 @errors_to_click
@@ -93,6 +104,7 @@ def grid_cmd(
     output: Path | None,
     individual: Path | None,
     cols: int | None,
+    negative: bool,
     source: ModelSource,
     settings: OptimSettings,
 ) -> None:
@@ -105,7 +117,16 @@ def grid_cmd(
     count = "all" if indices is None else len(indices)
     with Progress(settings.steps, f"{layer} ({count} filters)") as bar:
         report = grid_sheet(
-            net, layer, indices, settings, output=output, individual=individual, cols=cols, progress=bar, log=LOG
+            net,
+            layer,
+            indices,
+            settings,
+            output=output,
+            individual=individual,
+            cols=cols,
+            progress=bar,
+            log=LOG,
+            negative=negative,
         )
     if report.interrupted:
         sys.exit(130)

@@ -34,15 +34,16 @@ __all__ = ["ExamplesReport", "GridReport", "dataset_examples", "grid_sheet", "sy
 Progress = Callable[[int, float], None]
 
 
-def _filter_stem(model: nn.Module, layer: str, n: int) -> str:
-    return f"{model_slug(model_meta(model).name)}_{layer}_{n:04d}"
+def _filter_stem(model: nn.Module, layer: str, n: int, negative: bool = False) -> str:
+    return f"{model_slug(model_meta(model).name)}_{layer}_{n:04d}{'_negative' if negative else ''}"
 
 
 def _saver(result: VisResult, i: int, meta: ModelMeta, layer: str, n: int) -> Callable[[Path], Path]:
     """Writes image ``i`` of ``result`` (filter ``n`` of ``layer``) and its record to a given path."""
+    objective = f"{'-' if result.extra.get('negative') else ''}channel({layer}:{n})"
 
     def save(path: Path) -> Path:
-        return result.save(path, i, meta, layer=layer, filter=n, objective=f"channel({layer}:{n})")
+        return result.save(path, i, meta, layer=layer, filter=n, objective=objective)
 
     return save
 
@@ -75,6 +76,7 @@ def synthesize_filters(
     init: str | os.PathLike | None = None,
     progress: Progress | None = None,
     log: Log = QUIET,
+    negative: bool = False,
 ) -> GridReport:
     """The picture of each filter of ``layer``: a PNG and its JSON record per filter.
 
@@ -87,6 +89,8 @@ def synthesize_filters(
         init: an image file to start from instead of noise.
         progress: called as ``progress(step, objective)`` during each batch.
         log: where to report written files and dead units.
+        negative: the picture each filter responds to least (default name ``..._NNNN_negative.png``; the record
+            says ``"negative": true`` and its ``final_value`` is the mean activation reached).
     """
     meta = model_meta(model)
     settings = settings.for_model(meta.input_size)
@@ -94,7 +98,7 @@ def synthesize_filters(
     indices = list(filters)
     check_filters(model, layer, indices, side)  # a bad name or index fails before any work
     start = load_image(init, side) if init is not None else None
-    paths = output_paths(output, [_filter_stem(model, layer, n) for n in indices])
+    paths = output_paths(output, [_filter_stem(model, layer, n, negative) for n in indices])
     check_writable(paths)
     where = dict(zip(indices, paths, strict=True))
 
@@ -102,9 +106,10 @@ def synthesize_filters(
         for i, n in enumerate(group):
             _saver(result, i, meta, layer, n)(where[n])
             log.info(f"wrote {where[n]} (final mean activation {float(result.final[i]):.4g})")
-            _warn_dead(log, result, i, layer, n)
+            if not negative:
+                _warn_dead(log, result, i, layer, n)
 
-    grid = layer_grid(model, layer, indices, settings, on_batch=save, init=start, progress=progress)
+    grid = layer_grid(model, layer, indices, settings, on_batch=save, init=start, progress=progress, negative=negative)
     return GridReport(paths, grid)
 
 
@@ -119,13 +124,15 @@ def grid_sheet(
     cols: int | None = None,
     progress: Progress | None = None,
     log: Log = QUIET,
+    negative: bool = False,
 ) -> GridReport:
     """Every requested filter of ``layer`` (default: all) on one labelled contact sheet, with its JSON.
 
     Args:
-        output: the sheet's PNG; default ``./MODEL_LAYER_grid.png``.
+        output: the sheet's PNG; default ``./MODEL_LAYER_grid.png`` (``_grid_negative.png`` with ``negative``).
         individual: also write each filter's PNG and JSON record into this folder.
         cols: tiles per row; default about square.
+        negative: the pictures the filters respond to least (minimized; the sheet and records say so).
     """
     from ..plot.grid import plot_grid
 
@@ -133,23 +140,26 @@ def grid_sheet(
     settings = settings.for_model(meta.input_size)
     side = int(settings.size or 0)
     indices = choose_filters(model, layer, filters, side)
-    path = output_paths(output, [f"{model_slug(meta.name)}_{layer}_grid"])[0]
-    singles = [individual / f"{_filter_stem(model, layer, n)}.png" for n in indices] if individual else []
+    path = output_paths(output, [f"{model_slug(meta.name)}_{layer}_grid{'_negative' if negative else ''}"])[0]
+    single = {n: f"{_filter_stem(model, layer, n, negative)}.png" for n in indices}
+    singles = [individual / single[n] for n in indices] if individual else []
     check_writable([path, *singles])
 
     def save(group: list[int], result: VisResult) -> None:
         for i, n in enumerate(group):
             if individual is not None:
-                _saver(result, i, meta, layer, n)(individual / f"{_filter_stem(model, layer, n)}.png")
-            _warn_dead(log, result, i, layer, n)
+                _saver(result, i, meta, layer, n)(individual / single[n])
+            if not negative:
+                _warn_dead(log, result, i, layer, n)
 
-    grid = layer_grid(model, layer, indices, settings, on_batch=save, progress=progress)
+    grid = layer_grid(model, layer, indices, settings, on_batch=save, progress=progress, negative=negative)
     labels = [
         f"{n}{' (dead)' if d else ''}\n{float(v):.3g}"
         for n, v, d in zip(grid.filters, grid.final, grid.dead, strict=True)
     ]
     title = (
-        f"{meta.name} ({meta.weights}) {layer}: mean activation under each filter; "
+        f"{meta.name} ({meta.weights}) {layer}: "
+        f"{'NEGATIVE (minimized) pictures; ' if negative else ''}mean activation under each filter; "
         f"{settings.param} image, {settings.steps} steps, lr {settings.lr}, {side} px, "
         f"transforms {settings.transforms or 'none'}, seed {settings.seed}"
     )
@@ -161,6 +171,7 @@ def grid_sheet(
         dead_units=[n for n, d in zip(grid.filters, grid.dead, strict=True) if d],
         settings=grid.settings,
         interrupted=grid.interrupted,
+        negative=negative,
     )
     fig = plot_grid(grid.images, labels, title=title, cols=cols)
     write_each(partial(save_figure, fig, path), partial(save_json, record, path.with_suffix(".json")))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -78,6 +78,7 @@ def layer_grid(
     settings: OptimSettings | None = None,
     *,
     on_batch: Callable[[list[int], VisResult], None] | None = None,
+    negative: bool = False,
     **kwargs: Any,
 ) -> GridResult:
     """Synthesize the image of each filter of ``layer``, several filters per optimization.
@@ -92,6 +93,9 @@ def layer_grid(
         settings: the optimization settings (default :data:`~kernelviz.optvis.settings.DEFAULTS`);
             ``batch_size`` is the number of filters per optimization (default: :func:`auto_batch_size`).
         on_batch: called after each batch with its filters and result (save as you go).
+        negative: minimize instead: the picture each filter responds to least (most negative mean activation).
+            ``final`` and ``history`` are then the mean activation itself (minus the objective maximized), and each
+            result's record says ``"negative": true``.
         **kwargs: settings to change (``steps=64``, ``batch_size=4``...) and other arguments of
             :func:`~kernelviz.visualize` (``init``, ``progress``, ``mean``, ``std``...).
 
@@ -111,14 +115,19 @@ def layer_grid(
     interrupted = False
     for start in range(0, len(filters), chunk):
         group = filters[start : start + chunk]
+        unit = channel(layer, group if len(group) > 1 else group[0])
         result = visualize(
             model,
-            channel(layer, group if len(group) > 1 else group[0]),
+            -unit if negative else unit,
             batch=len(group),
             image_seeds=[filter_seed(settings.seed, n) for n in group],
             **settings.visualize_kwargs(),
             **kwargs,
         )
+        if negative:  # report the activation reached, not the objective maximized
+            result = replace(
+                result, final=-result.final, history=-result.history, extra={**result.extra, "negative": True}
+            )
         results.append(result)
         where.extend((len(results) - 1, i) for i in range(len(group)))
         images.append(result.images)

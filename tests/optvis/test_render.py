@@ -49,6 +49,29 @@ def test_linear_unit_optimum_is_sign_pattern_of_weights():
     torch.testing.assert_close(result.final[0], conv.weight.clamp(min=0).sum() + conv.bias[0])
 
 
+def test_negative_picture_of_a_linear_unit_is_its_inverted_sign_pattern(tmp_path):
+    """--negative minimizes: over the [0, 1] pixel box, w·x + b is smallest at x = 1 where w < 0 and 0 where w > 0;
+    the record says it is negative and gives the activation reached (sum of the negative weights + b)."""
+    import json
+
+    from kernelviz.jobs.optimize import synthesize_filters
+
+    torch.manual_seed(4)
+    net = kernelviz.set_model_meta(nn.Sequential(nn.Conv2d(3, 2, 16)), name="linear", input_size=16)
+    settings = kernelviz.DEFAULTS.with_(steps=60, size=16, param="pixel", transforms=None)
+    report = synthesize_filters(net, "0", [0, 1], settings, output=tmp_path, negative=True)
+    weight, bias = net[0].weight.detach(), net[0].bias.detach()
+    for n, path in zip((0, 1), report.paths, strict=True):
+        assert path.name == f"linear_0_{n:04d}_negative.png"
+        assert torch.equal(report.grid.images[n], (weight[n] < 0).float())
+        record = json.loads(path.with_suffix(".json").read_text())
+        assert record["negative"] is True and record["objective"] == f"-channel(0:{n})"
+        expected = float(weight[n].clamp(max=0).sum() + bias[n])
+        assert record["final_value"] == pytest.approx(expected, abs=1e-4) and record["curve"][-1] < 0
+    positive = kernelviz.layer_grid(net, "0", [0], settings)
+    assert torch.equal(positive.images[0], (weight[0] > 0).float())  # the other way round
+
+
 @pytest.mark.calibrated
 @pytest.mark.parametrize(("pattern", "detail", "low", "high"), [
     ("checkerboard", 1.0, 0.25, 1.0),  # every pixel free: the one-pixel pattern forms
