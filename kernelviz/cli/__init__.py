@@ -17,6 +17,7 @@ matplotlib.use("Agg")  # files only: the CLI never opens a window
 from .concepts import concepts_cmd
 from .inspect import heatmap_cmd, layers_cmd, maps_cmd, weights_cmd
 from .optimize import atlas_cmd, examples_cmd, filter_cmd, grid_cmd
+from .photo import accentuate_cmd, caricature_cmd, dream_cmd
 from .serve import serve_cmd
 
 __all__ = ["main"]
@@ -39,6 +40,9 @@ for _command in (
     atlas_cmd,
     examples_cmd,
     concepts_cmd,
+    caricature_cmd,
+    dream_cmd,
+    accentuate_cmd,
     maps_cmd,
     heatmap_cmd,
     weights_cmd,

@@ -184,6 +184,17 @@ def optimize_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def given_settings(settings: OptimSettings) -> dict[str, Any]:
+    """The optimization settings the user gave on the command line (not left at their defaults), by name: a command
+    with other defaults (``serve --quick``, ``dream``) applies them over its own."""
+    ctx = click.get_current_context()
+    return {
+        n: getattr(settings, n)
+        for n in OptimSettings.names()
+        if ctx.get_parameter_source(n) not in (None, click.core.ParameterSource.DEFAULT)
+    }
+
+
 #: ``--workers``: a dataset job's data-loading processes.
 workers_option = click.option(
     "--workers",

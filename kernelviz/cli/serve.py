@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from ..optvis.settings import QUICK, OptimSettings
-from .options import ModelSource, errors_to_click, model_options, optimize_options
+from .options import ModelSource, errors_to_click, given_settings, model_options, optimize_options
 
 __all__ = ["serve_cmd"]
 
@@ -72,12 +72,7 @@ def serve_cmd(
     if token is not None and len(token) < 16:
         raise click.BadParameter("a token must hold at least 16 characters (a guessable token protects nothing)",
                                  param_hint="--token")  # fmt: skip
-    ctx = click.get_current_context()
-    given = {
-        n: getattr(settings, n)
-        for n in OptimSettings.names()
-        if ctx.get_parameter_source(n) not in (None, click.core.ParameterSource.DEFAULT)
-    }
+    given = given_settings(settings)
     chosen = QUICK.with_(**given) if quick else settings if given else None
     serve(
         source.load(model),

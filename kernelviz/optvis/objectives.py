@@ -25,14 +25,17 @@ __all__ = [
     "INPUT",
     "Objective",
     "as_objective",
+    "caricature",
     "channel",
     "class_logit",
     "class_logprob",
+    "deepdream",
     "direction",
     "diversity",
     "l1",
     "l2",
     "neuron",
+    "proximity",
     "total_variation",
 ]
 
@@ -287,6 +290,75 @@ def diversity(layer: str) -> Objective:
         return -(sim.sum(1) - sim.diagonal()) / (b - 1)
 
     return Objective(fn, f"diversity({layer})", {layer: None})
+
+
+def _matched(target: torch.Tensor, a: torch.Tensor, layer: str) -> torch.Tensor:
+    """``target`` ``(C, ...)`` on ``a``'s device, resized to ``a``'s spatial size ``(B, C, h, w)`` when the rendered
+    image's map differs from the photo's (a random rescale of the transforms), as ``(1, C, h, w)``."""
+    t = target.to(a.device, a.dtype)[None]
+    if t.shape[1] != a.shape[1]:
+        raise KernelvizError(f"the target has {t.shape[1]} channels but {layer!r} has {a.shape[1]}")
+    if t.dim() == 4 and t.shape[-2:] != a.shape[-2:]:
+        t = F.interpolate(t, size=a.shape[-2:], mode="bilinear", align_corners=False)
+    return t
+
+
+def caricature(layer: str, target: torch.Tensor, power: float = 1.0) -> Objective:
+    """Match a photo's activation at ``layer`` as a whole: ``<a, t> / |t| x cos(a, t)^power`` over the flattened map.
+
+    The picture shows what the layer keeps of the photo: its activations point the photo's way and are as strong
+    (Lucid's caricature recipe: a dot product times a power of the cosine).
+
+    Args:
+        target: the photo's activation at ``layer``, ``(C, H, W)`` (or ``(C,)``); resized to the rendered map.
+        power: the cosine's exponent (the cosine floored at 0.1); 0 is the plain dot product.
+    """
+    t0 = torch.as_tensor(target, dtype=torch.float32).detach()
+    if not torch.isfinite(t0).all() or float(t0.norm()) == 0:
+        raise KernelvizError("the caricature's target activation must be finite and not all zero")
+
+    def fn(acts: Acts) -> torch.Tensor:
+        a = acts[layer]
+        t = _matched(t0, a, layer).expand_as(a)
+        flat_a, flat_t = a.flatten(1), t.flatten(1)
+        dot = (flat_a * flat_t).sum(1) / flat_t.norm(dim=1)
+        if not power:
+            return dot
+        cos = dot / flat_a.norm(dim=1).clamp(min=1e-8)
+        return dot * cos.clamp(min=0.1) ** power
+
+    return Objective(fn, f"caricature({layer}, cos^{power:g})", {layer: None})
+
+
+def deepdream(layer: str) -> Objective:
+    """The layer's activation energy: the mean square of all its activations (DeepDream's objective: whatever the
+    layer sees in the image, it is made stronger)."""
+
+    def fn(acts: Acts) -> torch.Tensor:
+        return (acts[layer].float() ** 2).flatten(1).mean(1)
+
+    return Objective(fn, f"deepdream({layer})", {layer: None})
+
+
+def proximity(layer: str, target: torch.Tensor) -> Objective:
+    """How close ``layer``'s activation stays to a photo's: minus the mean squared difference over the photo's mean
+    square (0 at the photo, -1 as far as an all-zero activation). Add it with a weight to keep a picture near a photo
+    (feature accentuation).
+
+    Args:
+        target: the photo's activation at ``layer``, ``(C, H, W)``; resized to the rendered map.
+    """
+    t0 = torch.as_tensor(target, dtype=torch.float32).detach()
+    scale = float((t0**2).mean())
+    if not torch.isfinite(t0).all() or scale == 0:
+        raise KernelvizError("the proximity target must be finite and not all zero")
+
+    def fn(acts: Acts) -> torch.Tensor:
+        a = acts[layer]
+        t = _matched(t0, a, layer)
+        return -((a.float() - t.float()) ** 2).flatten(1).mean(1) / scale
+
+    return Objective(fn, f"proximity({layer})", {layer: None})
 
 
 def _image_penalty(name: str, per_pixel: Callable[[torch.Tensor], torch.Tensor]) -> Objective:

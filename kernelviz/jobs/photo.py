@@ -1,0 +1,84 @@
+"""Jobs that make pictures seeded by a photo (:mod:`kernelviz.optvis.photo`) and write them with their records."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from torch import nn
+
+from ..core.models import model_meta, model_slug
+from ..files.images import load_image
+from ..optvis.photo import accentuate, caricature_of, dream, photo_activation
+from ..optvis.render import VisResult
+from ..optvis.settings import OptimSettings
+from .outputs import QUIET, Log, check_writable, output_paths
+
+__all__ = ["KINDS", "photo_pictures"]
+
+#: The kinds of photo-seeded picture, each with what it shows.
+KINDS = {
+    "caricature": "what the layer keeps of the photo (from noise, matched to its activation)",
+    "dream": "the photo with what the layer sees in it made stronger (DeepDream)",
+    "accentuate": "the photo changed so that the filter responds more, kept close to it (feature accentuation)",
+}
+
+
+def photo_pictures(
+    model: nn.Module,
+    kind: str,
+    layer: str,
+    photo: Path,
+    settings: OptimSettings,
+    *,
+    filters: Sequence[int] = (),
+    output: Path | None = None,
+    power: float = 1.0,
+    reg_layer: str | None = None,
+    weight: float = 1.0,
+    progress: Callable[[int, float], None] | None = None,
+    log: Log = QUIET,
+) -> list[Path]:
+    """One picture of ``kind`` (a key of :data:`KINDS`) of ``layer`` seeded by ``photo`` (one per filter for
+    ``accentuate``), each a PNG with its JSON record: the photo, the settings, and how far the picture is from the
+    photo (``rms_from_photo``, pixels in [0, 1]) and the activation it reached against the photo's.
+    Returns the PNG paths."""
+    meta = model_meta(model)
+    side = int(settings.for_model(meta.input_size).size or meta.input_size)
+    image = load_image(photo, side)  # (3, S, S), a clear error for an unreadable file
+    stem = f"{model_slug(meta.name)}_{layer}_{photo.stem}_{kind}"
+    names = [f"{stem}_{n:04d}" for n in filters] if kind == "accentuate" else [stem]
+    paths = output_paths(output, names)
+    check_writable(paths)
+    settings = settings.with_(size=side)
+    result: VisResult
+    if kind == "caricature":
+        result = caricature_of(model, layer, image, power=power, settings=settings, progress=progress)
+    elif kind == "dream":
+        result = dream(model, layer, image, settings=settings, progress=progress)
+    else:
+        result = accentuate(model, layer, list(filters), image, reg_layer=reg_layer, weight=weight,
+                            settings=settings, progress=progress)  # fmt: skip
+    on_photo = photo_activation(model, layer, image)
+    for i, path in enumerate(paths):
+        picture = result.images[i]
+        rms = float(((picture - image) ** 2).mean().sqrt())
+        fields: dict[str, object] = {"kind": kind, "layer": layer, "photo": str(photo), "rms_from_photo": rms}
+        reached = photo_activation(model, layer, picture)
+        if kind == "accentuate":
+            n = list(filters)[i]
+            fields.update(filter=n, activation=float(reached[n].mean()), photo_activation=float(on_photo[n].mean()))
+        else:
+            cos = float((reached.flatten() @ on_photo.flatten()) / (reached.norm() * on_photo.norm()).clamp(min=1e-8))
+            fields.update(cosine_to_photo=cos)
+        result.save(path, i, meta, **fields)
+        log.info(f"wrote {path} ({_summary(fields)})")
+    return paths
+
+
+def _summary(fields: dict[str, object]) -> str:
+    rms = f"{fields['rms_from_photo']:.3f} RMS from the photo"
+    if "activation" in fields:
+        reached, start = fields["activation"], fields["photo_activation"]
+        return f"filter {fields['filter']}: mean activation {reached:.4g}, photo's {start:.4g}; {rms}"
+    return f"cosine to the photo's activation {fields['cosine_to_photo']:.3f}; {rms}"
