@@ -40,6 +40,7 @@ from .files.images import load_image
 from .optvis import objectives, params, transforms
 from .optvis.batch import GridResult, layer_grid
 from .optvis.objectives import Objective, channel, class_logit, class_logprob, direction, diversity, neuron
+from .optvis.photo import accentuate, caricature_of, dream, photo_activation
 from .optvis.render import VisResult, visualize
 from .optvis.settings import DEFAULTS, OptimSettings
 from .sets.atlas import atlas
@@ -67,6 +68,10 @@ except PackageNotFoundError:  # running from a source tree that is not installed
 
 __all__ = [
     "DEFAULTS",
+    "accentuate",
+    "caricature_of",
+    "dream",
+    "photo_activation",
     "METHODS",
     "Concepts",
     "GridResult",

@@ -17,7 +17,7 @@ import re
 import tempfile
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +58,7 @@ VARIANTS = {
     "fine": "every pixel free (detail 1, decay 1: finer texture)",
     "steps": "twice the steps",
     "diversity": "a batch of 4 pushed apart (Gram-matrix diversity)",
+    "negative": "the most inhibiting picture (minimized: what it responds to least)",
 }
 
 
@@ -352,6 +353,7 @@ class Explorer:
             "fine": base.with_(detail=1.0, decay=1.0),
             "steps": base.with_(steps=2 * base.steps),
             "diversity": base,
+            "negative": base,
         }[kind]
 
         def run(emit: Emit) -> str:
@@ -396,7 +398,11 @@ class Explorer:
                     path.with_suffix(".json"),
                 )
             else:
-                result = visualize(self.model, channel(layer, n), progress=progress, **changed.visualize_kwargs())
+                unit = -channel(layer, n) if kind == "negative" else channel(layer, n)
+                result = visualize(self.model, unit, progress=progress, **changed.visualize_kwargs())
+                if kind == "negative":  # the record gives the activation reached, as --negative does
+                    result = replace(result, final=-result.final, history=-result.history,
+                                     extra={**result.extra, "negative": True})  # fmt: skip
                 save_png(result.images[0], path)
                 save_json(result.record(0, self.meta, layer=layer, filter=n, variant=kind), path.with_suffix(".json"))
             emit({"type": "variant", "layer": layer, "filter": n, "variant": kind, "src": self.file_url(path)})

@@ -381,18 +381,20 @@ def test_variants_and_dataset_examples_on_the_filter_page(served):
     """Each variant button makes its picture under <layer>/variants/ (the atlas ignores it); with --images the
     filter page shows the real images that excite the filter, cropped at its receptive field."""
     ex, client = served
-    for kind in ("seed", "pixel", "maco", "fine", "steps", "diversity"):
+    for kind in ("seed", "pixel", "maco", "fine", "steps", "diversity", "negative"):
         assert client.post("/api/variant", json={"layer": "conv2_1", "filter": 2, "variant": kind}).status_code == 200
     ex.worker.wait_idle(timeout=300)
     made = ex.variants("conv2_1", 2)
-    assert set(made) == {"seed", "pixel", "maco", "fine", "steps", "diversity"}
+    assert set(made) == {"seed", "pixel", "maco", "fine", "steps", "diversity", "negative"}
     records = {k: json.loads(p.with_suffix(".json").read_text()) for k, p in made.items()}
     assert records["seed"]["settings"]["seed"] == ex.optim.seed + 1
     assert records["pixel"]["settings"]["param"] == "pixel" and records["steps"]["settings"]["steps"] == 8
     assert (records["fine"]["settings"]["detail"], records["fine"]["settings"]["decay"]) == (1.0, 1.0)
     assert records["diversity"]["diversity_weight"] > 0
+    negative = records["negative"]
+    assert negative["negative"] is True and negative["final_value"] < records["seed"]["final_value"]
     page = client.get("/filter/conv2_1/2").text
-    assert page.count("/files/conv2_1/variants/") == 6
+    assert page.count("/files/conv2_1/variants/") == 7
     assert f"mean activation {records['pixel']['final_value']:.4g}</p>" in page  # each variant's activation
     batch = ", ".join(f"{v:.4g}" for v in records["diversity"]["batch_final_values"])
     assert len(records["diversity"]["batch_final_values"]) == 4 and f"mean activation {batch}</p>" in page
