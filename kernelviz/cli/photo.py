@@ -6,8 +6,7 @@ from pathlib import Path
 
 import click
 
-from ..optvis.photo import ACCENT_WEIGHT, ACCENTUATE, DREAM
-from ..optvis.settings import DEFAULTS, OptimSettings
+from ..optvis.settings import ACCENT_WEIGHT, ACCENTUATE, DEFAULTS, DREAM, OptimSettings
 from .options import LOG, ModelSource, Progress, errors_to_click, given_settings, model_options, optimize_options
 
 __all__ = ["accentuate_cmd", "caricature_cmd", "dream_cmd"]

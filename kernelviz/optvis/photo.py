@@ -20,7 +20,7 @@ from ..core.models import model_device, model_meta
 from ..errors import KernelvizError
 from .objectives import caricature, channel, deepdream, proximity
 from .render import VisResult, filter_seed, visualize
-from .settings import DEFAULTS, OptimSettings
+from .settings import ACCENT_WEIGHT, ACCENTUATE, DEFAULTS, DREAM, OptimSettings
 
 __all__ = [
     "ACCENTUATE",
@@ -31,13 +31,6 @@ __all__ = [
     "dream",
     "photo_activation",
 ]
-
-#: Settings of a DeepDream: from the photo, few steps, a small learning rate (the photo stays recognizable).
-DREAM = DEFAULTS.with_(steps=48, lr=0.02)
-#: Settings of a feature accentuation: from the photo, few steps (Hamblin et al. take tens of steps).
-ACCENTUATE = DEFAULTS.with_(steps=64, lr=0.02)
-#: Weight of the proximity term of an accentuation (in units of the unit's own activation on the photo).
-ACCENT_WEIGHT = 1.0
 
 Progress = Callable[[int, float], None]
 

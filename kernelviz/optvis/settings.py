@@ -15,7 +15,17 @@ import torch
 
 from ..errors import KernelvizError, unknown_choice
 
-__all__ = ["DEFAULTS", "PARAM_NAMES", "PRECISIONS", "QUICK", "TRANSFORM_NAMES", "OptimSettings"]
+__all__ = [
+    "ACCENTUATE",
+    "ACCENT_WEIGHT",
+    "DEFAULTS",
+    "DREAM",
+    "PARAM_NAMES",
+    "PRECISIONS",
+    "QUICK",
+    "TRANSFORM_NAMES",
+    "OptimSettings",
+]
 
 #: Image parameterizations by name (see :mod:`kernelviz.optvis.params`).
 PARAM_NAMES = ("fourier", "pixel", "maco")
@@ -138,3 +148,11 @@ DEFAULTS = OptimSettings()
 #: Previews: a third of the steps at 128 px (``kernelviz serve --quick``): on EfficientNet-Lite0 and 2 cores a
 #: layer page's first 8 pictures in 7.6 s instead of 64.4 s (benchmarks/README.md, "The explorer's speed").
 QUICK = DEFAULTS.with_(steps=64, size=128)
+#: Settings of a DeepDream (:func:`~kernelviz.dream`): from the photo, few steps, a small learning rate (the photo
+#: stays recognizable).
+DREAM = DEFAULTS.with_(steps=48, lr=0.02)
+#: Settings of a feature accentuation (:func:`~kernelviz.accentuate`): from the photo, few steps (Hamblin et al.
+#: take tens of steps).
+ACCENTUATE = DEFAULTS.with_(steps=64, lr=0.02)
+#: Weight of the proximity term of an accentuation (in units of the unit's own activation on the photo).
+ACCENT_WEIGHT = 1.0

@@ -124,11 +124,13 @@ class Explorer:
         return [r for r in self._table.rows if len(r.shape) == 3 and r.type.startswith("Conv")]
 
     def unit_layers(self) -> list[LayerInfo]:
-        """The rows of the layers with pages: every convolution, activation and block output with a spatial map."""
+        """The rows of the layers with pages: every convolution, activation, pooling, normalization and block output
+        with a spatial map (padding and identity layers repeat their input: no page)."""
         return [
             r
             for r in self._table.rows
-            if len(r.shape) == 3 and (r.type.startswith("Conv") or r.kind in ("activation", "block"))
+            if len(r.shape) == 3
+            and (r.type.startswith("Conv") or r.kind in ("activation", "block") or re.search("Pool|Norm", r.type))
         ]
 
     def is_conv(self, layer: str) -> bool:

@@ -84,6 +84,8 @@ def test_model_layer_and_filter_pages(served):
     ex, client = served
     home = client.get("/").text
     assert "depth 9" in home and 'href="/layer/conv1_1"' in home and "RF" in home
+    for other in ("relu1_1", "pool1", "features"):  # an activation, a pooling layer, a block: each has its page
+        assert f'href="/layer/{other}"' in home and client.get(f"/layer/{other}").status_code == 200, other
     layer = client.get("/layer/conv2_1")
     assert layer.status_code == 200 and 'data-missing="[' in layer.text and 'id="f15"' in layer.text
     assert "fourier image (detail 0.57, decay 1.25), 4 steps" in layer.text  # what shapes the pictures
