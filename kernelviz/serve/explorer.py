@@ -142,7 +142,8 @@ class Explorer:
         row = self._rows.get(layer)
         if row is None or row not in self.unit_layers():
             raise KernelvizError(
-                f"layer {layer!r} is not a convolution, activation or block with a spatial output: it has no page"
+                f"layer {layer!r} has no page: pages are for the convolutions, activations, pooling, normalization and "
+                "block outputs with a spatial map"
             )
         return row
 

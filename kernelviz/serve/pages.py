@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ..core.layers import field_text
+from ..core.layers import LayerInfo, field_text
 from ..explain.heatmaps import METHODS
 from ..files.escape import attr, text
 from ..sets.site import IMAGES_LOADED_SCRIPT, examples_html
@@ -20,6 +20,14 @@ __all__ = ["PER_PAGE", "concepts_page", "filter_page", "image_page", "layer_page
 
 #: Filters per layer page.
 PER_PAGE = 48
+
+
+def _kind_words(row: LayerInfo) -> str:
+    """What a layer that is not a convolution is, in words: ``"a block output"``, ``"an activation"``,
+    ``"a MaxPool2d layer"``."""
+    if row.kind == "block":
+        return "a block output"
+    return "an activation" if row.kind == "activation" else f"a {row.type} layer"
 
 
 def _link(pattern: str, query: Mapping[str, object] | None = None, **parts: object) -> str:
@@ -127,7 +135,7 @@ def layer_page(ex: Explorer, layer: str, page: int = 0, token: str = "") -> str:
     s = ex.optim
     source = ex.computed_from(layer)
     origin = (
-        f"<p>{'a block output' if row.kind == 'block' else 'an activation'}: channel n is computed from filter n of "
+        f"<p>{text(_kind_words(row))}: channel n is computed from filter n of "
         f'<a href="{_link(PAGES["layer"], {"page": page}, layer=source)}">{text(source)}</a></p>'
         if source is not None
         else ""
