@@ -136,6 +136,13 @@ def tour(
         page.goto("about:blank")
         page.goto(kept)
         page.wait_for_function(_IMAGES_OK, timeout=ms)
+        page.click("#caricature-form button[type=submit]")  # what the first layer listed keeps of the photo
+        page.wait_for_function(
+            "() => { const k = document.querySelector('#caricature img'); "
+            "return k && k.complete && k.naturalWidth > 0; }",
+            timeout=ms,
+        )
+        seen["caricature"] = page.eval_on_selector("#caricature img", "k => k.naturalWidth")
         seen["reopened"] = {
             "url": kept,
             "method": page.eval_on_selector("#heatmap-form select[name=method]", "s => s.value"),

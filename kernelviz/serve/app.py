@@ -242,6 +242,10 @@ def create_app(explorer: Explorer, token: str | None) -> Starlette:
         future = explorer.maps_png(image_file(request), request.query_params.get("layer", ""))
         return Response(await _wait(future), media_type="image/png")
 
+    async def caricature(request: Request) -> Response:
+        future = explorer.caricature_png(image_file(request), request.query_params.get("layer", ""))
+        return Response(await _wait(future), media_type="image/png")
+
     async def status(request: Request) -> Response:
         layer_name = request.path_params["layer"]
         explorer.row(layer_name)
@@ -266,6 +270,7 @@ def create_app(explorer: Explorer, token: str | None) -> Starlette:
         Route(API["image"], answered(image_png)),
         Route(API["heatmap"], answered(heatmap)),
         Route(API["maps"], answered(maps)),
+        Route(API["caricature"], answered(caricature)),
         Mount(PAGES["static"], StaticFiles(directory=str(static)), name="static"),
     ]
     return Starlette(routes=routes, middleware=[Middleware(TokenCheck)])

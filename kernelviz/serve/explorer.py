@@ -636,6 +636,29 @@ class Explorer:
 
         return self.worker.submit(("maps", str(path), layer), run)
 
+    def caricature_png(self, path: Path, layer: str) -> Future:
+        """What ``layer`` keeps of the image: its caricature (:func:`~kernelviz.caricature_of`, from noise, at the
+        server's settings and size), as PNG bytes."""
+        self.row(layer)
+
+        def run(emit: Emit) -> bytes:
+            from PIL import Image
+
+            from ..optvis.photo import caricature_of
+
+            def progress(step: int, value: float) -> None:
+                emit({"type": "progress", "layer": layer, "caricature": True, "step": step,
+                      "steps": self.optim.steps, "value": value})  # fmt: skip
+
+            x = load_image(path, int(self.optim.size or self.meta.input_size))  # (3, S, S)
+            result = caricature_of(self.model, layer, x, settings=self.optim.with_(batch_size=None), progress=progress)
+            pixels = (result.images[0].permute(1, 2, 0) * 255).round().byte().numpy()
+            buffer = io.BytesIO()
+            Image.fromarray(pixels).save(buffer, format="PNG")
+            return buffer.getvalue()
+
+        return self.worker.submit(("caricature", str(path), layer, os.path.getmtime(path)), run)
+
     @property
     def slug(self) -> str:
         return model_slug(self.meta.name)

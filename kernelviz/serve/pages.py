@@ -419,6 +419,12 @@ def image_page(ex: Explorer, analysis: dict[str, Any] | None, query: dict[str, s
             f"{_concepts_form(ex, hidden, query.get('concepts'))}"
             f'<h2>feature maps</h2><form id="maps-form">{hidden}<select name="layer">{layers}</select> '
             '<button type="submit">show</button></form><img id="maps" alt="" style="max-width:900px">'
+            f'<h2>what a layer keeps of it</h2><form id="caricature-form">{hidden}'
+            f'<select name="layer">{layers}</select> '
+            '<button type="submit">caricature</button> <span class=small>a picture made from noise whose activation '
+            "at the layer points the way of the image's (early layers keep colors and textures, late ones parts); "
+            "try several depths</span></form>"
+            '<div id="caricature"></div>'
             f"<h2>filters that fire most on it (mean activation)</h2><table>{firing}</table>"
         )
     return _page(ex, f"{ex.meta.name}: image", body, {"page": "image"}, token)

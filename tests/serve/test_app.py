@@ -145,6 +145,7 @@ def test_uploads_and_image_endpoints(served):
     assert page.status_code == 200 and "top-5" in page.text and "filters that fire most" in page.text
     assert page.text.count('class="thumb wait" data-layer="conv1_1"') == 6  # the top units, as (empty) thumbnails
     assert '<option value="features">' in page.text  # feature maps of every layer with a page
+    assert 'id="caricature-form"' in page.text
     upload = response.headers["location"].split("=")[1]
     for url in (
         f"/api/image.png?upload={upload}",
@@ -153,6 +154,7 @@ def test_uploads_and_image_endpoints(served):
         f"/api/maps.png?upload={upload}&layer=conv1_1",
         f"/api/maps.png?upload={upload}&layer=features",  # a block's output
         f"/api/maps.png?upload={upload}&layer=relu2_1",  # an activation
+        f"/api/caricature.png?upload={upload}&layer=conv2_1",  # what the layer keeps of the image
     ):
         got = client.get(url)
         assert got.status_code == 200 and got.content[:4] == b"\x89PNG", (url, got.text[:200])

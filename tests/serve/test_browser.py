@@ -67,3 +67,4 @@ def test_the_whole_tour_in_chromium(tmp_path):
     reopened = seen["reopened"]  # the image page's URL kept method and layer, and reopened to them
     assert "method=saliency" in reopened["url"] and reopened["method"] == "saliency"
     assert reopened["layer"] == reopened["maps_layer"] != "conv1_1"
+    assert seen["caricature"] == 32  # the image page's caricature, at the server's size

@@ -210,6 +210,26 @@
       });
       mform.dispatchEvent(new Event("submit"));
     }
+    var kform = document.getElementById("caricature-form");
+    var kslot = document.getElementById("caricature");
+    if (kform && kslot) {
+      kform.addEventListener("submit", function (ev) {
+        ev.preventDefault();
+        var q = new URLSearchParams(new FormData(kform)).toString();
+        say("making the caricature...");
+        kslot.innerHTML = "";
+        var kout = document.createElement("img");  // made on request: no empty image on the page before
+        kout.className = "big";
+        kout.alt = "caricature";
+        kslot.appendChild(kout);
+        kout.onload = function () { say("caricature ready"); markImagesLoaded(); };
+        kout.onerror = function () {
+          fetch(kout.src).then(function (r) { return r.json(); }).then(function (j) { say(j.error, true); })
+            .catch(function () { say("the caricature failed", true); });
+        };
+        kout.src = withToken(api.caricature + "?" + q);
+      });
+    }
     var cform = document.getElementById("concepts-form");
     var cout = document.getElementById("concept-maps");
     if (cform && cout) {
