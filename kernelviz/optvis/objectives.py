@@ -34,6 +34,7 @@ __all__ = [
     "diversity",
     "l1",
     "l2",
+    "merge_needs",
     "neuron",
     "proximity",
     "total_variation",
@@ -48,7 +49,8 @@ Acts = Mapping[str, torch.Tensor]
 Need = int | tuple[int, ...] | None
 
 
-def _merge_needs(a: dict[str, Need], b: dict[str, Need]) -> dict[str, Need]:
+def merge_needs(a: dict[str, Need], b: dict[str, Need]) -> dict[str, Need]:
+    """The layers (and channels) two objectives read together: a layer read for different channels is read whole."""
     merged = dict(a)
     for layer, need in b.items():
         if layer in merged and merged[layer] != need:
@@ -93,7 +95,7 @@ class Objective:
         return Objective(
             lambda a: self(a) + other(a),
             f"{self.description} + {other.description}",
-            _merge_needs(self.needs, other.needs),
+            merge_needs(self.needs, other.needs),
         )
 
     __radd__ = __add__
@@ -108,7 +110,7 @@ class Objective:
         return Objective(
             lambda a: self(a) - other(a),
             f"{self.description} - ({other.description})",
-            _merge_needs(self.needs, other.needs),
+            merge_needs(self.needs, other.needs),
         )
 
     def __rsub__(self, other: float) -> Objective:

@@ -18,7 +18,7 @@ from ..core.capture import activations
 from ..core.layers import check_filters
 from ..core.models import model_device, model_meta
 from ..errors import KernelvizError
-from .objectives import caricature, channel, deepdream, proximity
+from .objectives import Objective, caricature, channel, deepdream, merge_needs, proximity
 from .render import VisResult, filter_seed, visualize
 from .settings import ACCENT_WEIGHT, ACCENTUATE, DEFAULTS, DREAM, OptimSettings
 
@@ -125,15 +125,13 @@ def accentuate(
     scales = [max(abs(float(on_photo[n])), floor) for n in ns]
     near = proximity(reg, photo_activation(model, reg, photo))
     unit = channel(layer, ns if len(ns) > 1 else ns[0])
-    k = torch.tensor(scales)
+    k = weight * torch.tensor(scales, device=model_device(model))  # (B,): each filter's proximity weight
 
     def score(acts: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        return unit(acts) + weight * k.to(acts[layer].device) * near(acts)
+        return unit(acts) + k * near(acts)
 
-    from .objectives import Objective, _merge_needs
-
-    objective = Objective(score, f"accentuate({layer}:{ns}, {weight:g} x proximity({reg}))",
-                          _merge_needs(unit.needs, near.needs))  # fmt: skip
+    needs = merge_needs(unit.needs, near.needs)
+    objective = Objective(score, f"accentuate({layer}:{ns}, {weight:g} x proximity({reg}))", needs)
     kwargs = {**settings.visualize_kwargs(), "size": photo.shape[-1]}
     result = visualize(
         model,
