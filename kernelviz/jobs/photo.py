@@ -8,6 +8,7 @@ from pathlib import Path
 from torch import nn
 
 from ..core.models import model_meta, model_slug
+from ..errors import KernelvizError
 from ..files.images import load_image
 from ..optvis.photo import accentuate, caricature_of, dream, photo_activation
 from ..optvis.render import VisResult
@@ -43,6 +44,8 @@ def photo_pictures(
     ``accentuate``), each a PNG with its JSON record: the photo, the settings, and how far the picture is from the
     photo (``rms_from_photo``, pixels in [0, 1]) and the activation it reached against the photo's.
     Returns the PNG paths."""
+    if kind not in KINDS:
+        raise KernelvizError(f"unknown kind of photo picture {kind!r}: choose from {', '.join(KINDS)}")
     meta = model_meta(model)
     side = int(settings.for_model(meta.input_size).size or meta.input_size)
     image = load_image(photo, side)  # (3, S, S), a clear error for an unreadable file

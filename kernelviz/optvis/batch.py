@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -125,9 +125,7 @@ def layer_grid(
             **kwargs,
         )
         if negative:  # report the activation reached, not the objective maximized
-            result = replace(
-                result, final=-result.final, history=-result.history, extra={**result.extra, "negative": True}
-            )
+            result = result.minimized()
         results.append(result)
         where.extend((len(results) - 1, i) for i in range(len(group)))
         images.append(result.images)

@@ -65,10 +65,10 @@ def caricature_of(
         settings: the optimization settings (its ``size`` is ignored: the photo's).
     """
     photo = _photo(photo)
-    target = photo_activation(model, layer, photo)
-    kwargs = {**settings.visualize_kwargs(), "size": photo.shape[-1]}
     if photo.shape[-1] != photo.shape[-2]:
         raise KernelvizError("the photo must be square here: load it with a size (load_image(path, side))")
+    target = photo_activation(model, layer, photo)
+    kwargs = {**settings.visualize_kwargs(), "size": photo.shape[-1]}
     return visualize(model, caricature(layer, target, power), progress=progress, **kwargs)
 
 
@@ -120,10 +120,11 @@ def accentuate(
     ns = [filters] if isinstance(filters, int) else list(filters)
     check_filters(model, layer, ns, photo.shape[-1])
     reg = reg_layer or layer
-    on_photo = photo_activation(model, layer, photo).flatten(1).mean(1)  # (C,)
+    at_layer = photo_activation(model, layer, photo)  # (C, h, w)
+    on_photo = at_layer.flatten(1).mean(1)  # (C,)
     floor = 0.01 * float(on_photo.abs().max()) or 1.0
     scales = [max(abs(float(on_photo[n])), floor) for n in ns]
-    near = proximity(reg, photo_activation(model, reg, photo))
+    near = proximity(reg, at_layer if reg == layer else photo_activation(model, reg, photo))
     unit = channel(layer, ns if len(ns) > 1 else ns[0])
     k = weight * torch.tensor(scales, device=model_device(model))  # (B,): each filter's proximity weight
 

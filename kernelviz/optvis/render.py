@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +86,11 @@ class VisResult:
         if meta is not None:
             return provenance(meta, **body)
         return {**body, "versions": versions()}
+
+    def minimized(self) -> VisResult:
+        """This result of maximizing minus a unit, told as the unit's minimization: ``final`` and ``history`` are the
+        unit's values (the objective's negated) and the record says ``"negative": true``."""
+        return replace(self, final=-self.final, history=-self.history, extra={**self.extra, "negative": True})
 
     def save(self, path: str | Path, index: int = 0, meta: ModelMeta | None = None, **fields: Any) -> Path:
         """Write image ``index`` as PNG at ``path`` and its record (:meth:`record`) as JSON beside it.

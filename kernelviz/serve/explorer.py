@@ -17,7 +17,7 @@ import re
 import tempfile
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -230,7 +230,7 @@ class Explorer:
         self._check_conv(layer, n)
         w = kernel_weights(self.model, layer)  # (C_out, C_in / groups, kh, kw)
         if w.shape[1] in (1, 3):  # the image's RGB as one color tile; a depthwise filter's one input
-            return _png(plot_kernels(w, filters=[n], title=f"filter {n}"))
+            return _png(plot_kernels(w, filters=[n]))  # its tile is labelled with its index
         strongest = self.strongest_inputs(layer, n, k)
         first = self._first_input(layer, n)
         fig = plot_kernels(w, filters=[n], inputs=[c - first for c in strongest], input_labels=strongest)
@@ -282,9 +282,9 @@ class Explorer:
         after ``layer`` that takes in as many channels as ``layer`` puts out; none (``[]``) at the network's end."""
         row = self.check_filter(layer, n)
         rows = self._table.rows
-        after = rows[rows.index(row) + 1 :]
-        for r in after:
-            if r not in self.conv_layers():
+        convs = self.conv_layers()
+        for r in rows[rows.index(row) + 1 :]:
+            if r not in convs:
                 continue
             module = get_module(self.model, resolve_layer(self.model, r.name))
             groups = int(getattr(module, "groups", 1))
@@ -307,7 +307,8 @@ class Explorer:
         if row.type.startswith("Conv"):
             return None
         rows = self._table.rows
-        before = [r for r in self.conv_layers() if rows.index(r) < rows.index(row) and r.channels == row.channels]
+        convs = self.conv_layers()
+        before = [r for r in rows[: rows.index(row)] if r in convs and r.channels == row.channels]
         return before[-1].name if before else None
 
     def examples(self, layer: str) -> dict[str, Any] | None:
@@ -404,8 +405,7 @@ class Explorer:
                 unit = -channel(layer, n) if kind == "negative" else channel(layer, n)
                 result = visualize(self.model, unit, progress=progress, **changed.visualize_kwargs())
                 if kind == "negative":  # the record gives the activation reached, as --negative does
-                    result = replace(result, final=-result.final, history=-result.history,
-                                     extra={**result.extra, "negative": True})  # fmt: skip
+                    result = result.minimized()
                 save_png(result.images[0], path)
                 save_json(result.record(0, self.meta, layer=layer, filter=n, variant=kind), path.with_suffix(".json"))
             emit({"type": "variant", "layer": layer, "filter": n, "variant": kind, "src": self.file_url(path)})
