@@ -151,6 +151,11 @@ def grid_cmd(
 @click.option("-k", type=click.IntRange(min=1), default=9, show_default=True, help="Dataset examples per filter.")
 @click.option("--shard", default=None, help="i/n: do only the i-th of n shares (job arrays without torchrun).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
+@click.option(
+    "--negative",
+    is_flag=True,
+    help="Also each filter's negative picture (minimized: what inhibits it most), beside the positive one.",
+)
 @optimize_options
 @model_options
 @errors_to_click
@@ -163,6 +168,7 @@ def atlas_cmd(
     k: int,
     shard: str | None,
     quiet: bool,
+    negative: bool,
     source: ModelSource,
     settings: OptimSettings,
 ) -> None:
@@ -190,6 +196,7 @@ def atlas_cmd(
         k=k,
         shard=shard_pair,
         progress=not quiet,
+        negative=negative,
     )
     click.echo(
         f"{report.root}: {report.computed} filters computed, {report.skipped} already done, "

@@ -26,6 +26,7 @@ from ..core.layers import LayerInfo, asked_layers
 from ..core.models import model_device, model_meta, model_slug
 from ..errors import KernelvizError
 from ..explain.maps import feature_maps
+from ..files.write import save_png
 from ..optvis.batch import auto_batch_size, layer_grid
 from ..optvis.settings import DEFAULTS, OptimSettings
 from .examples import scan_to_atlas
@@ -40,6 +41,7 @@ __all__ = [
     "filter_kept",
     "write_examples",
     "write_filters",
+    "write_previews",
 ]
 
 
@@ -104,6 +106,7 @@ def write_filters(
     *,
     skip: Collection[tuple[str, int]] = (),
     progress: Callable[[int, float], None] | None = None,
+    negative: bool = False,
 ) -> tuple[dict[int, dict[str, Any]], bool]:
     """Optimize ``group``'s filters of ``layer`` in one batch and write each one's PNG and record (the record
     last: it marks the filter done) under the atlas root, atomically.
@@ -115,26 +118,54 @@ def write_filters(
         settings: the atlas's settings (its ``batch_size`` is ignored: the group is one batch).
         skip: ``(layer, filter)`` pairs already written (an earlier run that died inside this batch).
         progress: ``progress(step, value)`` every few steps (see :func:`~kernelviz.visualize`).
+        negative: make the negative pictures instead (minimized, :func:`~kernelviz.optvis.batch.layer_grid`'s
+            ``negative``), written as each filter's ``"negative"`` variant; their record holds the
+            ``min_activation`` over positions where a positive one holds the ``max_activation``.
 
     Returns:
         ``({filter: its record} for the filters written, interrupted)``; an interrupted batch writes nothing.
     """
     meta = model_meta(model)
-    result = layer_grid(model, layer, list(group), settings.with_(batch_size=len(group)), progress=progress).results[0]
+    batch = settings.with_(batch_size=len(group))
+    result = layer_grid(model, layer, list(group), batch, progress=progress, negative=negative).results[0]
     if result.interrupted:
         return {}, True
-    peak = feature_maps(model, result.images, layer).flatten(2).amax(2)  # (B, C): max over positions
+    maps = feature_maps(model, result.images, layer).flatten(2)  # (B, C, positions)
+    extreme = {"min_activation": maps.amin(2)} if negative else {"max_activation": maps.amax(2)}
+    kind = "negative" if negative else None
     folder = AtlasFolder(root)
     written: dict[int, dict[str, Any]] = {}
     for i, n in enumerate(group):
         if (layer, n) in skip:
             continue
-        record = result.record(
-            i, meta, layer=layer, filter=n, objective=f"channel({layer}:{n})", max_activation=float(peak[i, n])
-        )
-        folder.write_filter(layer, n, result.images[i], record)  # the record last: it marks the filter done
+        objective = f"{'-' if negative else ''}channel({layer}:{n})"
+        values = {key: float(v[i, n]) for key, v in extreme.items()}
+        record = result.record(i, meta, layer=layer, filter=n, objective=objective, **values)
+        folder.write_filter(layer, n, result.images[i], record, kind)  # the record last: it marks it done
         written[n] = record
     return written, False
+
+
+def write_previews(
+    model: nn.Module,
+    root: Path,
+    layer: str,
+    group: Sequence[int],
+    settings: OptimSettings,
+    *,
+    progress: Callable[[int, float], None] | None = None,
+) -> tuple[dict[int, Path], bool]:
+    """Optimize ``group``'s filters of ``layer`` in one batch at ``settings`` (quick ones: see
+    :func:`~kernelviz.optvis.settings.preview_settings`) and write each one's preview PNG, atomically.
+
+    Returns:
+        ``({filter: its preview's path}, interrupted)``; an interrupted batch writes nothing.
+    """
+    result = layer_grid(model, layer, list(group), settings.with_(batch_size=len(group)), progress=progress).results[0]
+    if result.interrupted:
+        return {}, True
+    folder = AtlasFolder(root)
+    return {n: save_png(result.images[i], folder.preview(layer, n)) for i, n in enumerate(group)}, False
 
 
 def atlas(
@@ -148,6 +179,7 @@ def atlas(
     k: int = 9,
     shard: tuple[int, int] | None = None,
     progress: bool = True,
+    negative: bool = False,
     **changes: Any,
 ) -> AtlasReport:
     """Write (or resume) an atlas of ``model`` under ``out/<model>/``.
@@ -165,6 +197,9 @@ def atlas(
         shard: ``(i, n)``: do only the ``i``-th of ``n`` disjoint shares of the work; default:
             the torch.distributed rank and world size under ``torchrun``, else everything.
         progress: show progress bars (layers and filters, with rate and ETA).
+        negative: also each filter's negative picture (what it responds to least, minimized in the same batch as
+            its positive one), kept beside it: on the layer pages, in a second contact sheet, as the explorer's
+            ``negative`` variant.
         **changes: settings to change (``steps=128``, ``size=160``...).
 
     Returns:
@@ -202,7 +237,13 @@ def atlas(
     batches = [(name, chosen[i : i + chunk]) for name, _, chosen in plan for i in range(0, len(chosen), chunk)]
     mine = [b for i, b in enumerate(batches) if i % world == rank]
     kept = {(name, n) for name, group in mine for n in group if folder.kept(name, n)}
-    todo = [(name, group) for name, group in mine if not all((name, n) in kept for n in group)]
+    kept_negative = {(name, n) for name, group in mine for n in group if negative and folder.kept(name, n, "negative")}
+    kinds = (False, True) if negative else (False,)
+    todo = [
+        (name, group)
+        for name, group in mine
+        if not all((name, n) in (kept_negative if minimized else kept) for n in group for minimized in kinds)
+    ]
     skipped = len(kept)
     computed, interrupted = 0, False
     bars = _bars(progress, len({name for name, _ in todo}), sum(len(g) for _, g in todo), rank)
@@ -211,10 +252,16 @@ def atlas(
         for name, group in todo:
             if bars:
                 bars[0].set_description(f"[{rank}/{world}] {name}")
-            done, stopped = write_filters(model, root, name, group, settings, skip=kept)
-            computed += len(done)
-            if stopped:  # unfinished pictures are not written: a rerun redoes this batch
-                interrupted = True
+            for minimized in kinds:
+                skip = kept_negative if minimized else kept
+                if all((name, n) in skip for n in group):
+                    continue
+                done, stopped = write_filters(model, root, name, group, settings, skip=skip, negative=minimized)
+                computed += 0 if minimized else len(done)
+                if stopped:  # unfinished pictures are not written: a rerun redoes this batch
+                    interrupted = True
+                    break
+            if interrupted:
                 break
             layers_left[name] -= 1
             if bars:
@@ -238,7 +285,12 @@ def atlas(
 
     if dist_shard is not None:
         barrier()
-    remaining = sum(not folder.written(name, n) for name, _, chosen in plan for n in chosen)
+    remaining = sum(
+        not folder.written(name, n, "negative" if minimized else None)
+        for name, _, chosen in plan
+        for n in chosen
+        for minimized in kinds
+    )
     written = False
     if not interrupted and remaining == 0 and (dist_shard is None or rank == 0):
         write_index(root, plan, recorded)

@@ -7,9 +7,11 @@ The atlas (:mod:`kernelviz.sets.atlas`), its static site (:mod:`kernelviz.sets.s
       settings.json              the settings the atlas is made with (a rerun must match them)
       manifest.json, index.html  what is done; the site's first page
       <layer>/NNNN.png, .json    filter NNNN's picture and its record (the record last: it marks it done)
-      <layer>/sheet.png, index.html
+      <layer>/sheet.png, index.html  (sheet_negative.png: the negative pictures' sheet)
       <layer>/examples.json      dataset examples per filter, their crops in <layer>/examples/
-      <layer>/variants/          the explorer's variants of a filter (NNNN_KIND.png, .json)
+      <layer>/previews/NNNN.png  the explorer's quick previews (few steps, small: PREVIEW settings)
+      <layer>/variants/          a filter's variants (NNNN_KIND.png, .json): the explorer's, and the negative
+                                 pictures of an atlas made with negative=True (NNNN_negative)
       uploads/                   photos uploaded to the explorer
 
 A file that does not parse, or whose values are not of the types the readers need, counts as absent (and a
@@ -104,14 +106,16 @@ class AtlasFolder:
         """The folder of ``layer``'s files (a ``/`` in a module name becomes ``_``)."""
         return self.root / layer.replace("/", "_")
 
-    def picture(self, layer: str, n: int) -> Path:
-        return self.layer(layer) / picture_name(n)
+    def picture(self, layer: str, n: int, kind: str | None = None) -> Path:
+        """Filter ``n``'s picture; with ``kind``, that of its variant (``"negative"``: :meth:`variant`)."""
+        return self.variant(layer, n, kind) if kind else self.layer(layer) / picture_name(n)
 
-    def record_file(self, layer: str, n: int) -> Path:
-        return self.layer(layer) / record_name(n)
+    def record_file(self, layer: str, n: int, kind: str | None = None) -> Path:
+        return self.picture(layer, n, kind).with_suffix(".json")
 
-    def sheet(self, layer: str) -> Path:
-        return self.layer(layer) / "sheet.png"
+    def sheet(self, layer: str, kind: str | None = None) -> Path:
+        """The layer's contact sheet; with ``kind``, that of the filters' variant ``kind`` (``sheet_negative.png``)."""
+        return self.layer(layer) / (f"sheet_{kind}.png" if kind else "sheet.png")
 
     def layer_index(self, layer: str) -> Path:
         return self.layer(layer) / "index.html"
@@ -123,6 +127,10 @@ class AtlasFolder:
         """The crop of filter ``n``'s ``j``-th example under ``ranking`` (``top``, ``mean``, ``bottom``)."""
         return self.layer(layer) / "examples" / ranking / f"{n:04d}_{j}.jpg"
 
+    def preview(self, layer: str, n: int) -> Path:
+        """Filter ``n``'s quick preview (the explorer's first look, until its picture is made)."""
+        return self.layer(layer) / "previews" / picture_name(n)
+
     def variant(self, layer: str, n: int, kind: str) -> Path:
         """The picture of variant ``kind`` of filter ``n`` (its record: the same name, ``.json``)."""
         return self.layer(layer) / "variants" / f"{n:04d}_{kind}.png"
@@ -132,21 +140,21 @@ class AtlasFolder:
         return path.relative_to(self.root).as_posix()
 
     # --- filters ---------------------------------------------------------------------------------
-    def written(self, layer: str, n: int) -> bool:
-        """Whether both of filter ``n``'s files exist (cheap: no parsing)."""
-        return self.record_file(layer, n).exists() and self.picture(layer, n).exists()
+    def written(self, layer: str, n: int, kind: str | None = None) -> bool:
+        """Whether both of filter ``n``'s files (its variant ``kind``'s) exist (cheap: no parsing)."""
+        return self.record_file(layer, n, kind).exists() and self.picture(layer, n, kind).exists()
 
     def written_filters(self, layer: str) -> list[int]:
         """The filters of ``layer`` whose picture and record exist."""
         d = self.layer(layer)
         return sorted(int(p.stem) for p in d.glob("[0-9][0-9][0-9][0-9].json") if (d / f"{p.stem}.png").exists())
 
-    def kept(self, layer: str, n: int) -> bool:
-        """Whether filter ``n``'s files are whole: the record parses with the values readers need, the PNG
-        decodes. Damaged ones are removed (the record first: it is what marks the filter done)."""
+    def kept(self, layer: str, n: int, kind: str | None = None) -> bool:
+        """Whether filter ``n``'s files (those of its variant ``kind``) are whole: the record parses with the
+        values readers need, the PNG decodes. Damaged ones are removed (the record first: it marks it done)."""
         from PIL import Image
 
-        record, png = self.record_file(layer, n), self.picture(layer, n)
+        record, png = self.record_file(layer, n, kind), self.picture(layer, n, kind)
         if not (record.exists() or png.exists()):
             return False
         try:
@@ -160,21 +168,25 @@ class AtlasFolder:
             png.unlink(missing_ok=True)
         return whole
 
-    def record(self, layer: str, n: int) -> dict[str, Any] | None:
-        """Filter ``n``'s record when its files are whole, else ``None``."""
-        return _read(self.record_file(layer, n)) if self.kept(layer, n) else None
+    def record(self, layer: str, n: int, kind: str | None = None) -> dict[str, Any] | None:
+        """Filter ``n``'s record (its variant ``kind``'s) when its files are whole, else ``None``."""
+        return _read(self.record_file(layer, n, kind)) if self.kept(layer, n, kind) else None
 
-    def written_record(self, layer: str, n: int) -> dict[str, Any]:
-        """The record of a filter just written (a :class:`KernelvizError` if it is not there)."""
-        data = _read(self.record_file(layer, n))
+    def written_record(self, layer: str, n: int, kind: str | None = None) -> dict[str, Any]:
+        """The record of a filter (its variant ``kind``'s) just written (a :class:`KernelvizError` if it is not
+        there)."""
+        data = _read(self.record_file(layer, n, kind))
         if not _typed(data, _RECORD_TYPES):
-            raise KernelvizError(f"the record of filter {n} of {layer!r} is missing or damaged")
+            what = f"the {kind} picture" if kind else "the record"
+            raise KernelvizError(f"{what} of filter {n} of {layer!r} is missing or damaged")
         return data
 
-    def write_filter(self, layer: str, n: int, image: Any, record: dict[str, Any]) -> None:
-        """Write filter ``n``'s picture ``(3, H, W)`` and record atomically, the record last."""
+    def write_filter(self, layer: str, n: int, image: Any, record: dict[str, Any], kind: str | None = None) -> None:
+        """Write filter ``n``'s picture ``(3, H, W)`` and record (its variant ``kind``'s) atomically, the record
+        last."""
         write_each(
-            lambda: save_png(image, self.picture(layer, n)), lambda: save_json(record, self.record_file(layer, n))
+            lambda: save_png(image, self.picture(layer, n, kind)),
+            lambda: save_json(record, self.record_file(layer, n, kind)),
         )
 
     # --- dataset examples ------------------------------------------------------------------------

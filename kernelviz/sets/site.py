@@ -46,6 +46,7 @@ body {{ font: 14px/1.4 system-ui, sans-serif; margin: 1.5em; color: #222; }}
 table {{ border-collapse: collapse; }} td, th {{ padding: 4px 10px; border-bottom: 1px solid #ddd; text-align: left; }}
 .grid {{ display: flex; flex-wrap: wrap; gap: 12px; }}
 .card {{ width: 180px; font-size: 12px; }} .card img {{ width: 180px; height: 180px; image-rendering: auto; }}
+.card.both {{ width: 366px; }}
 figure.ex {{ display: inline-block; margin: 1px; text-align: center; font-size: 10px; color: #555; }}
 figure.ex img {{ width: 56px; height: 56px; display: block; }}
 figure.ex figcaption {{ max-width: 56px; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }}
@@ -114,16 +115,29 @@ def _crops(found: list[dict[str, Any]], src: Callable[[str], str]) -> str:
     )
 
 
-def _card(n: int, rec: dict[str, Any], examples: dict[str, Any] | None) -> str:
+def _card(
+    n: int, rec: dict[str, Any], examples: dict[str, Any] | None, negative: tuple[str, dict[str, Any]] | None = None
+) -> str:
+    """One filter's card; ``negative``: its negative picture's link (relative to the layer page) and record."""
     extra = ""
     if examples is not None:
         extra = examples_html(examples, n, rec.get("max_activation", float("nan")))
     dead = ' <span class="dead">dead unit</span>' if rec["dead_unit"] else ""
     picture = url(picture_name(n))
+    pictures = f'<a href="{picture}"><img src="{picture}" alt="filter {n}" title="positive: what excites it"></a>'
+    values = f"mean activation {rec['final_value']:.4g}<br>max activation {rec.get('max_activation', float('nan')):.4g}"
+    if negative is not None:
+        link, low = negative
+        pictures += (
+            f' <a href="{link}"><img src="{link}" alt="filter {n} negative" title="negative: what inhibits it"></a>'
+        )
+        values = (
+            f"positive: mean {rec['final_value']:.4g}, max {rec.get('max_activation', float('nan')):.4g}"
+            f"<br>negative: mean {low['final_value']:.4g}, min {low.get('min_activation', float('nan')):.4g}"
+        )
+    both = " both" if negative is not None else ""
     return (
-        f'<div class="card" id="f{n}"><a href="{picture}"><img src="{picture}" alt="filter {n}"></a>'
-        f"<br><b>filter {n}</b>{dead}<br>mean activation {rec['final_value']:.4g}"
-        f"<br>max activation {rec.get('max_activation', float('nan')):.4g}"
+        f'<div class="card{both}" id="f{n}">{pictures}<br><b>filter {n}</b>{dead}<br>{values}'
         f'<br><a href="{url(record_name(n))}">settings and curve</a>{extra}</div>'
     )
 
@@ -155,6 +169,21 @@ def write_index(root: Path, plan: list[tuple[str, LayerInfo, list[int]]], settin
             f"{settings['steps']} steps, lr {settings['lr']}, seed {settings['seed']}"
         )
         save_figure(plot_grid(tiles, labels, title=title), folder.sheet(name), dpi=110)
+        # the negative pictures (an atlas made with negative=True) beside the positive ones, and on their own sheet
+        negatives = {
+            n: folder.written_record(name, n, "negative") for n in chosen if folder.written(name, n, "negative")
+        }
+        if negatives:
+            low = [n for n in chosen if n in negatives]
+            save_figure(
+                plot_grid(
+                    [load_image(folder.picture(name, n, "negative")) for n in low],
+                    [f"{n}  ({negatives[n]['final_value']:.3g})" for n in low],
+                    title=f"NEGATIVE (minimized) pictures: {title}",
+                ),
+                folder.sheet(name, "negative"),
+                dpi=110,
+            )
         manifest["layers"].append(
             {
                 "name": name,
@@ -164,15 +193,31 @@ def write_index(root: Path, plan: list[tuple[str, LayerInfo, list[int]]], settin
                 "filters": chosen,
                 "final_values": [records[n]["final_value"] for n in chosen],
                 "dead_units": [n for n in chosen if records[n]["dead_unit"]],
+                **({"negative_values": {str(n): r["final_value"] for n, r in negatives.items()}} if negatives else {}),
             }
         )
-        cards = "".join(_card(n, records[n], examples) for n in chosen)
+        layer_dir = folder.layer(name)
+        cards = "".join(
+            _card(
+                n,
+                records[n],
+                examples,
+                (url(folder.picture(name, n, "negative").relative_to(layer_dir).as_posix()), negatives[n])
+                if n in negatives
+                else None,
+            )
+            for n in chosen
+        )
+        sheets = f'<a href="{url(folder.sheet(name).name)}">contact sheet</a>'
+        if negatives:
+            sheets += f' &middot; <a href="{url(folder.sheet(name, "negative").name)}">negative contact sheet</a>'
+            sheets += " &middot; each card: the positive picture, then the negative one (minimized)"
         body = (
             f'<p><a href="../index.html">&larr; all layers</a></p><h1>{text(model)} {text(name)}</h1>'
             f"<p>module <code>{text(row.path)}</code>, output {_shape(row)}, "
             f"receptive field {field_text(row.receptive_field, settings['size'])} px. "
             f"Settings: <code>{text(json.dumps(settings))}</code></p>"
-            f'<p><a href="{url(folder.sheet(name).name)}">contact sheet</a></p><div class="grid">{cards}</div>'
+            f'<p>{sheets}</p><div class="grid">{cards}</div>'
         )
         _write_text(
             folder.layer_index(name),

@@ -232,6 +232,18 @@ def test_atlas_command_keeps_transforms_none(cli, tmp_path):
     assert record["settings"]["transforms"] is None
 
 
+def test_atlas_command_negative_keeps_both_pictures(cli, tmp_path):
+    result = cli("atlas", "MODEL", "-o", "at", "--layers", "conv1_1", "--filters", "2", "--negative", "--quiet", *FAST)
+    assert result.exit_code == 0, result.output
+    layer = tmp_path / "at" / "tiny_vgg" / "conv1_1"
+    for n in range(2):
+        negative = json.loads((layer / "variants" / f"{n:04d}_negative.json").read_text())
+        positive = json.loads((layer / f"{n:04d}.json").read_text())
+        assert negative["negative"] is True and "negative" not in positive
+        assert negative["final_value"] < positive["final_value"]  # minimized against maximized
+    assert (layer / "sheet_negative.png").is_file() and 'class="card both"' in (layer / "index.html").read_text()
+
+
 def test_examples_command(cli, tmp_path):
     data = pytest.importorskip("skimage.data")
     folder = tmp_path / "photos"

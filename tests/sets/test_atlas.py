@@ -279,3 +279,45 @@ def test_an_atlas_from_before_a_setting_resumes_with_the_value_it_was_made_with(
     check_settings(tmp_path, made)  # the same pictures: resumes
     with pytest.raises(KernelvizError, match=f"{name} 1.0 there, {other} now"):
         check_settings(tmp_path, {**made, name: other})
+
+
+def test_negative_atlas_keeps_each_filters_negative_picture_beside_its_positive_one(tmp_path):
+    """``negative=True``: over the [0, 1] pixel box a linear unit's positive picture is ``w > 0`` and its negative
+    one ``w < 0`` (known answers), each with its record; the layer page shows both, a second contact sheet holds the
+    negatives, a rerun keeps them and one made without ``negative`` adds only the missing negatives."""
+    import torch
+    from torch import nn
+
+    import kernelviz
+    from kernelviz.sets.folder import AtlasFolder
+
+    torch.manual_seed(4)
+    net = kernelviz.set_model_meta(nn.Sequential(nn.Conv2d(3, 3, 16)), name="linear", input_size=16)
+    kwargs = dict(layers=["0"], filters=3, progress=False, steps=60, size=16, param="pixel", transforms=None)
+    atlas(net, tmp_path, **kwargs)  # positives only, as before
+    folder = AtlasFolder(tmp_path / "linear")
+    assert not folder.written("0", 0, "negative") and not folder.sheet("0", "negative").exists()
+    report = atlas(net, tmp_path, negative=True, **kwargs)
+    assert report.computed == 0 and report.skipped == 3 and report.remaining == 0 and report.index_written
+    weight, bias = net[0].weight.detach(), net[0].bias.detach()
+    for n in range(3):
+        negative = kernelviz.load_image(folder.picture("0", n, "negative"))
+        assert torch.equal((negative > 0.5).float(), (weight[n] < 0).float())
+        positive = kernelviz.load_image(folder.picture("0", n))
+        assert torch.equal((positive > 0.5).float(), (weight[n] > 0).float())
+        record = folder.written_record("0", n, "negative")
+        assert record["negative"] is True and record["objective"] == f"-channel(0:{n})"
+        assert record["final_value"] == pytest.approx(float(weight[n].clamp(max=0).sum() + bias[n]), abs=1e-4)
+        assert record["min_activation"] == pytest.approx(record["final_value"], abs=1e-4)  # a 1x1 map
+    page = (folder.layer("0") / "index.html").read_text()
+    assert page.count('class="card both"') == 3 and "negative contact sheet" in page
+    assert 'src="variants/0002_negative.png"' in page
+    assert check_links(folder.layer("0") / "index.html") >= 3 * 3 + 2
+    Image.open(folder.sheet("0", "negative")).load()
+    manifest = json.loads(folder.manifest_file.read_text())
+    assert set(manifest["layers"][0]["negative_values"]) == {"0", "1", "2"}
+    before = folder.picture("0", 1, "negative").read_bytes()
+    folder.record_file("0", 2, "negative").unlink()  # as if the run died before finishing it
+    again = atlas(net, tmp_path, negative=True, **kwargs)
+    assert again.remaining == 0 and folder.written("0", 2, "negative")
+    assert folder.picture("0", 1, "negative").read_bytes() == before
