@@ -58,6 +58,10 @@ def running(app: Any, port: int | None = None) -> Iterator[str]:
 _IMAGES_OK = """() => Array.from(document.images).every(im => im.complete && im.naturalWidth > 0)"""
 
 
+#: A page's script: the picture in the element ``slot`` loaded.
+_LOADED = "() => {{ const k = document.querySelector('#{slot} img'); return k && k.complete && k.naturalWidth > 0; }}"
+
+
 def _browser_page(p: Any, seen: dict[str, Any]) -> tuple[Any, Any]:
     """A new Chromium and a page whose console errors go to ``seen["console_errors"]``."""
     browser = p.chromium.launch(executable_path=chromium_path(), args=["--no-sandbox"])
@@ -99,6 +103,7 @@ def tour(
         page.wait_for_url("**/layer/**", timeout=ms)
         page.wait_for_function("() => document.body && document.body.dataset.missingCount === '0'", timeout=ms)
         seen["layer_seconds"] = round(time.perf_counter() - start, 1)
+        seen["layer_previews"] = int(page.evaluate("() => document.body.dataset.previews || '0'"))
         check("layer")
         page.click("#f3 a")
         page.wait_for_url("**/filter/**", timeout=ms)
@@ -136,18 +141,26 @@ def tour(
         page.goto("about:blank")
         page.goto(kept)
         page.wait_for_function(_IMAGES_OK, timeout=ms)
-        page.click("#caricature-form button[type=submit]")  # what the first layer listed keeps of the photo
-        page.wait_for_function(
-            "() => { const k = document.querySelector('#caricature img'); "
-            "return k && k.complete && k.naturalWidth > 0; }",
-            timeout=ms,
-        )
-        seen["caricature"] = page.eval_on_selector("#caricature img", "k => k.naturalWidth")
+        page.select_option("form[data-slot=caricature] select[name=layer]", "")  # every depth
+        page.click("form[data-slot=caricature] button[type=submit]")  # what each depth keeps of the photo
+        page.wait_for_function(_LOADED.format(slot="caricature"), timeout=ms)
+        seen["caricature"] = page.eval_on_selector("#caricature img", "k => [k.naturalWidth, k.naturalHeight]")
         seen["reopened"] = {
             "url": kept,
             "method": page.eval_on_selector("#heatmap-form select[name=method]", "s => s.value"),
             "layer": page.eval_on_selector("#maps-form select[name=layer]", "s => s.value"),
             "maps_layer": maps_layer,
+        }
+        # a filter that fires on the photo: its page offers the photo first, for an accentuation
+        page.click(".firing a")
+        page.wait_for_url("**/filter/**", timeout=ms)
+        page.wait_for_selector("img.big", timeout=ms)  # its own picture first (the page reloads when it is made)
+        page.click("form.photo-form button[type=submit]")
+        page.wait_for_function(_LOADED.format(slot="photo-picture"), timeout=ms)
+        seen["accentuated"] = {
+            "url": page.url,
+            "size": page.eval_on_selector("#photo-picture img", "k => [k.naturalWidth, k.naturalHeight]"),
+            "photo": page.eval_on_selector("form.photo-form select[name=photo]", "s => s.value"),
         }
         browser.close()
     return seen

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
+import torch
 from torch import nn
 
 from ..core.models import model_meta, model_slug
@@ -15,7 +17,7 @@ from ..optvis.render import VisResult
 from ..optvis.settings import OptimSettings
 from .outputs import QUIET, Log, check_writable, output_paths
 
-__all__ = ["KINDS", "photo_pictures"]
+__all__ = ["KINDS", "photo_pictures", "photo_result", "photo_summary"]
 
 #: The kinds of photo-seeded picture, each with what it shows.
 KINDS = {
@@ -23,6 +25,57 @@ KINDS = {
     "dream": "the photo with what the layer sees in it made stronger (DeepDream)",
     "accentuate": "the photo changed so that the filter responds more, kept close to it (feature accentuation)",
 }
+
+
+def photo_result(
+    model: nn.Module,
+    kind: str,
+    layer: str,
+    image: torch.Tensor,
+    settings: OptimSettings,
+    *,
+    filters: Sequence[int] = (),
+    power: float = 1.0,
+    reg_layer: str | None = None,
+    weight: float = 1.0,
+    progress: Callable[[int, float], None] | None = None,
+) -> tuple[VisResult, list[dict[str, Any]]]:
+    """Make the picture(s) of ``kind`` (a key of :data:`KINDS`) of ``layer`` from ``image`` ``(3, S, S)`` at
+    ``settings`` (their size is set to ``S``): one per filter for ``accentuate``.
+
+    Returns:
+        The result and, per picture, what its record says of it: ``kind``, ``layer``, ``rms_from_photo`` (pixels in
+        [0, 1]), and ``cosine_to_photo`` (the layer's activation against the photo's) or, for an accentuation,
+        ``filter``, ``activation`` and ``photo_activation`` (the filter's mean activation on the picture and the
+        photo).
+    """
+    if kind not in KINDS:
+        raise KernelvizError(f"unknown kind of photo picture {kind!r}: choose from {', '.join(KINDS)}")
+    if kind == "accentuate" and not filters:
+        raise KernelvizError("an accentuation needs at least one filter")
+    settings = settings.with_(size=int(image.shape[-1]))
+    result: VisResult
+    if kind == "caricature":
+        result = caricature_of(model, layer, image, power=power, settings=settings, progress=progress)
+    elif kind == "dream":
+        result = dream(model, layer, image, settings=settings, progress=progress)
+    else:
+        result = accentuate(model, layer, list(filters), image, reg_layer=reg_layer, weight=weight,
+                            settings=settings, progress=progress)  # fmt: skip
+    on_photo = photo_activation(model, layer, image)
+    described = []
+    for i, picture in enumerate(result.images):
+        rms = float(((picture - image) ** 2).mean().sqrt())
+        fields: dict[str, Any] = {"kind": kind, "layer": layer, "rms_from_photo": rms}
+        reached = photo_activation(model, layer, picture)
+        if kind == "accentuate":
+            n = list(filters)[i]
+            fields.update(filter=n, activation=float(reached[n].mean()), photo_activation=float(on_photo[n].mean()))
+        else:
+            cos = float((reached.flatten() @ on_photo.flatten()) / (reached.norm() * on_photo.norm()).clamp(min=1e-8))
+            fields.update(cosine_to_photo=cos)
+        described.append(fields)
+    return result, described
 
 
 def photo_pictures(
@@ -41,8 +94,7 @@ def photo_pictures(
     log: Log = QUIET,
 ) -> list[Path]:
     """One picture of ``kind`` (a key of :data:`KINDS`) of ``layer`` seeded by ``photo`` (one per filter for
-    ``accentuate``), each a PNG with its JSON record: the photo, the settings, and how far the picture is from the
-    photo (``rms_from_photo``, pixels in [0, 1]) and the activation it reached against the photo's.
+    ``accentuate``), each a PNG with its JSON record: the photo, the settings, and :func:`photo_result`'s fields.
     Returns the PNG paths."""
     if kind not in KINDS:
         raise KernelvizError(f"unknown kind of photo picture {kind!r}: choose from {', '.join(KINDS)}")
@@ -53,33 +105,16 @@ def photo_pictures(
     names = [f"{stem}_{n:04d}" for n in filters] if kind == "accentuate" else [stem]
     paths = output_paths(output, names)
     check_writable(paths)
-    settings = settings.with_(size=side)
-    result: VisResult
-    if kind == "caricature":
-        result = caricature_of(model, layer, image, power=power, settings=settings, progress=progress)
-    elif kind == "dream":
-        result = dream(model, layer, image, settings=settings, progress=progress)
-    else:
-        result = accentuate(model, layer, list(filters), image, reg_layer=reg_layer, weight=weight,
-                            settings=settings, progress=progress)  # fmt: skip
-    on_photo = photo_activation(model, layer, image)
-    for i, path in enumerate(paths):
-        picture = result.images[i]
-        rms = float(((picture - image) ** 2).mean().sqrt())
-        fields: dict[str, object] = {"kind": kind, "layer": layer, "photo": str(photo), "rms_from_photo": rms}
-        reached = photo_activation(model, layer, picture)
-        if kind == "accentuate":
-            n = list(filters)[i]
-            fields.update(filter=n, activation=float(reached[n].mean()), photo_activation=float(on_photo[n].mean()))
-        else:
-            cos = float((reached.flatten() @ on_photo.flatten()) / (reached.norm() * on_photo.norm()).clamp(min=1e-8))
-            fields.update(cosine_to_photo=cos)
-        result.save(path, i, meta, **fields)
-        log.info(f"wrote {path} ({_summary(fields)})")
+    result, described = photo_result(model, kind, layer, image, settings, filters=filters, power=power,
+                                     reg_layer=reg_layer, weight=weight, progress=progress)  # fmt: skip
+    for i, (path, fields) in enumerate(zip(paths, described, strict=True)):
+        result.save(path, i, meta, **{**fields, "photo": str(photo)})
+        log.info(f"wrote {path} ({photo_summary(fields)})")
     return paths
 
 
-def _summary(fields: dict[str, object]) -> str:
+def photo_summary(fields: dict[str, Any]) -> str:
+    """One line on a photo picture from :func:`photo_result`'s fields."""
     rms = f"{fields['rms_from_photo']:.3f} RMS from the photo"
     if "activation" in fields:
         reached, start = fields["activation"], fields["photo_activation"]

@@ -22,9 +22,12 @@ __all__ = [
     "DREAM",
     "PARAM_NAMES",
     "PRECISIONS",
+    "PREVIEW",
+    "PREVIEW_BATCH",
     "QUICK",
     "TRANSFORM_NAMES",
     "OptimSettings",
+    "preview_settings",
 ]
 
 #: Image parameterizations by name (see :mod:`kernelviz.optvis.params`).
@@ -148,6 +151,28 @@ DEFAULTS = OptimSettings()
 #: Previews: a third of the steps at 128 px (``kernelviz serve --quick``): on EfficientNet-Lite0 and 2 cores a
 #: layer page's first 8 pictures in 7.6 s instead of 64.4 s (benchmarks/README.md, "The explorer's speed").
 QUICK = DEFAULTS.with_(steps=64, size=128)
+#: A layer page's first look, shown until the full picture is made (see :func:`preview_settings`): on
+#: EfficientNet-Lite0 ``_blocks.9._project_conv`` a preview is nearer its own full picture than any other filter's
+#: (in a middle layer's embedding) for 92% of 24 filters (``--quick``'s 64 steps at 128 px: 75%; 32 at 96: 50%), and
+#: a page of 48 takes 17.5 s on 2 cores (``benchmarks/bench_previews.py``).
+PREVIEW = DEFAULTS.with_(steps=48, size=144)
+#: Filters per preview batch (the explorer's preview tasks): on 2 cores a page of 48 previews at 48 steps and 160 px
+#: takes 16.7 s in batches of 24, 22.9 s in batches of 16.
+PREVIEW_BATCH = 24
+
+
+def preview_settings(settings: OptimSettings) -> OptimSettings | None:
+    """The settings of the quick previews of pictures made with ``settings``: :data:`PREVIEW`'s steps and size (no
+    larger than ``settings``'), everything else as ``settings``; ``None`` when a picture at ``settings`` costs less
+    than twice a preview (steps x pixels): the pictures themselves come about as soon."""
+    size = int(settings.size or 0)
+    side = min(int(PREVIEW.size or size), size) if size else PREVIEW.size
+    steps = min(PREVIEW.steps, settings.steps)
+    if size and settings.steps * size**2 < 2 * steps * int(side or 0) ** 2:
+        return None
+    return settings.with_(steps=steps, size=side, batch_size=PREVIEW_BATCH)
+
+
 #: Settings of a DeepDream (:func:`~kernelviz.dream`): from the photo, few steps, a small learning rate (the photo
 #: stays recognizable).
 DREAM = DEFAULTS.with_(steps=48, lr=0.02)

@@ -110,11 +110,16 @@ def create_app(explorer: Explorer, token: str | None) -> Starlette:
 
     async def layer(request: Request) -> Response:
         page = _int(request.query_params.get("page", "0"), "page")
-        return HTMLResponse(layer_page(explorer, request.path_params["layer"], max(0, page), token or ""))
+        layer_name = request.path_params["layer"]
+        return HTMLResponse(layer_page(explorer, layer_name, max(0, page), token or "", chosen_photo(request)))
 
     async def filter_(request: Request) -> Response:
         n = _int(request.path_params["n"], "filter")
-        return HTMLResponse(filter_page(explorer, request.path_params["layer"], n, token or ""))
+        return HTMLResponse(filter_page(explorer, request.path_params["layer"], n, token or "", chosen_photo(request)))
+
+    def chosen_photo(request: Request) -> dict[str, str]:
+        """The photo a page was opened with (``?upload=`` or ``?pick=``), offered first by its photo forms."""
+        return {k: v for k, v in request.query_params.items() if k in ("upload", "pick")}
 
     async def files(request: Request) -> Response:
         root = explorer.root.resolve()
@@ -141,8 +146,13 @@ def create_app(explorer: Explorer, token: str | None) -> Starlette:
         filters = data.get("filters", [])
         if not isinstance(filters, list) or not all(isinstance(n, int) for n in filters):
             raise KernelvizError("filters must be a list of whole numbers")
-        futures = explorer.request_filters(layer_name, filters)
-        return JSONResponse({"batches": len(futures), "batch_size": explorer.optim.batch_size})
+        if data.get("previews") is True:  # a layer page: quick previews first
+            previews, futures = explorer.request_page(layer_name, filters)
+        else:
+            previews, futures = [], explorer.request_filters(layer_name, filters)
+        return JSONResponse(
+            {"batches": len(futures), "batch_size": explorer.optim.batch_size, "preview_batches": len(previews)}
+        )
 
     async def variant(request: Request) -> Response:
         data = await json_body(request)
@@ -242,8 +252,15 @@ def create_app(explorer: Explorer, token: str | None) -> Starlette:
         future = explorer.maps_png(image_file(request), request.query_params.get("layer", ""))
         return Response(await _wait(future), media_type="image/png")
 
-    async def caricature(request: Request) -> Response:
-        future = explorer.caricature_png(image_file(request), request.query_params.get("layer", ""))
+    async def photo(request: Request) -> Response:
+        q = request.query_params
+        n = q.get("filter")
+        future = explorer.photo_png(
+            image_file(request),
+            q.get("kind", "caricature"),
+            q.get("layer") or None,  # none: every depth
+            None if n is None else _int(n, "filter"),
+        )
         return Response(await _wait(future), media_type="image/png")
 
     async def status(request: Request) -> Response:
@@ -270,7 +287,7 @@ def create_app(explorer: Explorer, token: str | None) -> Starlette:
         Route(API["image"], answered(image_png)),
         Route(API["heatmap"], answered(heatmap)),
         Route(API["maps"], answered(maps)),
-        Route(API["caricature"], answered(caricature)),
+        Route(API["photo"], answered(photo)),
         Mount(PAGES["static"], StaticFiles(directory=str(static)), name="static"),
     ]
     return Starlette(routes=routes, middleware=[Middleware(TokenCheck)])

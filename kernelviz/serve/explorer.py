@@ -36,8 +36,8 @@ from ..files.write import save_figure, save_json, save_png
 from ..jobs.inspect import LayerTable, layer_table
 from ..optvis.batch import auto_batch_size
 from ..optvis.render import StopOptimization
-from ..optvis.settings import DEFAULTS, OptimSettings
-from ..sets.atlas import write_examples, write_filters
+from ..optvis.settings import ACCENTUATE, DEFAULTS, DREAM, PREVIEW_BATCH, OptimSettings, preview_settings
+from ..sets.atlas import write_examples, write_filters, write_previews
 from ..sets.folder import AtlasFolder, atlas_settings
 from .urls import PAGES
 from .urls import path as url_path
@@ -107,6 +107,8 @@ class Explorer:
                 batch_size=auto_batch_size(self.model, first, size, model_device(self.model), widest)
             )
         self.optim: OptimSettings = settings
+        #: the layer pages' quick previews' settings (``None``: the server's own settings are as quick)
+        self.preview: OptimSettings | None = preview_settings(settings)
         self.recorded = atlas_settings(settings, meta)
         self.folder.check_settings(self.recorded)  # refuses an atlas made with other settings
         self._classes: list[str] | None = None
@@ -166,17 +168,64 @@ class Explorer:
         """The URL path of a file under the atlas root (``/files/...``, each segment percent-encoded)."""
         return url_path(PAGES["files"], path=tuple(self.folder.relative(path).split("/")))
 
-    def request_filters(self, layer: str, filters: list[int]) -> list[Future]:
+    def request_page(self, layer: str, filters: list[int]) -> tuple[list[Future], list[Future]]:
+        """A layer page's missing pictures: quick previews first, then the atlas batches (:meth:`request_filters`),
+        all of one request; returns ``(preview futures, batch futures)``.
+
+        Previews (:func:`~kernelviz.optvis.settings.preview_settings`: few steps, small, ``PREVIEW_BATCH`` filters
+        per task) are made for the filters with neither picture nor preview; each task reports ``progress`` and
+        one ``preview`` event per filter. None are made when the server's own settings cost no more.
+        """
+        for n in filters:
+            self.check_filter(layer, n)
+        request = self.worker.new_request()  # this page's tasks go before those of pages asked earlier
+        previews = []
+        if self.preview is not None:
+            todo = sorted(
+                {n for n in filters if not self.folder.written(layer, n) and not self.folder.preview(layer, n).exists()}
+            )
+            for i in range(0, len(todo), PREVIEW_BATCH):
+                chunk = todo[i : i + PREVIEW_BATCH]
+                previews.append(
+                    self.worker.submit(("preview", layer, *chunk), self._preview_task(layer, chunk), request)
+                )
+        return previews, self.request_filters(layer, filters, request)
+
+    def _preview_task(self, layer: str, chunk: list[int]) -> Callable[[Emit], Any]:
+        settings = self.preview
+        assert settings is not None
+
+        def run(emit: Emit) -> int:
+            chunk_left = [n for n in chunk if not self.folder.written(layer, n)]
+            if not chunk_left:
+                return 0
+
+            def progress(step: int, value: float) -> None:
+                emit({"type": "progress", "layer": layer, "filters": chunk_left, "preview": True, "step": step,
+                      "steps": settings.steps, "value": value})  # fmt: skip
+
+            written, stopped = write_previews(self.model, self.root, layer, chunk_left, settings, progress=progress)
+            if stopped:
+                return 0
+            for n, path in written.items():
+                emit({"type": "preview", "layer": layer, "filter": n, "src": self.file_url(path)})
+            return len(written)
+
+        return run
+
+    def request_filters(self, layer: str, filters: list[int], request: int | None = None) -> list[Future]:
         """Queue the atlas batches holding ``filters`` that are not on disk; returns their futures.
 
         Each batch task reports ``progress`` (step, objective) and one ``done`` event per filter written.
+        ``request``: the request they belong to (:meth:`Worker.new_request`); default: a new one.
         """
         row = self.row(layer)
         for n in filters:
             self.check_filter(layer, n)
         b = int(self.optim.batch_size or 1)
         futures = []
-        request = self.worker.new_request()  # this page's batches go before those of pages asked earlier
+        if request is None:
+            request = self.worker.new_request()  # this page's batches go before those of pages asked earlier
         for start in sorted({n // b * b for n in filters}):
             group = list(range(start, min(start + b, row.channels)))
             missing = [n for n in group if not self.folder.kept(layer, n)]
@@ -540,6 +589,13 @@ class Explorer:
             return []
         return [p.relative_to(self.images).as_posix() for p in image_files(self.images)]
 
+    def photos(self, uploads: int = 12) -> list[tuple[dict[str, str], str]]:
+        """The photos a page can offer: the ``uploads`` newest uploads, then the images of ``--images``; each as
+        ``(its query: {"upload": id} or {"pick": path}, its label)``."""
+        made = sorted(self.folder.uploads.glob("*.png"), key=lambda p: p.stat().st_mtime, reverse=True)
+        chosen = [({"upload": p.stem}, f"upload {p.stem[:8]}") for p in made[:uploads]]
+        return chosen + [({"pick": p}, p) for p in self.picks()]
+
     def save_upload(self, data: bytes) -> str:
         """Decode an uploaded image safely, store it as PNG under ``uploads/``; returns its id.
 
@@ -636,28 +692,69 @@ class Explorer:
 
         return self.worker.submit(("maps", str(path), layer), run)
 
-    def caricature_png(self, path: Path, layer: str) -> Future:
-        """What ``layer`` keeps of the image: its caricature (:func:`~kernelviz.caricature_of`, from noise, at the
-        server's settings and size), as PNG bytes."""
-        self.row(layer)
+    def depth_layers(self, k: int = 5) -> list[str]:
+        """``k`` convolutions spread from the first to the last (the image page's "every depth")."""
+        convs = [r.name for r in self.conv_layers()]
+        if len(convs) <= k:
+            return convs
+        return [convs[round(i * (len(convs) - 1) / (k - 1))] for i in range(k)]
+
+    def photo_png(self, path: Path, kind: str, layer: str | None, n: int | None = None) -> Future:
+        """A picture made from the image (:func:`~kernelviz.jobs.photo.photo_result`) beside the image, labelled with
+        how it relates to it, as PNG bytes: at the server's settings and size, but for a DeepDream or an accentuation
+        (from the photo) the steps and learning rate of :data:`~kernelviz.optvis.settings.DREAM` or
+        :data:`~kernelviz.optvis.settings.ACCENTUATE`.
+
+        Args:
+            kind: ``caricature`` or ``dream`` of ``layer`` (``None``: one per :meth:`depth_layers`, early to late),
+                or ``accentuate`` (filter ``n`` of ``layer`` made to respond more, kept close to the image).
+        """
+        from ..jobs.photo import KINDS, photo_result
+
+        if kind not in KINDS:
+            raise KernelvizError(f"unknown kind of photo picture {kind!r}: choose from {', '.join(KINDS)}")
+        if kind == "accentuate":
+            if layer is None or n is None:
+                raise KernelvizError("an accentuation needs a layer and a filter")
+            self.check_filter(layer, n)
+        elif layer is not None:
+            self.row(layer)
+        layers = [layer] if layer is not None else self.depth_layers()
 
         def run(emit: Emit) -> bytes:
-            from PIL import Image
+            from ..plot.grid import plot_grid
 
-            from ..optvis.photo import caricature_of
+            settings = self.optim.with_(batch_size=None)
+            seeded = {"dream": DREAM, "accentuate": ACCENTUATE}.get(kind)
+            if seeded is not None:  # from the photo: few steps, a small learning rate, as the CLI's defaults
+                settings = settings.with_(steps=seeded.steps, lr=seeded.lr)
+            x = load_image(path, int(settings.size or self.meta.input_size))  # (3, S, S)
+            tiles, labels = [x], ["the image"]
+            for i, name in enumerate(layers):
 
-            def progress(step: int, value: float) -> None:
-                emit({"type": "progress", "layer": layer, "caricature": True, "step": step,
-                      "steps": self.optim.steps, "value": value})  # fmt: skip
+                def progress(step: int, value: float, name: str = name, i: int = i) -> None:
+                    emit({"type": "progress", "photo": kind, "layer": name, "part": i + 1, "parts": len(layers),
+                          "step": step, "steps": settings.steps, "value": value})  # fmt: skip
 
-            x = load_image(path, int(self.optim.size or self.meta.input_size))  # (3, S, S)
-            result = caricature_of(self.model, layer, x, settings=self.optim.with_(batch_size=None), progress=progress)
-            pixels = (result.images[0].permute(1, 2, 0) * 255).round().byte().numpy()
-            buffer = io.BytesIO()
-            Image.fromarray(pixels).save(buffer, format="PNG")
-            return buffer.getvalue()
+                filters = [n] if kind == "accentuate" and n is not None else []
+                result, (fields,) = photo_result(
+                    self.model, kind, name, x, settings, filters=filters, progress=progress
+                )
+                tiles.append(result.images[0])
+                if kind == "accentuate":
+                    ratio = fields["activation"] / fields["photo_activation"] if fields["photo_activation"] else 0.0
+                    labels[0] = f"the image\n{name}:{n} mean {fields['photo_activation']:.3g}"
+                    labels.append(f"accentuated: mean {fields['activation']:.3g} (x{ratio:.2f})\n"
+                                  f"RMS {fields['rms_from_photo']:.3f} from the image")  # fmt: skip
+                else:
+                    labels.append(f"{name}\ncosine {fields['cosine_to_photo']:.2f} to the image's")
+            what = {"caricature": "caricature", "dream": "DeepDream", "accentuate": "feature accentuation"}[kind]
+            where = "at every depth" if layer is None else f"of {layer}" + (f" filter {n}" if n is not None else "")
+            title = f"{self.meta.name}: {what} {where}"
+            return _png(plot_grid(tiles, labels, title=title, cols=len(tiles), tile_inches=2.2))
 
-        return self.worker.submit(("caricature", str(path), layer, os.path.getmtime(path)), run)
+        key = ("photo", str(path), kind, layer, n, os.path.getmtime(path))
+        return self.worker.submit(key, run)
 
     @property
     def slug(self) -> str:

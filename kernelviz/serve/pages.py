@@ -56,6 +56,40 @@ def _page(ex: Explorer, title: str, body: str, data: dict[str, Any] | None = Non
     )
 
 
+def _photo_form(
+    ex: Explorer, slot: str, fields: Mapping[str, object], kinds: Mapping[str, str], button: str, about: str,
+    chosen: Mapping[str, str] | None = None, layers: str = "",
+) -> str:  # fmt: skip
+    """A form that makes a picture from a photo (``/api/photo.png``, shown in the element ``slot``): the photo
+    chooser (``chosen`` first), ``kinds`` (value -> label; a choice when several), hidden ``fields``, an optional
+    layer ``<select>``."""
+    photos = ex.photos()
+    if chosen and chosen not in [q for q, _ in photos]:
+        photos.insert(0, (dict(chosen), "this page's photo"))
+    if not photos:
+        return (
+            f"<p class=small>{text(about)}: upload a photo on the "
+            f'<a href="{attr(PAGES["image"])}">image page</a> (or start the server with --images DIR)</p>'
+        )
+    options = "".join(
+        f'<option value="{attr(urllib.parse.urlencode(q))}"{" selected" if q == chosen else ""}>{text(label)}</option>'
+        for q, label in photos
+    )
+    hidden = "".join(f'<input type="hidden" name="{attr(k)}" value="{attr(v)}">' for k, v in fields.items())
+    if len(kinds) > 1:
+        kind = '<select name="kind">' + "".join(
+            f'<option value="{attr(k)}">{text(v)}</option>' for k, v in kinds.items()
+        )
+        kind += "</select> "
+    else:
+        kind = f'<input type="hidden" name="kind" value="{attr(next(iter(kinds)))}">'
+    return (
+        f'<form class="photo-form" data-slot="{attr(slot)}">{hidden}{kind}{layers}'
+        f'<select name="photo" aria-label="photo">{options}</select> <button type="submit">{text(button)}</button> '
+        f'<span class=small>{text(about)}</span></form><div id="{attr(slot)}" class="photo-out"></div>'
+    )
+
+
 def message_page(ex: Explorer, title: str, message: str) -> str:
     """A page that says what went wrong, and links home."""
     return _page(
@@ -104,9 +138,9 @@ def model_page(ex: Explorer, token: str = "") -> str:
     return _page(ex, f"{table.model}: layers", body, {"page": "model"}, token)
 
 
-def layer_page(ex: Explorer, layer: str, page: int = 0, token: str = "") -> str:
-    """The layer's filters, ``PER_PAGE`` at a time: pictures on disk at once, the others computed and shown
-    as they arrive."""
+def layer_page(ex: Explorer, layer: str, page: int = 0, token: str = "", photo: Mapping[str, str] | None = None) -> str:
+    """The layer's filters, ``PER_PAGE`` at a time: pictures on disk at once (else a quick preview), the others
+    computed and shown as they arrive; a caricature or DeepDream of a photo (``photo``: offered first)."""
     row = ex.row(layer)
     first, last = page * PER_PAGE, min(row.channels, (page + 1) * PER_PAGE)
     done = set(ex.done(layer))
@@ -117,6 +151,14 @@ def layer_page(ex: Explorer, layer: str, page: int = 0, token: str = "") -> str:
             record = ex.folder.written_record(layer, n)
             value = f"mean {record['final_value']:.4g}" + (" (dead unit)" if record["dead_unit"] else "")
             picture = f'<img src="{_file_href(ex, ex.folder.picture(layer, n))}" alt="filter {n}">'
+        elif ex.folder.preview(layer, n).exists():  # its quick preview until the picture is made
+            missing.append(n)
+            src = _file_href(ex, ex.folder.preview(layer, n))
+            value = "preview"
+            picture = (
+                f'<img class="preview" src="{src}" alt="filter {n} (preview)" '
+                'title="a quick preview: the full picture follows">'
+            )
         else:
             missing.append(n)
             value, picture = "", '<div class="wait">queued</div>'
@@ -157,6 +199,17 @@ def layer_page(ex: Explorer, layer: str, page: int = 0, token: str = "") -> str:
         f'<div class="bar"><div></div></div> <div class="status" id="status">'
         f"{len(missing)} of {last - first} filters on this page still to compute</div>"
         f'<div class="grid">{"".join(tiles)}</div>'
+        "<h2>the layer on a photo</h2>"
+        + _photo_form(
+            ex,
+            "photo-picture",
+            {"layer": layer},
+            {"caricature": "caricature", "dream": "DeepDream"},
+            "make it",
+            "caricature: a picture from noise whose activation here points the way of the photo's (what the layer "
+            "keeps of it); DeepDream: the photo with what the layer sees in it made stronger",
+            photo,
+        )
     )
     data = {"page": "layer", "layer": layer, "missing": json.dumps(missing)}
     return _page(ex, f"{ex.meta.name} {layer}", body, data, token)
@@ -210,8 +263,9 @@ def _neighbours(ex: Explorer, units: list[tuple[str, int, float | None]], what: 
     return f'<h2>{text(what)}</h2><ul class="units">{"".join(items)}</ul>{button}'
 
 
-def filter_page(ex: Explorer, layer: str, n: int, token: str = "") -> str:
-    """One filter: picture, curve, settings, kernel, the units feeding it and fed by it, examples, variants."""
+def filter_page(ex: Explorer, layer: str, n: int, token: str = "", photo: Mapping[str, str] | None = None) -> str:
+    """One filter: picture, curve, settings, kernel, the units feeding it and fed by it, examples, variants (the
+    accentuation of a photo: ``photo`` offered first)."""
     row = ex.check_filter(layer, n)
     record = ex.record(layer, n)
     d = ex.folder.layer(layer)
@@ -289,6 +343,17 @@ def filter_page(ex: Explorer, layer: str, n: int, token: str = "") -> str:
         f'<div class="status" id="status"></div>'
         f'<div class="pair"><div>{main}{facts}</div><div>{kernel}{feeders}{feeds}</div></div>'
         f"<h2>real images that excite it</h2>{ex_html}<h2>variants</h2>{''.join(variants)}"
+        "<h2>accentuated on a photo</h2>"
+        + _photo_form(
+            ex,
+            "photo-picture",
+            {"layer": layer, "filter": n},
+            {"accentuate": "accentuate"},
+            "accentuate it",
+            "the photo changed so that this filter responds more, kept close to it (feature accentuation): what in "
+            "the photo drives it",
+            photo,
+        )
     )
     data = {"page": "filter", "layer": layer, "filter": n, "self-missing": "1" if record is None else "0"}
     return _page(ex, f"{ex.meta.name} {layer} filter {n}", body, data, token)
@@ -400,7 +465,7 @@ def image_page(ex: Explorer, analysis: dict[str, Any] | None, query: dict[str, s
         firing = "".join(
             f"<tr><td>{text(name)}</td><td><div class=firing>"
             + "".join(
-                f'<a href="{_link(PAGES["filter"], layer=name, n=c)}">{_thumb(ex, name, c)}'
+                f'<a href="{_link(PAGES["filter"], key, layer=name, n=c)}">{_thumb(ex, name, c)}'
                 f"<span>{c} <span class=small>({v:.3g})</span></span></a>"
                 for c, v in top
             )
@@ -419,13 +484,21 @@ def image_page(ex: Explorer, analysis: dict[str, Any] | None, query: dict[str, s
             f"{_concepts_form(ex, hidden, query.get('concepts'))}"
             f'<h2>feature maps</h2><form id="maps-form">{hidden}<select name="layer">{layers}</select> '
             '<button type="submit">show</button></form><img id="maps" alt="" style="max-width:900px">'
-            f'<h2>what a layer keeps of it</h2><form id="caricature-form">{hidden}'
-            f'<select name="layer">{layers}</select> '
-            '<button type="submit">caricature</button> <span class=small>a picture made from noise whose activation '
-            "at the layer points the way of the image's (early layers keep colors and textures, late ones parts); "
-            "try several depths</span></form>"
-            '<div id="caricature"></div>'
-            f"<h2>filters that fire most on it (mean activation)</h2><table>{firing}</table>"
+            "<h2>what a layer keeps of it</h2>"
+            + _photo_form(
+                ex,
+                "caricature",
+                {},
+                {"caricature": "caricature", "dream": "DeepDream"},
+                "make it",
+                "caricature: a picture made from noise whose activation at the layer points the way of the image's "
+                "(early layers keep colors and textures, late ones parts); DeepDream: the image with what the layer "
+                "sees in it made stronger",
+                key,
+                f'<select name="layer" aria-label="layer"><option value="">every depth ('
+                f"{text(', '.join(ex.depth_layers()))})</option>{layers}</select> ",
+            )
+            + f"<h2>filters that fire most on it (mean activation)</h2><table>{firing}</table>"
         )
     return _page(ex, f"{ex.meta.name}: image", body, {"page": "image"}, token)
 

@@ -35,7 +35,7 @@ API = {
     "image": "/api/image.png",
     "heatmap": "/api/heatmap.png",
     "maps": "/api/maps.png",
-    "caricature": "/api/caricature.png",
+    "photo": "/api/photo.png",
     "concepts": "/api/concepts",
     "concept_maps": "/api/concept_maps.png",
 }

@@ -72,3 +72,16 @@ def test_decay_shapes_the_fourier_spectrum():
     with pytest.raises(KernelvizError, match="decay must be a number from 0 to 4"):
         DEFAULTS.with_(decay=9)
     assert OptimSettings.from_json(DEFAULTS.with_(decay=1.5).to_json()).decay == 1.5
+
+
+def test_preview_settings_are_quicker_or_none():
+    """Previews keep every setting but steps, size and batch; none when a picture costs under two previews."""
+    from kernelviz.optvis.settings import PREVIEW, PREVIEW_BATCH, QUICK, preview_settings
+
+    defaults = DEFAULTS.with_(size=224, seed=3, param="maco")
+    quick = preview_settings(defaults)
+    assert quick == defaults.with_(steps=PREVIEW.steps, size=PREVIEW.size, batch_size=PREVIEW_BATCH)
+    assert preview_settings(QUICK) is None  # 64 steps at 128 px: about one preview's cost
+    assert preview_settings(DEFAULTS.with_(size=32, steps=4)) is None
+    small = preview_settings(DEFAULTS.with_(size=64, steps=400))  # never larger than the pictures
+    assert small is not None and small.size == 64 and small.steps == PREVIEW.steps

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from html.parser import HTMLParser
 
 import numpy as np
@@ -145,8 +146,9 @@ def test_uploads_and_image_endpoints(served):
     assert page.status_code == 200 and "top-5" in page.text and "filters that fire most" in page.text
     assert page.text.count('class="thumb wait" data-layer="conv1_1"') == 6  # the top units, as (empty) thumbnails
     assert '<option value="features">' in page.text  # feature maps of every layer with a page
-    assert 'id="caricature-form"' in page.text
+    assert 'data-slot="caricature"' in page.text and "every depth (conv1_1, " in page.text
     upload = response.headers["location"].split("=")[1]
+    assert re.search(rf'href="/filter/conv1_1/\d+\?upload={upload}"', page.text)  # the photo goes along
     for url in (
         f"/api/image.png?upload={upload}",
         f"/api/heatmap.png?upload={upload}&method=gradcam&target=3",
@@ -154,7 +156,7 @@ def test_uploads_and_image_endpoints(served):
         f"/api/maps.png?upload={upload}&layer=conv1_1",
         f"/api/maps.png?upload={upload}&layer=features",  # a block's output
         f"/api/maps.png?upload={upload}&layer=relu2_1",  # an activation
-        f"/api/caricature.png?upload={upload}&layer=conv2_1",  # what the layer keeps of the image
+        f"/api/photo.png?upload={upload}&kind=caricature&layer=conv2_1",  # what the layer keeps of the image
     ):
         got = client.get(url)
         assert got.status_code == 200 and got.content[:4] == b"\x89PNG", (url, got.text[:200])
@@ -623,3 +625,75 @@ def test_a_batch_gives_way_to_a_newer_page_and_runs_again_to_the_same_pictures(t
         a, b = ex.record("conv2_1", n), never.record("conv2_1", n)
         assert a["final_value"] == b["final_value"] and a["curve"] == b["curve"]
         assert ex.folder.picture("conv2_1", n).read_bytes() == never.folder.picture("conv2_1", n).read_bytes()
+
+
+def test_a_layer_page_shows_quick_previews_first_and_each_is_replaced_by_its_picture(tmp_path):
+    """The layer page's request makes the previews (their own settings, batches of PREVIEW_BATCH) before any full
+    batch: every preview event comes before the first done event; a preview is the picture those settings make; a
+    page drawn while only a preview is on disk shows it; nothing is previewed twice or once made."""
+    from kernelviz.optvis.batch import layer_grid
+    from kernelviz.optvis.settings import PREVIEW_BATCH
+
+    ex = _explorer(tmp_path)
+    assert ex.preview is None  # 4 steps at 32 px: as quick as any preview
+    ex.preview = ex.optim.with_(steps=2, size=24, batch_size=PREVIEW_BATCH)
+    events: list[dict] = []
+    ex.worker.subscribe(events.append)
+    client = TestClient(create_app(ex, TOKEN))
+    client.get(f"/?token={TOKEN}")
+    asked = list(range(PREVIEW_BATCH + 2))  # two preview tasks, of conv3_1 (32 filters)
+    answer = client.post("/api/compute", json={"layer": "conv3_1", "filters": asked, "previews": True}).json()
+    assert answer["preview_batches"] == 2 and answer["batches"] == 4  # atlas batches of 8: filters 0-31
+    ex.worker.wait_idle(timeout=300)
+    kinds = [(e["type"], e.get("filter")) for e in events if e["type"] in ("preview", "done")]
+    first_done = next(i for i, (kind, _) in enumerate(kinds) if kind == "done")
+    assert sorted(n for kind, n in kinds[:first_done] if kind == "preview") == asked
+    assert sorted(n for kind, n in kinds if kind == "done") == list(range(32))  # every filter of the 4 batches
+    made = layer_grid(ex.model, "conv3_1", asked[:PREVIEW_BATCH], ex.preview.with_(batch_size=PREVIEW_BATCH))
+    expected = kernelviz.load_image(ex.folder.preview("conv3_1", 3))
+    assert expected.shape[-1] == 24 and torch.allclose(expected, made.images[3], atol=1 / 255 + 1e-6)
+    ex.folder.record_file("conv3_1", 5).unlink()  # filter 5: only its preview on disk
+    page = client.get("/layer/conv3_1").text
+    assert 'class="preview" src="/files/conv3_1/previews/0005.png"' in page and page.count('class="preview"') == 1
+    again = client.post("/api/compute", json={"layer": "conv3_1", "filters": [5, 6], "previews": True}).json()
+    assert again["preview_batches"] == 0 and again["batches"] == 1  # a preview is kept; 6 is made
+    ex.worker.stop(wait=True)
+
+
+def test_pictures_from_a_photo_on_the_layer_filter_and_image_pages(tmp_path):
+    """Caricature and DeepDream of a layer, every depth, and a filter's accentuation: each page offers its photo
+    first (the one it was opened with), /api/photo.png answers a PNG of the photo beside the picture(s), and a
+    request it cannot serve gets a clear 400/404."""
+    ex = _explorer(tmp_path)
+    client = TestClient(create_app(ex, TOKEN))
+    client.get(f"/?token={TOKEN}")
+    alone = client.get("/filter/conv2_1/3").text  # no photo anywhere yet
+    assert "upload a photo on the" in alone and 'class="photo-form"' not in alone
+    upload = client.post("/image", files={"file": ("a.png", _png_bytes(), "image/png")}, follow_redirects=False)
+    digest = upload.headers["location"].split("=")[1]
+    for page in (f"/layer/conv2_1?upload={digest}", f"/filter/conv2_1/3?upload={digest}"):
+        html = client.get(page).text
+        assert f'<option value="upload={digest}" selected>' in html, page
+    layer_page = client.get(f"/layer/conv2_1?upload={digest}").text
+    assert '<option value="dream">DeepDream</option>' in layer_page
+    assert '<input type="hidden" name="kind" value="accentuate">' in client.get("/filter/conv2_1/3").text
+
+    def picture(query: str) -> tuple[int, int]:
+        got = client.get(f"/api/photo.png?upload={digest}&{query}")
+        assert got.status_code == 200 and got.content[:4] == b"\x89PNG", (query, got.text[:200])
+        return Image.open(io.BytesIO(got.content)).size
+
+    one = picture("kind=dream&layer=conv2_1")
+    assert one[0] > one[1]  # the photo, then its DeepDream
+    every = picture("kind=caricature&layer=")
+    assert every[0] > 2.5 * one[0]  # the photo and 5 caricatures
+    convs, depths = [r.name for r in ex.conv_layers()], ex.depth_layers()
+    assert len(set(depths)) == 5 and depths[0] == convs[0] and depths[-1] == convs[-1]
+    assert depths == sorted(depths, key=convs.index)  # early to late
+    picture("kind=accentuate&layer=conv2_1&filter=3")
+    assert client.get(f"/api/photo.png?upload={digest}&kind=accentuate&layer=conv2_1").status_code == 400
+    assert "unknown kind" in client.get(f"/api/photo.png?upload={digest}&kind=nope&layer=conv2_1").json()["error"]
+    bad = client.get(f"/api/photo.png?upload={digest}&kind=accentuate&layer=conv2_1&filter=99")
+    assert bad.status_code in (400, 404) and "99" in bad.json()["error"]
+    assert client.get("/api/photo.png?upload=0123456789abcdef&kind=dream&layer=conv2_1").status_code == 404
+    ex.worker.stop(wait=True)

@@ -37,6 +37,7 @@ def test_the_whole_tour_in_chromium(tmp_path):
     settings = kernelviz.DEFAULTS.with_(steps=8, size=32)
     root = tmp_path / "atlas" / "tiny_vgg"
     explorer = Explorer(tiny_vgg(), root, settings=settings)
+    explorer.preview = settings.with_(steps=2, size=24, batch_size=8)  # as quick as previews are, next to these
     photo = tmp_path / "photo.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(photo)
     token, port = "a-fixed-token-for-notes", tour.free_port()  # as `kernelviz serve --token ... --port ...`
@@ -67,4 +68,9 @@ def test_the_whole_tour_in_chromium(tmp_path):
     reopened = seen["reopened"]  # the image page's URL kept method and layer, and reopened to them
     assert "method=saliency" in reopened["url"] and reopened["method"] == "saliency"
     assert reopened["layer"] == reopened["maps_layer"] != "conv1_1"
-    assert seen["caricature"] == 32  # the image page's caricature, at the server's size
+    assert seen["layer_previews"] == 16  # a quick preview of each filter came first, then its picture
+    width, height = seen["caricature"]  # the image and its caricatures at 5 depths, side by side
+    assert width > 3 * height > 0  # (one caricature beside the image: about 1.3 to 1)
+    accentuated = seen["accentuated"]  # from the image page's filter link, the photo offered first
+    assert "upload=" in accentuated["url"] and accentuated["photo"] in accentuated["url"]
+    assert accentuated["size"][0] > accentuated["size"][1] > 0  # the photo and its accentuation

@@ -40,18 +40,35 @@
   var page = body.getAttribute("data-page");
   if (page === "layer") {
     var missing = JSON.parse(body.getAttribute("data-missing") || "[]");
-    var total = missing.length, got = 0;
+    var total = missing.length, got = 0, previews = 0;
     body.setAttribute("data-missing-count", String(total));
     if (total > 0) {
-      events(function (e) {
+      var source = events(function (e) {
         if (e.layer !== layer) return;
         if (e.type === "progress" && e.filters) {
           var where = e.value === null ? "starting" : "objective " + e.value.toFixed(3);
-          say("filters " + e.filters[0] + "-" + e.filters[e.filters.length - 1] + ": step " + e.step + "/" + e.steps + ", " + where);
+          var what = (e.preview ? "previews of filters " : "filters ") + e.filters[0] + "-" + e.filters[e.filters.length - 1];
+          say(what + ": step " + e.step + "/" + e.steps + ", " + where);
+        } else if (e.type === "preview") {
+          // a quick preview stands in for the picture until its "done" event replaces it
+          var ptile = document.getElementById("f" + e.filter);
+          var wait = ptile && ptile.getAttribute("data-done") !== "1" ? ptile.querySelector(".wait") : null;
+          if (wait) {
+            var pimg = document.createElement("img");
+            pimg.alt = "filter " + e.filter + " (preview)";
+            pimg.className = "preview";
+            pimg.title = "a quick preview: the full picture follows";
+            pimg.src = withToken(e.src);
+            pimg.onload = markImagesLoaded;
+            wait.replaceWith(pimg);
+            ptile.querySelector(".value").textContent = "preview";
+            previews += 1;
+            body.setAttribute("data-previews", String(previews));
+          }
         } else if (e.type === "done") {
           var tile = document.getElementById("f" + e.filter);
           if (tile && tile.getAttribute("data-done") !== "1") {
-            var box = tile.querySelector(".wait");
+            var box = tile.querySelector(".wait, img.preview");
             var img = document.createElement("img");
             img.alt = "filter " + e.filter;
             img.src = withToken(e.src);
@@ -68,9 +85,17 @@
           say(e.message, true);
         }
       });
-      post(api.compute, { layer: layer, filters: missing })
-        .then(function (j) { say("queued " + j.batches + " batch(es) of " + j.batch_size + " filters"); })
-        .catch(function (err) { say(err.message, true); });
+      var asked = false;
+      source.onopen = function () {  // asked once the events flow, so that none of them is missed
+        if (asked) return;
+        asked = true;
+        post(api.compute, { layer: layer, filters: missing, previews: true })
+          .then(function (j) {
+            var first = j.preview_batches ? j.preview_batches + " batch(es) of quick previews, then " : "";
+            say("queued " + first + j.batches + " batch(es) of " + j.batch_size + " filters");
+          })
+          .catch(function (err) { say(err.message, true); });
+      };
     }
   }
 
@@ -168,6 +193,39 @@
     });
   }
 
+  // Pictures made from a photo (caricature, DeepDream, accentuation): each form asks /api/photo.png and shows the
+  // answer in its slot; the steps arrive as progress events.
+  var photoForms = document.querySelectorAll("form.photo-form");
+  if (photoForms.length) {
+    events(function (e) {
+      if (e.type === "progress" && e.photo) {
+        var part = e.parts > 1 ? " (" + e.part + "/" + e.parts + ")" : "";
+        say(e.photo + " of " + e.layer + part + ": step " + e.step + "/" + e.steps);
+      }
+    });
+  }
+  Array.prototype.forEach.call(photoForms, function (pform) {
+    pform.addEventListener("submit", function (ev) {
+      ev.preventDefault();
+      var data = new FormData(pform);
+      var photo = data.get("photo");
+      data["delete"]("photo");
+      var slot = document.getElementById(pform.getAttribute("data-slot"));
+      var out = document.createElement("img");  // made on request: no empty image on the page before
+      out.className = "photo-picture";
+      out.alt = data.get("kind") + " of the photo";
+      slot.innerHTML = "";
+      slot.appendChild(out);
+      say("queued: " + data.get("kind") + " of the photo");
+      out.onload = function () { say(data.get("kind") + " ready"); markImagesLoaded(); };
+      out.onerror = function () {
+        fetch(out.src).then(function (r) { return r.json(); }).then(function (j) { say(j.error, true); })
+          .catch(function () { say("the picture failed", true); });
+      };
+      out.src = withToken(api.photo + "?" + new URLSearchParams(data).toString() + "&" + photo);
+    });
+  });
+
   // An image page: the heatmap and feature-map pictures follow the choosers, and the URL keeps the choices
   // (method, target, filter, layer, concepts), so it reopens to the same view.
   function keepInUrl(fields) {
@@ -209,26 +267,6 @@
         mout.src = withToken(api.maps + "?" + q);
       });
       mform.dispatchEvent(new Event("submit"));
-    }
-    var kform = document.getElementById("caricature-form");
-    var kslot = document.getElementById("caricature");
-    if (kform && kslot) {
-      kform.addEventListener("submit", function (ev) {
-        ev.preventDefault();
-        var q = new URLSearchParams(new FormData(kform)).toString();
-        say("making the caricature...");
-        kslot.innerHTML = "";
-        var kout = document.createElement("img");  // made on request: no empty image on the page before
-        kout.className = "big";
-        kout.alt = "caricature";
-        kslot.appendChild(kout);
-        kout.onload = function () { say("caricature ready"); markImagesLoaded(); };
-        kout.onerror = function () {
-          fetch(kout.src).then(function (r) { return r.json(); }).then(function (j) { say(j.error, true); })
-            .catch(function () { say("the caricature failed", true); });
-        };
-        kout.src = withToken(api.caricature + "?" + q);
-      });
     }
     var cform = document.getElementById("concepts-form");
     var cout = document.getElementById("concept-maps");
