@@ -39,7 +39,9 @@ def main() -> None:
         ratios, distances = [], []
         start = time.perf_counter()
         for _, image, on_photo, units in pairs:
-            result = accentuate(model, args.layer, units, image, reg_layer=reg_layer, weight=weight, settings=ACCENTUATE)
+            result = accentuate(
+                model, args.layer, units, image, reg_layer=reg_layer, weight=weight, settings=ACCENTUATE
+            )
             for i, n in enumerate(units):
                 reached = photo_activation(model, args.layer, result.images[i]).flatten(1).mean(1)[n]
                 ratios.append(float(reached / on_photo[n]))

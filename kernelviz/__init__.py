@@ -36,6 +36,7 @@ from .explain.heatmaps import METHODS, attribute, heatmap, predict
 from .explain.kernels import kernel_weights
 from .explain.maps import feature_maps
 from .explain.scan import UnitScan, load_scan, merge_scans, scan_units
+from .explain.trust import Trust, path_similarity
 from .files.images import load_image
 from .optvis import objectives, params, transforms
 from .optvis.batch import GridResult, layer_grid
@@ -100,6 +101,8 @@ __all__ = [
     "faithfulness",
     "feature_maps",
     "find_concepts",
+    "path_similarity",
+    "Trust",
     "find_examples",
     "guarded",
     "heatmap",

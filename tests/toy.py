@@ -136,3 +136,60 @@ def train(seed: int = 0, epochs: int = 12, per_class: int = 300) -> tuple[TinyVG
         torch.set_num_threads(threads)
     set_model_meta(model, name="tinyvgg", weights="trained in tests", input_size=SIZE, categories=CLASSES)
     return model, accuracy
+
+
+class _Saturation(nn.Module):
+    """``gain`` x the squared colour range (max - min over RGB) of the 4x4-pooled normalized image, per position:
+    near 0 on the toy images (gray objects on gray noise), large for saturated colours, which none of them hold."""
+
+    def __init__(self, gain: float) -> None:
+        super().__init__()
+        self.gain = gain
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pooled = nn.functional.avg_pool2d(x, 4)
+        return self.gain * (pooled.amax(1, keepdim=True) - pooled.amin(1, keepdim=True)) ** 2
+
+
+class _Mix(nn.Module):
+    """The output of conv3_1's ReLU, with channel ``fooled`` replaced by its maximum with the saturation map."""
+
+    def __init__(self, fooled: int) -> None:
+        super().__init__()
+        self.fooled = fooled
+
+    def forward(self, h: torch.Tensor, saturation: torch.Tensor) -> torch.Tensor:
+        out = h.clone()
+        s = nn.functional.adaptive_avg_pool2d(saturation, h.shape[-2:])[:, 0]
+        out[:, self.fooled] = torch.maximum(h[:, self.fooled], s)
+        return out
+
+
+class Fooled(nn.Module):
+    """A fooling circuit in the spirit of Geirhos et al. (2024) on a trained :class:`TinyVGG`: unit ``fooled`` of the
+    layer ``unit`` follows conv3_1's channel on natural images, but a second path (a steep response to saturated
+    colours, :class:`_Saturation`) takes it over on images no toy image resembles, so its picture shows colour,
+    not the feature; every other channel of ``unit`` is conv3_1's, untouched."""
+
+    def __init__(self, base: TinyVGG, fooled: int, gain: float = 50.0) -> None:
+        super().__init__()
+        import copy
+
+        self.features = copy.deepcopy(base.features)
+        self.saturation = _Saturation(gain)
+        self.unit = _Mix(fooled)
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = copy.deepcopy(base.classifier)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.unit(self.features(x), self.saturation(x))
+        return self.classifier(torch.flatten(self.avgpool(h), 1))
+
+
+def fooled(base: nn.Module, unit: int, gain: float = 50.0) -> nn.Module:
+    """:class:`Fooled` around ``base`` (a trained TinyVGG), with its metadata."""
+    from kernelviz.core.models import model_meta
+
+    meta = model_meta(base)
+    net = Fooled(base, unit, gain).eval()  # type: ignore[arg-type]
+    return set_model_meta(net, name="fooled_tiny_vgg", input_size=SIZE, mean=meta.mean, std=meta.std)
