@@ -458,10 +458,12 @@ def image_page(ex: Explorer, analysis: dict[str, Any] | None, query: dict[str, s
         methods = "".join(f'<option value="{m}"{" selected" if m == method else ""}>{m}</option>' for m in METHODS)
         hidden = "".join(f'<input type="hidden" name="{attr(k)}" value="{attr(v)}">' for k, v in key.items())
         shown = query.get("layer")
+        names = [r.name for r in ex.unit_layers()]
         layers = "".join(
-            f'<option value="{attr(r.name)}"{" selected" if r.name == shown else ""}>{text(r.name)}</option>'
-            for r in ex.unit_layers()
+            f'<option value="{attr(name)}"{" selected" if name == shown else ""}>{text(name)}</option>'
+            for name in names
         )
+        depths = "".join(f'<option value="{attr(name)}">{text(name)}</option>' for name in names)  # every depth first
         firing = "".join(
             f"<tr><td>{text(name)}</td><td><div class=firing>"
             + "".join(
@@ -496,7 +498,7 @@ def image_page(ex: Explorer, analysis: dict[str, Any] | None, query: dict[str, s
                 "sees in it made stronger",
                 key,
                 f'<select name="layer" aria-label="layer"><option value="">every depth ('
-                f"{text(', '.join(ex.depth_layers()))})</option>{layers}</select> ",
+                f"{text(', '.join(ex.depth_layers()))})</option>{depths}</select> ",
             )
             + f"<h2>filters that fire most on it (mean activation)</h2><table>{firing}</table>"
         )

@@ -163,6 +163,11 @@ def test_uploads_and_image_endpoints(served):
     assert "unknown method" in client.get(f"/api/heatmap.png?upload={upload}&method=nope").json()["error"]
     assert "no class names" in client.get(f"/api/heatmap.png?upload={upload}&target=tabby").json()["error"]
     assert client.get("/image?pick=p1.png").status_code == 200
+    kept = client.get(f"/image?upload={upload}&layer=conv2_1").text  # the maps' layer, kept in the URL
+    maps_form, caricature_form = kept.split('id="maps-form"')[1], kept.split('data-slot="caricature"')[1]
+    assert '<option value="conv2_1" selected>' in maps_form.split("</form>")[0]
+    layer_choice = caricature_form.split('name="layer"')[1].split("</select>")[0]
+    assert " selected" not in layer_choice and "every depth" in layer_choice  # the caricature starts at every depth
     assert client.get("/image?pick=../atlas/tiny_vgg/settings.json").status_code in (400, 404)
     assert client.get("/api/image.png?upload=../../x").status_code == 404
     broken = client.post("/image", files={"file": ("b.png", b"not an image at all", "image/png")})
