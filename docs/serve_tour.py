@@ -107,7 +107,7 @@ def tour(
         check("layer")
         page.click("#f3 a")
         page.wait_for_url("**/filter/**", timeout=ms)
-        page.wait_for_selector("img.big", timeout=ms)
+        page.wait_for_selector("img.big:not(.preview)", timeout=ms)
         check("filter")
         if block is not None:
             page.goto(f"{base}/")
@@ -117,7 +117,7 @@ def tour(
             check("block")
             page.click("#f0 a")
             page.wait_for_url("**/filter/**", timeout=ms)
-            page.wait_for_selector("img.big", timeout=ms)
+            page.wait_for_selector("img.big:not(.preview)", timeout=ms)
             check("block_filter")
             seen["block_filter_text"] = page.inner_text("main")
         page.goto(f"{base}/image")
@@ -154,7 +154,7 @@ def tour(
         # a filter that fires on the photo: its page offers the photo first, for an accentuation
         page.click(".firing a")
         page.wait_for_url("**/filter/**", timeout=ms)
-        page.wait_for_selector("img.big", timeout=ms)  # its own picture first (the page reloads when it is made)
+        page.wait_for_selector("img.big:not(.preview)", timeout=ms)  # its picture first (the page reloads then)
         page.click("form.photo-form button[type=submit]")
         page.wait_for_function(_LOADED.format(slot="photo-picture"), timeout=ms)
         seen["accentuated"] = {

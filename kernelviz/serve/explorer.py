@@ -203,10 +203,12 @@ class Explorer:
             def progress(step: int, value: float) -> None:
                 emit({"type": "progress", "layer": layer, "filters": chunk_left, "preview": True, "step": step,
                       "steps": settings.steps, "value": value})  # fmt: skip
+                if self.worker.outranked():  # a newer page waits: give way to it, as a batch does
+                    raise StopOptimization
 
             written, stopped = write_previews(self.model, self.root, layer, chunk_left, settings, progress=progress)
             if stopped:
-                return 0
+                raise Preempted
             for n, path in written.items():
                 emit({"type": "preview", "layer": layer, "filter": n, "src": self.file_url(path)})
             return len(written)

@@ -270,7 +270,13 @@ def filter_page(ex: Explorer, layer: str, n: int, token: str = "", photo: Mappin
     record = ex.record(layer, n)
     d = ex.folder.layer(layer)
     if record is None:
-        main = '<div class="wait big">being computed</div>'
+        preview = ex.folder.preview(layer, n)
+        main = (
+            f'<img class="big preview" id="preview" src="{_file_href(ex, preview)}" alt="filter {n} (preview)" '
+            'title="a quick preview: the full picture follows">'
+            if preview.exists()
+            else '<div class="wait big" id="preview">being computed</div>'
+        )
         facts = "<p>not computed yet: it is queued now and this page reloads when it is done.</p>"
     else:
         src = _file_href(ex, ex.folder.picture(layer, n))

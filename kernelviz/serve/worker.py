@@ -41,6 +41,7 @@ class _Task:
     run: Callable[[Emit], Any]
     future: Future
     request: int = 0
+    order: int = 0  # its place among its request's tasks
 
 
 class Worker:
@@ -95,9 +96,10 @@ class Worker:
         with self._lock:
             return any(request > self._running for request, _ in self._rank.values())
 
-    def _queue(self, task: _Task, request: int) -> None:
-        order = next(self._order)
-        task.request = request
+    def _queue(self, task: _Task, request: int, order: int | None = None) -> None:
+        """Queue ``task`` for ``request``, after the tasks queued so far (``order``: at that place instead)."""
+        order = next(self._order) if order is None else order
+        task.request, task.order = request, order
         self._rank[task.key] = (request, order)
         self._tasks[task.key] = task
         heapq.heappush(self._heap, (-request, order, task))
@@ -168,7 +170,7 @@ class Worker:
             except Preempted:  # back to the queue at its own place; its future stays pending
                 self.preemptions[task.key] += 1
                 with self._lock:
-                    self._queue(task, task.request)
+                    self._queue(task, task.request, task.order)
                 continue
             except KernelvizError as err:
                 self.emit({"type": "error", "key": str(task.key), "message": str(err)})

@@ -702,3 +702,35 @@ def test_pictures_from_a_photo_on_the_layer_filter_and_image_pages(tmp_path):
     assert bad.status_code in (400, 404) and "99" in bad.json()["error"]
     assert client.get("/api/photo.png?upload=0123456789abcdef&kind=dream&layer=conv2_1").status_code == 404
     ex.worker.stop(wait=True)
+
+
+def test_previews_give_way_to_a_newer_page_and_a_filter_page_shows_its_preview(tmp_path):
+    """A layer page's preview task stops at its next progress step when a filter page is opened, and runs again
+    after it (its previews then written whole); the filter page, asked with previews, shows its own preview while
+    its picture is computed."""
+    import threading
+
+    from kernelviz.serve.pages import filter_page
+
+    ex = _explorer(tmp_path)
+    ex.preview = ex.optim.with_(steps=400, size=24, batch_size=8)  # slow enough to be caught running
+    running, events = threading.Event(), []
+    ex.worker.subscribe(lambda e: running.set() if e.get("preview") and e.get("step") else None)
+    ex.worker.subscribe(events.append)
+    finished = []
+    previews, _ = ex.request_page("conv2_1", [0, 1])
+    previews[0].add_done_callback(lambda f: finished.append("previews"))
+    assert running.wait(60)
+    _, batches = ex.request_page("conv3_1", [5])  # a filter page: its preview, then its batch
+    batches[0].add_done_callback(lambda f: finished.append("opened"))
+    previews[0].result(timeout=300)
+    assert finished[0] == "opened" and ex.worker.preemptions[("preview", "conv2_1", 0, 1)] == 1
+    ex.worker.wait_idle(timeout=300)
+    # run again at its own place, before its page's batch: the previews are made, then the pictures
+    assert all(ex.folder.preview("conv2_1", n).is_file() for n in (0, 1))
+    order = [e["type"] for e in events if e["type"] in ("preview", "done") and e["layer"] == "conv2_1"]
+    assert order[:2] == ["preview", "preview"] and order.count("done") == 8
+    ex.worker.stop(wait=True)
+    ex.folder.record_file("conv3_1", 5).unlink()  # as while its picture is being computed
+    page = filter_page(ex, "conv3_1", 5)
+    assert 'class="big preview" id="preview" src="/files/conv3_1/previews/0005.png"' in page

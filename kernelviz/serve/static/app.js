@@ -131,6 +131,19 @@
           slot.appendChild(img);
         }
         say(e.variant + " done");
+      } else if (e.type === "preview" && e.filter === filter) {
+        var wait = document.getElementById("preview");  // its quick preview, until the picture is made
+        if (wait && wait.tagName !== "IMG") {
+          var pimg = document.createElement("img");
+          pimg.id = "preview";
+          pimg.className = "big preview";
+          pimg.alt = "filter " + filter + " (preview)";
+          pimg.title = "a quick preview: the full picture follows";
+          pimg.src = withToken(e.src);
+          pimg.onload = markImagesLoaded;
+          wait.replaceWith(pimg);
+          say("a quick preview: the full picture follows");
+        }
       } else if (e.type === "done" && e.filter === filter) {
         window.location.reload();
       } else if (e.type === "examples") {
@@ -167,7 +180,7 @@
       });
     });
     var missingSelf = body.getAttribute("data-self-missing") === "1";
-    if (missingSelf) post(api.compute, { layer: layer, filters: [filter] }).catch(function (err) { say(err.message, true); });
+    if (missingSelf) post(api.compute, { layer: layer, filters: [filter], previews: true }).catch(function (err) { say(err.message, true); });
   }
 
   // A concepts page: the button asks for them; progress arrives as events, and the page reloads when done.
