@@ -132,7 +132,7 @@ def write_filters(
         return {}, True
     maps = feature_maps(model, result.images, layer).flatten(2)  # (B, C, positions)
     extreme = {"min_activation": maps.amin(2)} if negative else {"max_activation": maps.amax(2)}
-    kind = "negative" if negative else None
+    kind = _kind(negative)
     folder = AtlasFolder(root)
     written: dict[int, dict[str, Any]] = {}
     for i, n in enumerate(group):
@@ -144,6 +144,11 @@ def write_filters(
         folder.write_filter(layer, n, result.images[i], record, kind)  # the record last: it marks it done
         written[n] = record
     return written, False
+
+
+def _kind(negative: bool) -> str | None:
+    """The variant a filter's negative picture is kept as (``None``: its picture itself)."""
+    return "negative" if negative else None
 
 
 def write_previews(
@@ -236,14 +241,13 @@ def atlas(
     # in the same batch whatever the sharding: 1 or N processes make the same pictures.
     batches = [(name, chosen[i : i + chunk]) for name, _, chosen in plan for i in range(0, len(chosen), chunk)]
     mine = [b for i, b in enumerate(batches) if i % world == rank]
-    kept = {(name, n) for name, group in mine for n in group if folder.kept(name, n)}
-    kept_negative = {(name, n) for name, group in mine for n in group if negative and folder.kept(name, n, "negative")}
-    kinds = (False, True) if negative else (False,)
-    todo = [
-        (name, group)
-        for name, group in mine
-        if not all((name, n) in (kept_negative if minimized else kept) for n in group for minimized in kinds)
-    ]
+    # the pictures already whole, per kind (minimized or not)
+    kept_of = {
+        minimized: {(name, n) for name, group in mine for n in group if folder.kept(name, n, _kind(minimized))}
+        for minimized in ((False, True) if negative else (False,))
+    }
+    kept, kinds = kept_of[False], tuple(kept_of)
+    todo = [(name, group) for name, group in mine if not all((name, n) in kept_of[m] for n in group for m in kinds)]
     skipped = len(kept)
     computed, interrupted = 0, False
     bars = _bars(progress, len({name for name, _ in todo}), sum(len(g) for _, g in todo), rank)
@@ -253,7 +257,7 @@ def atlas(
             if bars:
                 bars[0].set_description(f"[{rank}/{world}] {name}")
             for minimized in kinds:
-                skip = kept_negative if minimized else kept
+                skip = kept_of[minimized]
                 if all((name, n) in skip for n in group):
                     continue
                 done, stopped = write_filters(model, root, name, group, settings, skip=skip, negative=minimized)
@@ -286,10 +290,7 @@ def atlas(
     if dist_shard is not None:
         barrier()
     remaining = sum(
-        not folder.written(name, n, "negative" if minimized else None)
-        for name, _, chosen in plan
-        for n in chosen
-        for minimized in kinds
+        not folder.written(name, n, _kind(minimized)) for name, _, chosen in plan for n in chosen for minimized in kinds
     )
     written = False
     if not interrupted and remaining == 0 and (dist_shard is None or rank == 0):
