@@ -35,6 +35,17 @@
   }
   var markImagesLoaded = window.kernelvizMarkImages;  // the page's own script (kernelviz/sets/site.py)
 
+  // A filter's quick preview (a "preview" event), shown until its picture replaces it.
+  function previewImage(e, className) {
+    var img = document.createElement("img");
+    img.alt = "filter " + e.filter + " (preview)";
+    img.className = className;
+    img.title = "a quick preview: the full picture follows";
+    img.src = withToken(e.src);
+    img.onload = markImagesLoaded;
+    return img;
+  }
+
   // A layer page: tiles without a picture are asked for; each arrives with a "done" event.
   var layer = body.getAttribute("data-layer");
   var page = body.getAttribute("data-page");
@@ -54,13 +65,7 @@
           var ptile = document.getElementById("f" + e.filter);
           var wait = ptile && ptile.getAttribute("data-done") !== "1" ? ptile.querySelector(".wait") : null;
           if (wait) {
-            var pimg = document.createElement("img");
-            pimg.alt = "filter " + e.filter + " (preview)";
-            pimg.className = "preview";
-            pimg.title = "a quick preview: the full picture follows";
-            pimg.src = withToken(e.src);
-            pimg.onload = markImagesLoaded;
-            wait.replaceWith(pimg);
+            wait.replaceWith(previewImage(e, "preview"));
             ptile.querySelector(".value").textContent = "preview";
             previews += 1;
             body.setAttribute("data-previews", String(previews));
@@ -134,14 +139,9 @@
       } else if (e.type === "preview" && e.filter === filter) {
         var wait = document.getElementById("preview");  // its quick preview, until the picture is made
         if (wait && wait.tagName !== "IMG") {
-          var pimg = document.createElement("img");
-          pimg.id = "preview";
-          pimg.className = "big preview";
-          pimg.alt = "filter " + filter + " (preview)";
-          pimg.title = "a quick preview: the full picture follows";
-          pimg.src = withToken(e.src);
-          pimg.onload = markImagesLoaded;
-          wait.replaceWith(pimg);
+          var big = previewImage(e, "big preview");
+          big.id = "preview";
+          wait.replaceWith(big);
           say("a quick preview: the full picture follows");
         }
       } else if (e.type === "done" && e.filter === filter) {
