@@ -134,9 +134,11 @@ def _vectors(
     meta = model_meta(model)
     x = meta.normalize(images.to(model_device(model)))
     acts = activations(model, x, [*below, layer])
-    unit = acts[layer][:, n]  # (B, h, w)
-    if unit.dim() != 3:
+    if acts[layer].dim() != 4:
         raise KernelvizError(f"layer {layer!r} has no spatial map: the path check needs one")
+    if not 0 <= n < acts[layer].shape[1]:
+        raise out_of_range("filter", n, acts[layer].shape[1], f"layer {layer!r}")
+    unit = acts[layer][:, n]  # (B, h, w)
     h, w = unit.shape[-2:]
     best = unit.flatten(1).argmax(1)
     rows, cols = (best // w).float() + 0.5, (best % w).float() + 0.5
@@ -185,11 +187,8 @@ def path_similarity(
     below = list(below) if below is not None else layers_below(model, layer)
     if not below:
         raise KernelvizError(f"layer {layer!r} has no convolution before it: nothing to compare along the path")
-    channels = activations(model, model_meta(model).normalize(examples[:1].to(model_device(model))), layer)[layer]
-    if not 0 <= n < channels.shape[1]:
-        raise out_of_range("filter", n, channels.shape[1], f"layer {layer!r}")
+    ex = _vectors(model, examples, layer, n, below)  # checks n too
     pic = _vectors(model, picture[None], layer, n, below)
-    ex = _vectors(model, examples, layer, n, below)
     everyone = _vectors(model, randoms, layer, n, below)
     # half of the random images standardize the channels, the other half is the random reference
     norm = {name: v[0::2] for name, v in everyone.items()}
