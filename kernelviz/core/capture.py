@@ -13,6 +13,7 @@ from torch import nn
 
 from ..errors import KernelvizError
 from .guard import guarded, no_inplace
+from .layout import Layout, layout_of, prefix_tokens
 from .models import model_device, model_meta
 from .names import get_module, resolve_layer, split_call
 
@@ -104,7 +105,10 @@ class capture:  # noqa: N801 - used like a function: ``with kernelviz.capture(..
             output outlives the module after it). In-place activations then stay
             on: the output is read before anything can change it.
 
-    The mapping yielded by the block is keyed by the names as given.
+    The mapping yielded by the block is keyed by the names as given. Every output is stored as maps
+    ``(B, C, h, w)`` where it has a grid (:mod:`kernelviz.core.layout`): a vision transformer's tokens
+    ``(B, N, C)`` without their prefix tokens (class, distillation, registers), a channels-last ``(B, h, w, C)``
+    permuted; the layout each layer was read in is in :attr:`layouts`.
     """
 
     def __init__(
@@ -126,6 +130,9 @@ class capture:  # noqa: N801 - used like a function: ``with kernelviz.capture(..
         self.detach = detach
         self.each = each
         self.acts: dict[str, torch.Tensor] = {}
+        self.layouts: dict[str, Layout] = {}
+        self._prefix = prefix_tokens(model)
+        self._input: tuple[tuple[int, int], int] | None = None  # ((H, W), B) of the current forward pass
         self._done: set[str] = set()  # the layers computed in the current forward pass
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
         self._inplace = contextlib.ExitStack()
@@ -174,7 +181,7 @@ class capture:  # noqa: N801 - used like a function: ``with kernelviz.capture(..
         try:
             if self.each is None:
                 self._inplace.enter_context(no_inplace(self.model))
-            self._handles.append(self.model.register_forward_pre_hook(lambda m, i: self._new_pass()))
+            self._handles.append(self.model.register_forward_pre_hook(lambda m, i: self._new_pass(i)))
             by_path: dict[str, list[str]] = {}
             for name, path in self.paths.items():
                 by_path.setdefault(path, []).append(name)
@@ -206,9 +213,17 @@ class capture:  # noqa: N801 - used like a function: ``with kernelviz.capture(..
         self._handles.clear()
         self._inplace.close()
 
-    def _new_pass(self) -> None:
+    def _new_pass(self, inputs: tuple) -> None:
         self._count.clear()
         self._done.clear()
+        x = inputs[0] if inputs else None
+        image = isinstance(x, torch.Tensor) and x.dim() == 4
+        self._input = ((x.shape[-2], x.shape[-1]), x.shape[0]) if image and x is not None else None
+
+    def layout(self, output: torch.Tensor) -> Layout:
+        """The layout of a layer's ``output`` in the current forward pass."""
+        size, batch = self._input if self._input is not None else (None, None)
+        return layout_of(output.shape, size, self._prefix, batch)
 
     def _store(self, names: Sequence[str], value: torch.Tensor) -> None:
         if self.detach:
@@ -229,7 +244,10 @@ class capture:  # noqa: N801 - used like a function: ``with kernelviz.capture(..
             run = self._count[path] = self._count.get(path, 0) + 1
             wanted = [n for n in names if self.runs[n] in (None, run)]
             if wanted:
-                self._store(wanted, output_tensor(output, f"layer {names[0]!r}"))
+                tensor = output_tensor(output, f"layer {names[0]!r}")
+                layout = self.layout(tensor)
+                self.layouts.update(dict.fromkeys(wanted, layout))
+                self._store(wanted, layout.to_map(tensor))
 
         return hook
 

@@ -14,6 +14,7 @@ from torch import nn
 from ..errors import KernelvizError, out_of_range
 from .capture import StopForward, activations, output_tensor
 from .guard import guarded
+from .layout import layout_of, prefix_tokens
 from .models import model_device, model_meta
 from .names import get_module, layer_names, resolve_layer
 
@@ -96,10 +97,11 @@ class LayerInfo:
         name: the preferred name (VGG alias when there is one, else the path).
         path: module path in ``model.named_modules()``.
         type: the module's class name.
-        shape: output shape for one image at the table's input size, without
-            the batch dimension, e.g. ``(256, 56, 56)``.
-        channels: output channels (the first entry of ``shape``, the last for a channels-last
-            output such as inside ConvNeXt blocks).
+        shape: output shape for one image at the table's input size, without the batch dimension, as the
+            units are read (:mod:`kernelviz.core.layout`): ``(256, 56, 56)`` for a convolution, ``(3072, 14, 14)``
+            for a ViT-B MLP activation whose output is 197 tokens of 3072 (the class token dropped), ``(C, h, w)``
+            for a channels-last ``(h, w, C)`` output (inside ConvNeXt blocks, Swin stages).
+        channels: the units: output channels, the first entry of ``shape``.
         receptive_field: side in input pixels of the region one output
             position sees (it may exceed the input: then border positions see
             padding too), or ``None`` when the layer sees the whole image
@@ -111,6 +113,9 @@ class LayerInfo:
             ``[0, 1)``; position ``i`` is centered at ``offset + i * stride``.
         kind: ``"block"`` (a module with children, listed when asked for), ``"activation"`` (an
             elementwise nonlinearity), or ``""``: :func:`module_kind`.
+        output: the module's own output shape (batch dimension left out): ``(197, 3072)`` for those tokens.
+        layout: how ``output`` is read as ``shape``: ``"map"``, ``"tokens"``, ``"channels_last"`` or ``"other"``.
+        prefix: tokens dropped before the patch grid (class, distillation, registers); 0 but for tokens.
     """
 
     name: str
@@ -123,6 +128,9 @@ class LayerInfo:
     stride: int | None = None
     offset: float | None = None
     kind: str = ""
+    output: tuple[int, ...] = ()
+    layout: str = "map"
+    prefix: int = 0
 
 
 def field_text(receptive_field: int | None, size: int) -> str:
@@ -166,16 +174,21 @@ def _rf_step(module: nn.Module, field: _Field) -> _Field:
     return field
 
 
-def _permuted(module: nn.Module, was_last: bool) -> bool:
-    """Whether ``module``'s output is channels-last: a permutation to (B, H, W, C) makes it so, the way back
-    undoes it, anything else keeps its input's layout."""
-    dims = getattr(module, "dims", None)
-    if isinstance(dims, list | tuple) and len(dims) == 4:
-        if list(dims) == [0, 2, 3, 1]:
-            return True
-        if list(dims) == [0, 3, 1, 2]:
-            return False
-    return was_last
+Grid = tuple[int, int] | None
+
+
+def _merged(field: _Field, size: int, now: Grid) -> _Field:
+    """The field after the forward's own code merged each ``k x k`` block of positions into one (Swin's patch
+    merging), as a ``k x k`` window of stride ``k`` would: ``now``, the grid of the tensor a layer takes in, is
+    ``k`` times smaller than the grid the field's stride makes of a ``size``-pixel input."""
+    rf, jump, start = field
+    if now is None or math.isinf(rf):
+        return field
+    expected = size / jump
+    k = round(expected / now[0])
+    if k < 2 or abs(expected / k - now[0]) > 1:
+        return field
+    return rf + (k - 1) * jump, jump * k, start + (k - 1) / 2 * jump
 
 
 def count_depth(model: nn.Module) -> int:
@@ -223,35 +236,39 @@ def list_layers(
     aliases = {path: name for name, path in layer_names(model).items() if name != path}
 
     info: dict[int, _Field] = {}  # id(tensor) -> its receptive field
-    channels_last: dict[int, bool] = {}  # id(tensor) -> laid out (B, H, W, C), as inside ConvNeXt blocks
+    prefix = prefix_tokens(model)
     keep: list[torch.Tensor] = []  # keeps tensors alive so their ids stay unique
     last: _Field = (1.0, 1.0, 0.5)
     rows: list[LayerInfo] = []
 
+    def grid_of(t: torch.Tensor) -> Grid:
+        return layout_of(t.shape, (h, w), prefix, 1).grid
+
     def hook(path: str, module: nn.Module, inputs: tuple, output: object) -> None:
         nonlocal last
         src = next((t for t in inputs if isinstance(t, torch.Tensor)), None)
-        src_last = channels_last.get(id(src), False) if src is not None else False
         if list(module.children()) and not isinstance(module, _LAYER_TYPES):
             # a block: its output's field was set by the child that made it, else by the last child
             field = info.get(id(output), last)
-            is_last = channels_last.get(id(output), False)
         elif list(module.children()):
             # a layer that first runs a helper child on its input (a conv padding "same" itself):
             # the child's output, the most recent one, is what the layer computes on
-            field, is_last = _rf_step(module, last), False
+            field = _rf_step(module, last)
         else:
             before = info.get(id(src), last) if src is not None else last
-            # a Linear on a channels-last map (ConvNeXt's pointwise layers) mixes channels only
-            pointwise = isinstance(module, nn.Linear) and src_last
+            if src is not None and id(src) not in info:
+                # made by the forward's own code from the last layer's output: a patch merging (Swin) shrinks the grid
+                before = _merged(before, h, grid_of(src))
+            # a Linear on tokens or a channels-last map (a transformer's MLP, ConvNeXt's pointwise layers) mixes
+            # the channels of each position only
+            pointwise = isinstance(module, nn.Linear) and src is not None and src.dim() >= 3
             field = before if pointwise else _rf_step(module, before)
-            is_last = _permuted(module, src_last)
         rf, jump, start = field
         if isinstance(output, torch.Tensor):
             info[id(output)] = field
-            channels_last[id(output)] = is_last
             keep.append(output)
-            shape = tuple(output.shape[1:])
+            layout = layout_of(output.shape, (h, w), prefix, 1)
+            shape = tuple(layout.to_map(output).shape[1:])
             last = field
             rows.append(
                 LayerInfo(
@@ -259,12 +276,15 @@ def list_layers(
                     path=path,
                     type=type(module).__name__,
                     shape=shape,
-                    channels=(shape[-1] if is_last and len(shape) == 3 else shape[0]) if shape else 0,
+                    channels=shape[0] if shape else 0,
                     receptive_field=None if math.isinf(rf) else int(rf),
                     stride=None if math.isinf(rf) else int(jump),
                     offset=None if math.isinf(rf) else start,
                     trainable=isinstance(module, (*_CONV_TYPES, nn.Linear)),
                     kind=module_kind(module),
+                    output=tuple(output.shape[1:]),
+                    layout=layout.kind,
+                    prefix=layout.prefix,
                 )
             )
 
@@ -342,6 +362,12 @@ def default_layer(model: nn.Module) -> str:
     out of a module called several times (one activation module shared by the network), the module
     that takes it in once is named with :data:`INPUT_SUFFIX`: ``"_avg_pooling:input"``.
 
+    A vision transformer with prefix tokens (:func:`~kernelviz.core.layout.prefix_tokens`: ViT, DeiT, BEiT, EVA)
+    reads its class from a class token, which the last block's attention fills from the patch tokens: the layer is
+    what that attention takes in, the last block's first norm (timm's ``blocks.11.norm1``, torchvision's
+    ``encoder.layers.encoder_layer_11.ln_1``), as the peers' recipe has it; after it the patch tokens no longer
+    reach the class. Swin (patch tokens only) gets its last spatial map, the last stage's normed output.
+
     Raises:
         KernelvizError: no spatial map, or one only at the start of the network (a vision transformer's
             patch embedding: Grad-CAM there says nothing about the class; pass a layer explicitly).
@@ -355,19 +381,32 @@ def default_layer(model: nn.Module) -> str:
     calls: dict[str, int] = {}
     keep: list[torch.Tensor] = []  # keeps outputs alive so their ids stay unique
 
-    def hook(path: str, inputs: tuple, output: object) -> None:
+    prefix = prefix_tokens(model)
+    attention: list[int] = []  # id of what each attention module takes in
+
+    def hook(path: str, module: nn.Module, inputs: tuple, output: object) -> None:
         calls[path] = calls.get(path, 0) + 1
+        if inputs and _is_attention(module):
+            attention.append(id(inputs[0]))
         if isinstance(output, torch.Tensor):
             keep.append(output)
-            done.append((path, id(output), tuple(output.shape[1:]), id(inputs[0]) if inputs else 0))
+            layout = layout_of(output.shape, (size, size), prefix, 1)
+            grid = layout.grid if layout.grid is not None else ()
+            done.append((path, id(output), (output.shape[1], *grid), id(inputs[0]) if inputs else 0))
 
-    handles = [m.register_forward_hook(lambda mod, i, o, p=p: hook(p, i, o)) for p, m in model.named_modules() if p]
+    modules = [(p, m) for p, m in model.named_modules() if p]
+    handles = [m.register_forward_hook(lambda mod, i, o, p=p: hook(p, mod, i, o)) for p, m in modules]
     try:
         with guarded(model), torch.no_grad():
             model(torch.zeros(1, 3, size, size, device=model_device(model)))
     finally:
         for handle in handles:
             handle.remove()
+    aliases = {v: k for k, v in names.items() if k != v}
+    if prefix and attention:
+        makers = [path for path, ident, _, _ in done if ident == attention[-1] and calls[path] == 1]
+        if makers:
+            return aliases.get(makers[0], makers[0])
     spatial = [k for k, (_, _, shape, _) in enumerate(done) if len(shape) == 3 and shape[1] * shape[2] > 1]
     if not spatial:
         raise KernelvizError("the model has no layer with a spatial output; pass layer=")
@@ -378,7 +417,6 @@ def default_layer(model: nn.Module) -> str:
             "patch embedding?): Grad-CAM there does not explain a class; pass a layer explicitly (layer=; --layer)"
         )
     tensor = done[last][1]
-    aliases = {v: k for k, v in names.items() if k != v}
     owners = [path for path, ident, _, _ in done if ident == tensor and calls[path] == 1]
     if owners:
         path = min(owners, key=lambda p: (p.count("."), len(p)))
@@ -391,9 +429,14 @@ def default_layer(model: nn.Module) -> str:
     return f"{aliases.get(takers[0], takers[0])}{INPUT_SUFFIX}"
 
 
+def _is_attention(module: nn.Module) -> bool:
+    """Self-attention: ``nn.MultiheadAttention`` or a module class named ``...Attention`` (timm's, Swin's)."""
+    return isinstance(module, nn.MultiheadAttention) or type(module).__name__.endswith("Attention")
+
+
 def layer_shape(model: nn.Module, x: torch.Tensor, path: str, at_input: bool) -> torch.Size:
-    """The shape of the input (``at_input``) or output of the module at ``path`` for ``x``; the forward
-    stops there."""
+    """The shape of the input (``at_input``) or output of the module at ``path`` for ``x``, as maps where it has a
+    grid (:mod:`kernelviz.core.layout`: ``(B, C, h, w)`` for a transformer's tokens); the forward stops there."""
     module = get_module(model, path)
     seen: list[torch.Size] = []
 
@@ -411,4 +454,7 @@ def layer_shape(model: nn.Module, x: torch.Tensor, path: str, at_input: bool) ->
             model(x)
     finally:
         handle.remove()
-    return seen[0]
+    layout = layout_of(seen[0], (x.shape[-2], x.shape[-1]), prefix_tokens(model), x.shape[0])
+    if layout.grid is None:
+        return seen[0]
+    return torch.Size((seen[0][0], layout.to_map(torch.empty(seen[0], device="meta")).shape[1], *layout.grid))

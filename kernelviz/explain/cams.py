@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..core.capture import output_tensor
+from ..core.layout import layout_of
 
 __all__ = ["CAM_METHODS", "GRADIENT_CAMS", "cam", "layer_activations"]
 
@@ -55,24 +56,48 @@ class Score(Protocol):
         """``(n, 3, H, W) -> (n,)``: every row scored for the target of image ``index``."""
 
 
+def _with_first(output: object, tensor: torch.Tensor) -> object:
+    """``output`` with the tensor :func:`output_tensor` reads in it replaced by ``tensor``."""
+    if isinstance(output, tuple | list):
+        k = next(i for i, o in enumerate(output) if isinstance(o, torch.Tensor))
+        return type(output)([*output[:k], tensor, *output[k + 1 :]])
+    return tensor
+
+
 @contextlib.contextmanager
 def _layer_hook(
-    module: nn.Module, at_input: bool, edit: Callable[[torch.Tensor], torch.Tensor] | None = None
+    module: nn.Module,
+    at_input: bool,
+    edit: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    *,
+    size: tuple[int, int] | None = None,
+    prefix: int | None = None,
 ) -> Iterator[list[torch.Tensor]]:
     """Inside the block, the tensor the module takes in (``at_input``) or gives out is appended to the
-    yielded list at each call; ``edit`` may replace it (its result flows on through the network)."""
+    yielded list at each call, as ``(B, K, h, w)`` maps (:mod:`kernelviz.core.layout`: a transformer's tokens for
+    an image of ``size`` with ``prefix`` tokens before the patches, or a channels-last map, are read as maps);
+    ``edit`` may replace the maps (its result flows on through the network in the layer's own layout)."""
     seen: list[torch.Tensor] = []
 
-    def before(m: nn.Module, inputs: tuple) -> tuple | None:
-        seen.append(inputs[0])
-        if edit is None:
+    def read(tensor: torch.Tensor) -> torch.Tensor | None:
+        """The maps of ``tensor`` appended; what flows on instead of ``tensor`` (``None``: ``tensor`` itself)."""
+        layout = layout_of(tensor.shape, size, prefix)
+        maps = layout.to_map(tensor)
+        seen.append(maps)
+        if edit is not None:
+            maps = edit(maps)
+        elif layout.kind in ("map", "other"):
             return None
-        return (edit(inputs[0]), *inputs[1:])
+        # the maps, back in the layer's layout, flow on: the score then depends on them (their gradient exists)
+        return layout.from_map(maps, tensor)
+
+    def before(m: nn.Module, inputs: tuple) -> tuple | None:
+        new = read(inputs[0])
+        return None if new is None else (new, *inputs[1:])
 
     def after(m: nn.Module, inputs: tuple, output: object) -> object:
-        tensor = output_tensor(output)
-        seen.append(tensor)
-        return None if edit is None else edit(tensor)
+        new = read(output_tensor(output))
+        return None if new is None else _with_first(output, new)
 
     handle = module.register_forward_pre_hook(before) if at_input else module.register_forward_hook(after)
     try:
@@ -82,7 +107,12 @@ def _layer_hook(
 
 
 def layer_activations(
-    score: Score, module: nn.Module, x: torch.Tensor, at_input: bool = False, grads: bool = True
+    score: Score,
+    module: nn.Module,
+    x: torch.Tensor,
+    at_input: bool = False,
+    grads: bool = True,
+    prefix: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The layer's activations ``A`` and, with ``grads``, the gradient of the summed scores on them.
 
@@ -90,11 +120,13 @@ def layer_activations(
         score: the target score of each image.
         module: the layer; ``at_input`` reads what it takes in instead of what it gives out.
         x: ``(B, 3, H, W)``.
+        prefix: the model's tokens before its patch tokens (:func:`~kernelviz.core.layout.prefix_tokens`), for a
+            transformer layer.
 
     Returns:
         ``A`` and ``dy/dA``, both ``(B, K, h, w)`` and detached (``None`` for the gradient without ``grads``).
     """
-    with _layer_hook(module, at_input) as seen:
+    with _layer_hook(module, at_input, size=(x.shape[-2], x.shape[-1]), prefix=prefix) as seen:
         if grads:
             y = score(x)
         else:
@@ -154,7 +186,13 @@ def _scorecam_weights(
 
 
 def _ablation_weights(
-    score: Score, module: nn.Module, at_input: bool, acts: torch.Tensor, x: torch.Tensor, batch: int
+    score: Score,
+    module: nn.Module,
+    at_input: bool,
+    acts: torch.Tensor,
+    x: torch.Tensor,
+    batch: int,
+    prefix: int | None = None,
 ) -> torch.Tensor:
     """``(B, K)``: the relative drop of each image's score when each channel is zeroed.
 
@@ -165,6 +203,7 @@ def _ablation_weights(
     """
     b, k = acts.shape[:2]
     weights = torch.empty(b, k)
+    size = (x.shape[-2], x.shape[-1])
     with torch.no_grad():
         full = score(x).float().cpu()  # (B,)
         widen = True
@@ -181,13 +220,13 @@ def _ablation_weights(
                 ablated = None
                 if widen:
                     try:
-                        with _layer_hook(module, at_input, zero_one):
+                        with _layer_hook(module, at_input, zero_one, size=size, prefix=prefix):
                             ablated = score.for_image(one, i)
                         widen = ablated.shape[0] == len(channels)
                     except RuntimeError:
                         widen = False
                 if not widen:
-                    with _layer_hook(module, at_input, zero_one):
+                    with _layer_hook(module, at_input, zero_one, size=size, prefix=prefix):
                         ablated = score.for_image(one.expand(len(channels), -1, -1, -1), i)
                 assert ablated is not None
                 weights[i, part] = (full[i] - ablated.float().cpu()) / full[i].abs().clamp(min=_EPS)
@@ -203,10 +242,11 @@ def _cam_once(
     eigen_smooth: bool,
     baseline: torch.Tensor,
     batch: int,
+    prefix: int | None,
 ) -> torch.Tensor:
     """One CAM ``(B, h, w)`` at the layer's resolution."""
     grads = method in GRADIENT_CAMS
-    acts, g = layer_activations(score, module, x, at_input, grads=grads)
+    acts, g = layer_activations(score, module, x, at_input, grads=grads, prefix=prefix)
     if acts.dim() != 4:
         raise ValueError(f"a CAM needs (B, K, h, w) activations, got {tuple(acts.shape)}")
     if method == "eigencam":
@@ -229,7 +269,7 @@ def _cam_once(
     if method == "scorecam":
         w = _scorecam_weights(score, acts, x, baseline, batch)
     else:
-        w = _ablation_weights(score, module, at_input, acts, x, batch)
+        w = _ablation_weights(score, module, at_input, acts, x, batch, prefix)
     return _combine(w[..., None, None] * acts, eigen_smooth)
 
 
@@ -244,6 +284,7 @@ def cam(
     aug_smooth: bool = False,
     baseline: torch.Tensor | None = None,
     batch: int = 64,
+    prefix: int | None = None,
 ) -> torch.Tensor:
     """A CAM of each image, upsampled (bilinear) to the image size.
 
@@ -254,6 +295,8 @@ def cam(
         x: ``(B, 3, H, W)`` images in ``[0, 1]``.
         baseline: ``(B, 3, H, W)``, what Score-CAM masks the image towards (default black).
         batch: forward passes per batch for Score-CAM and Ablation-CAM.
+        prefix: for a transformer layer, the tokens before the patch tokens (class, distillation, registers: see
+            :func:`~kernelviz.core.layout.prefix_tokens`); its tokens are read as ``(B, K, h, w)`` maps of patches.
 
     Returns:
         ``(B, H, W)``, non-negative.
@@ -262,7 +305,7 @@ def cam(
     base = torch.zeros_like(x) if baseline is None else baseline
 
     def at(images: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
-        small = _cam_once(method, score, module, images, at_input, eigen_smooth, reference, batch)
+        small = _cam_once(method, score, module, images, at_input, eigen_smooth, reference, batch, prefix)
         return F.interpolate(small[:, None], size=(h, w), mode="bilinear", align_corners=False)[:, 0]
 
     if not aug_smooth:
@@ -275,7 +318,7 @@ def cam(
             ref = F.interpolate(base, size=side, mode="bilinear", align_corners=False, antialias=True)
             if flip:
                 images, ref = images.flip(-1), ref.flip(-1)
-            small = _cam_once(method, score, module, images, at_input, eigen_smooth, ref, batch)
+            small = _cam_once(method, score, module, images, at_input, eigen_smooth, ref, batch, prefix)
             if flip:
                 small = small.flip(-1)
             maps.append(F.interpolate(small[:, None], size=(h, w), mode="bilinear", align_corners=False)[:, 0])

@@ -19,6 +19,7 @@ from torch import nn
 from ..core.capture import module_runs, output_tensor
 from ..core.guard import check_finite, check_images, check_model, guarded
 from ..core.layers import INPUT_SUFFIX, default_layer, layer_shape
+from ..core.layout import prefix_tokens
 from ..core.models import model_device, model_meta
 from ..core.names import LOGITS, get_module, resolve_layer
 from ..errors import KernelvizError, NotFoundError, close_matches, out_of_range, unknown_choice
@@ -222,7 +223,8 @@ def _layer_of(
     if len(shape) != 4:
         raise KernelvizError(
             f"{method} needs a layer with a spatial output, but {layer_name!r} gives {tuple(shape[1:])}: "
-            "pick a conv or pool layer (kernelviz layers MODEL lists them)"
+            "pick a conv or pool layer, or a transformer layer whose tokens make the patch grid "
+            "(kernelviz layers MODEL lists them)"
         )
     return layer_name, path, at_input
 
@@ -338,6 +340,7 @@ def attribute(
             baseline_kind=kind,
             module=module,
             at_input=at_input,
+            prefix=prefix_tokens(model),
             options={
                 "ig_steps": ig_steps,
                 "smooth_samples": smooth_samples,

@@ -135,6 +135,7 @@ class Job:
     baseline_kind: str | None
     module: nn.Module | None  # the layer of a layer method
     at_input: bool
+    prefix: int | None  # the model's tokens before its patch tokens (a vision transformer's layer)
     options: dict[str, Any]
     settings: dict[str, Any]
     delta: torch.Tensor | None = None
@@ -204,6 +205,7 @@ def _cam(name: str) -> Callable[[Job], torch.Tensor]:
             eigen_smooth=job.options["eigen_smooth"],
             aug_smooth=job.options["aug_smooth"],
             baseline=job.baseline,
+            prefix=job.prefix,
         )
 
     return compute
@@ -211,7 +213,7 @@ def _cam(name: str) -> Callable[[Job], torch.Tensor]:
 
 def _guided_gradcam(job: Job) -> torch.Tensor:
     assert job.module is not None
-    gradcam = cam("gradcam", job.score, job.module, job.inputs, at_input=job.at_input)  # (B, H, W)
+    gradcam = cam("gradcam", job.score, job.module, job.inputs, at_input=job.at_input, prefix=job.prefix)  # (B, H, W)
     return rectified_gradients(job.score, job.inputs, "guided_gradcam") * gradcam[:, None]
 
 

@@ -125,15 +125,17 @@ def test_self_padding_convs_and_blocks_have_true_fields():
 
 
 def test_convnext_channels_last_rows_and_pointwise_fields():
-    """Inside a ConvNeXt block the map is (H, W, C): channels are the last entry, and the pointwise Linear
-    layers mix channels only, so the receptive field does not grow to the whole image."""
+    """Inside a ConvNeXt block the map is (H, W, C): the row reads it as (C, H, W) maps and keeps the module's own
+    shape, and the pointwise Linear layers mix channels only, so the receptive field does not grow to the whole
+    image."""
     model = torchvision.models.convnext_tiny(weights=None).eval()
     rows = {r.path: r for r in list_layers(model, 64)}
     permute, linear, back = rows["features.1.0.block.1"], rows["features.1.0.block.3"], rows["features.1.0.block.6"]
-    assert permute.shape == (16, 16, 96) and permute.channels == 96
-    assert linear.shape == (16, 16, 384) and linear.channels == 384
+    assert permute.shape == (96, 16, 16) and permute.channels == 96 and permute.layout == "channels_last"
+    assert permute.output == (16, 16, 96)
+    assert linear.shape == (384, 16, 16) and linear.channels == 384 and linear.output == (16, 16, 384)
     assert linear.receptive_field == rows["features.1.0.block.0"].receptive_field == 4 + 6 * 4
-    assert back.shape == (96, 16, 16) and back.channels == 96
+    assert back.shape == back.output == (96, 16, 16) and back.channels == 96 and back.layout == "map"
 
 
 def test_fields_are_not_capped_and_depth_counts_what_runs():

@@ -224,10 +224,14 @@ def test_default_gradcam_layer_is_the_last_full_spatial_map(name, expected):
     assert default_layer(model) == expected
 
 
-def test_default_gradcam_layer_refuses_a_transformer():
-    vit = torchvision.models.vit_b_16(weights=None).eval()
-    with pytest.raises(KernelvizError, match=r"'conv_proj', near its start.*pass a layer explicitly"):
-        default_layer(vit)
+def test_default_gradcam_layer_of_a_transformer():
+    """A ViT's class token is filled from the patch tokens by the last block's attention: the default layer is
+    what that attention takes in, the last block's first norm; Swin (no class token) gets its last stage, normed."""
+    assert default_layer(torchvision.models.vit_b_16(weights=None).eval()) == "encoder.layers.encoder_layer_11.ln_1"
+    assert default_layer(torchvision.models.swin_t(weights=None).eval()) == "permute"  # norm's (7, 7, 768), as maps
+    timm = pytest.importorskip("timm")
+    assert default_layer(timm.create_model("deit_tiny_distilled_patch16_224").eval()) == "blocks.11.norm1"
+    assert default_layer(timm.create_model("swin_tiny_patch4_window7_224").eval()) == "norm"
 
 
 def test_gradcam_at_a_layer_input_equals_the_layer_that_makes_it():
