@@ -30,7 +30,7 @@ __all__ = ["heatmap_cmd", "layers_cmd", "maps_cmd", "weights_cmd"]
 def layers_cmd(
     model: str, source: ModelSource, size: int | None, types: tuple[str, ...], grep: str | None, blocks: bool
 ) -> None:
-    """List MODEL's layers: name (and module path where they differ), type, output shape, channels, receptive field.
+    """List MODEL's layers: name (and module path where they differ), type, output shape, units, grid, receptive field.
 
     Every name listed can be given to filter, maps, heatmap, atlas...; --all adds the outputs of blocks.
 

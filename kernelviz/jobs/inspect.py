@@ -57,14 +57,15 @@ class LayerTable:
         """The table as aligned text lines, then a blank line and the depth footer. The path column is shown
         only when some name differs from its path."""
         paths = self.aliased
-        header = ("name", *(["path"] if paths else []), "type", "output", "channels", "RF")
+        header = ("name", *(["path"] if paths else []), "type", "output", "units", "grid", "RF")
         table = [header] + [
             (
                 r.name,
                 *([r.path] if paths else []),
                 r.type + (" (block)" if r.kind == "block" else ""),
-                "x".join(map(str, r.shape)),
+                "x".join(map(str, r.output or r.shape)),
                 str(r.channels),
+                _grid_text(r),
                 field_text(r.receptive_field, self.size),
             )
             for r in self.rows
@@ -78,7 +79,24 @@ class LayerTable:
             f"({self.convs} conv + {self.fcs} fully connected; only layers with trainable weights count, "
             "batch norm excluded). RF = receptive field in input pixels."
         )
+        if any(r.layout == "tokens" for r in self.rows):
+            out.append(
+                "Token layers are read as units x grid: the patch tokens make the grid, the tokens before them "
+                "(class, distillation, registers: '+N tokens') are left out; a token's RF is its patch (attention "
+                "also reaches every other patch)."
+            )
         return out
+
+
+def _grid_text(row: LayerInfo) -> str:
+    """The grid a layer's units are read on: ``"56x56"``, ``"14x14 +1 token"``, ``"7x7 channels-last"``, or
+    ``"-"`` without one."""
+    if len(row.shape) != 3:
+        return "-"
+    grid = f"{row.shape[1]}x{row.shape[2]}"
+    if row.layout == "tokens" and row.prefix:
+        return f"{grid} +{row.prefix} token{'s' if row.prefix > 1 else ''}"
+    return f"{grid} channels-last" if row.layout == "channels_last" else grid
 
 
 #: ``--type`` words that name a kind of layer rather than a part of a type name.

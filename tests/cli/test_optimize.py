@@ -102,7 +102,7 @@ def test_layers_command(cli):
     result = cli("layers", "vgg16", "--weights", "random")
     assert result.exit_code == 0, result.output
     line = next(ln for ln in result.output.splitlines() if ln.startswith("conv3_2 "))
-    assert line.split() == ["conv3_2", "features.12", "Conv2d", "256x56x56", "256", "32"]
+    assert line.split() == ["conv3_2", "features.12", "Conv2d", "256x56x56", "256", "56x56", "32"]
     assert "depth 16 (13 conv + 3 fully connected" in result.output
     assert cli("layers", "MODEL", "--size", "-5").exit_code == 2  # click refuses it, with usage
     convs = cli("layers", "vgg16", "--weights", "random", "--type", "conv", "--grep", "conv[45]_")
@@ -142,7 +142,7 @@ def test_layers_blocks_and_activations(cli, tmp_path):
     every = cli("layers", "resnet18", "--weights", "random", "--all")
     assert every.exit_code == 0, every.output
     lines = every.output.splitlines()
-    assert lines[0].split() == ["name", "type", "output", "channels", "RF"]
+    assert lines[0].split() == ["name", "type", "output", "units", "grid", "RF"]
     rows = {ln.split()[0]: ln for ln in lines[1:] if ln and not ln.startswith(("(", "resnet18"))}
     blocks = [name for name, ln in rows.items() if "(block)" in ln]
     assert blocks[:3] == ["layer1.0", "layer1.1", "layer1"] and "layer3.0.downsample" in blocks
