@@ -26,6 +26,7 @@ __all__ = [
     "choose_filters",
     "count_depth",
     "default_layer",
+    "default_units",
     "field_text",
     "layer_channels",
     "layer_shape",
@@ -323,8 +324,26 @@ def list_layers(
 INPUT_SUFFIX = ":input"
 
 
+def default_units(model: nn.Module, rows: Sequence[LayerInfo]) -> list[LayerInfo]:
+    """The layers a job reads when none is named: every convolution of a CNN; for a transformer (a model with
+    attention), the activation of each block's MLP on the patch grid (timm's ``blocks.6.mlp.act``, torchvision's
+    ``encoder.layers.encoder_layer_6.mlp.1``), the units Ghiasi et al. (2022) found readable, or its
+    convolutions when it has no such layer (MaxViT's MLPs work on windows, not on the patch grid)."""
+    convs = [r for r in rows if r.type.startswith("Conv")]
+    if not any(_is_attention(m) for m in model.modules()):
+        return convs
+    mlp = [
+        r
+        for r in rows
+        if r.kind == "activation"
+        and r.layout in ("tokens", "channels_last")
+        and any(part.lower().startswith("mlp") for part in r.path.split("."))
+    ]
+    return mlp or convs
+
+
 def asked_layers(model: nn.Module, size: int, layers: Sequence[str] | None, job: str) -> list[tuple[str, LayerInfo]]:
-    """``(name, row of the layer table)`` for each layer a job asks for, in order; default: every convolution.
+    """``(name, row of the layer table)`` for each layer a job asks for, in order; default: :func:`default_units`.
 
     Args:
         job: what the layers are for, in the error message (``"make an atlas of"``, ``"scan"``).
@@ -333,7 +352,7 @@ def asked_layers(model: nn.Module, size: int, layers: Sequence[str] | None, job:
         KernelvizError: the model has no convolution and no layer is named.
     """
     rows = list_layers(model, size, include=layers or ())
-    names = list(dict.fromkeys(layers)) if layers else [r.name for r in rows if r.type.startswith("Conv")]
+    names = list(dict.fromkeys(layers)) if layers else [r.name for r in default_units(model, rows)]
     if not names:
         raise KernelvizError(
             f"the model has no convolution layer to {job}: name the layers (layers=[...], --layers on the command "
