@@ -27,6 +27,7 @@ from .baselines import BASELINES, baseline_image
 from .cams import cam
 from .deeplift import deeplift
 from .guided import rectified_gradients
+from .rollout import ROLLOUT_METHODS, rollout
 
 __all__ = [
     "FAMILIES",
@@ -217,6 +218,18 @@ def _guided_gradcam(job: Job) -> torch.Tensor:
     return rectified_gradients(job.score, job.inputs, "guided_gradcam") * gradcam[:, None]
 
 
+def _rollout(gradient: bool) -> Callable[[Job], torch.Tensor]:
+    def compute(job: Job) -> torch.Tensor:
+        model = job.scored.model if isinstance(job.scored, ScoredModel) else job.scored
+        prefix = job.prefix if job.prefix is not None else 0
+        job.settings.update(
+            prefix_tokens=prefix, heads="mean" if not gradient else "mean of relu(gradient x attention)"
+        )
+        return rollout(model, job.score, job.inputs, prefix, gradient=gradient)
+
+    return compute
+
+
 def _rectified(deconv: bool) -> Callable[[Job], torch.Tensor]:
     method = "deconvolution" if deconv else "guided_backprop"
     return lambda job: rectified_gradients(job.score, job.inputs, method, deconv=deconv)
@@ -371,6 +384,9 @@ METHODS: dict[str, Method] = {
         Method("scorecam", "scorecam", _cam("scorecam"), baseline="black", reads_layer=True, cam=True),
         Method("ablationcam", "ablationcam", _cam("ablationcam"), reads_layer=True, cam=True),
         Method("eigencam", "eigencam", _cam("eigencam"), reads_layer=True, cam=True),
+        # a vision transformer's attention (kernelviz.explain.rollout)
+        Method("rollout", "rollout", _rollout(gradient=False)),
+        Method("attention_gradient", "attention_gradient", _rollout(gradient=True)),
         # guided backprop times the upsampled Grad-CAM (captum's composition)
         Method("guided_gradcam", "gradient", _guided_gradcam, _GRADIENT, reads_layer=True),
         # gradients (kernelviz.explain.guided: the rule on every rectifier; captum for the rest)
@@ -395,4 +411,5 @@ def methods_help() -> str:
     kinds = {"CAMs": [n for n, m in METHODS.items() if m.cam]}
     for family, label in (("gradient", "gradients"), ("attribution", "attributions"), ("perturbation", "perturbation")):
         kinds[label] = [n for n, m in METHODS.items() if not m.cam and m.family == family]
+    kinds["vision transformers"] = list(ROLLOUT_METHODS)
     return "; ".join(f"{label}: {', '.join(names)}" for label, names in kinds.items() if names)

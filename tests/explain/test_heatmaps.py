@@ -11,6 +11,7 @@ from torch import nn
 import kernelviz
 from kernelviz.errors import KernelvizError
 from kernelviz.explain.heatmaps import METHODS, attribute, default_layer, heatmap
+from kernelviz.explain.rollout import ROLLOUT_METHODS
 from kernelviz.plot.heatmaps import plot_heatmap
 
 from ..conftest import assert_unchanged, snapshot
@@ -38,7 +39,7 @@ def test_gradcam_equals_first_principles(vgg16):
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-6 * float(expected.abs().max()))
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", [m for m in METHODS if m not in ROLLOUT_METHODS])
 def test_every_method_on_vgg16_frozen_and_unchanged(vgg16, method):
     before_flags = [p.requires_grad for p in vgg16.parameters()]
     for p in vgg16.parameters():
@@ -56,6 +57,12 @@ def test_every_method_on_vgg16_frozen_and_unchanged(vgg16, method):
     if method == "integrated_gradients":
         assert result.delta is not None and result.delta.shape == (2,)
     assert result.record(0)["method"] == method
+
+
+@pytest.mark.parametrize("method", ROLLOUT_METHODS)
+def test_attention_methods_refuse_a_cnn_in_one_line(vgg16, method):
+    with pytest.raises(KernelvizError, match="needs self-attention over all patch tokens"):
+        attribute(vgg16, torch.rand(1, 3, 32, 32), method, target=1)
 
 
 def test_filter_target_explains_the_filter(vgg16):
