@@ -1,9 +1,12 @@
-"""Does every model a researcher may bring work? ``layers``, ``filter``, ``heatmap`` and ``maps`` on every
-torchvision classification model and a list of popular timm CNNs, random weights, in one process.
+"""Does every model a researcher may bring work? ``layers``, ``filter``, ``heatmap``, ``maps`` and ``examples`` on
+every torchvision classification model and a list of popular timm CNNs and vision transformers, random weights, in
+one process.
 
 Each command runs through the same library call the CLI makes (:mod:`kernelviz.jobs`), at the model's own
-input size, with 2 optimizer steps; the filter and the feature maps use the model's last convolution with a
-spatial output. A cell is ``ok``, ``refused`` (a one-line :class:`~kernelviz.KernelvizError` that says what to
+input size, with 2 optimizer steps; the filter, the feature maps and the dataset examples (4 generated images) use
+the model's last default unit layer (:func:`~kernelviz.core.layers.default_units`): its last convolution with a
+spatial output, or for a transformer its last block's MLP activation on the patch grid.
+A cell is ``ok``, ``refused`` (a one-line :class:`~kernelviz.KernelvizError` that says what to
 do) or ``FAIL`` (anything else: a traceback a user would see). Writes a Markdown table.
 
     python benchmarks/sweep_models.py benchmarks/SWEEP.md             # every model (tens of minutes on 2 cores)
@@ -24,8 +27,10 @@ from typing import Any
 import torch
 
 import kernelviz
+from kernelviz.core.layers import default_units
 from kernelviz.core.models import model_meta
 from kernelviz.errors import KernelvizError
+from kernelviz.explain.examples import find_examples
 from kernelviz.files.write import save_png
 from kernelviz.jobs.inspect import export_heatmaps, export_maps, layer_table
 from kernelviz.jobs.optimize import synthesize_filters
@@ -44,6 +49,14 @@ TIMM = (
     "cspdarknet53",
     "dla34",
     "ghostnet_100",
+    # vision transformers: class token, distillation token, registers (with and without a class token), BEiT, EVA
+    "vit_base_patch16_224",
+    "deit_small_distilled_patch16_224",
+    "vit_base_patch16_reg4_gap_256",
+    "vit_small_patch14_reg4_dinov2",
+    "swin_tiny_patch4_window7_224",
+    "beit_base_patch16_224",
+    "eva02_tiny_patch14_224",
 )
 
 
@@ -74,7 +87,7 @@ def cell(fn: Callable[[], Any]) -> str:
         return f"FAIL: {type(err).__name__}: {first[:100]}"
 
 
-def sweep_one(name: str, photo: Path, out: Path) -> dict[str, str]:
+def sweep_one(name: str, photo: Path, out: Path, folder: Path) -> dict[str, str]:
     row: dict[str, str] = {}
     start = time.perf_counter()
     try:
@@ -83,14 +96,15 @@ def sweep_one(name: str, photo: Path, out: Path) -> dict[str, str]:
         return {"load": f"FAIL: {type(err).__name__}: {str(err)[:100]}"}
     table: list[Any] = []
     row["layers"] = cell(lambda: table.append(layer_table(model)))
-    convs = [r for r in table[0].rows if r.type.startswith("Conv") and len(r.shape) == 3] if table else []
-    layer = convs[-1].name if convs else None
+    units = [r for r in default_units(model, table[0].rows) if len(r.shape) == 3] if table else []
+    layer = units[-1].name if units else None
     settings = DEFAULTS.with_(steps=2)
     if layer is None:
-        row["filter"] = row["maps"] = "refused: no convolution with a spatial output"
+        row["filter"] = row["maps"] = row["examples"] = "refused: no unit layer with a spatial output"
     else:
         row["filter"] = cell(lambda: synthesize_filters(model, layer, [0], settings, output=out / f"{name}.png"))
         row["maps"] = cell(lambda: export_maps(model, layer, [photo], output=out / f"{name}_maps.png", k=4))
+        row["examples"] = cell(lambda: find_examples(model, layer, [0, 1], folder, k=2, workers=0))
     row["heatmap"] = cell(lambda: export_heatmaps(model, [photo], ["gradcam"], output=out / "heat"))
     row["layer"] = layer or "-"
     row["seconds"] = f"{time.perf_counter() - start:.0f}"
@@ -107,10 +121,14 @@ def main() -> None:
         out = Path(tmp)
         photo = out / "photo.png"
         save_png(torch.rand(3, 256, 256, generator=torch.Generator().manual_seed(0)), photo)
+        folder = out / "images"
+        folder.mkdir()
+        for k in range(4):
+            save_png(torch.rand(3, 256, 256, generator=torch.Generator().manual_seed(k + 1)), folder / f"{k}.png")
         for i, name in enumerate(names, 1):
-            results[name] = sweep_one(name, photo, out)
+            results[name] = sweep_one(name, photo, out, folder)
             print(f"[{i}/{len(names)}] {name}: {results[name]}", flush=True)
-    commands = ("layers", "filter", "heatmap", "maps")
+    commands = ("layers", "filter", "heatmap", "maps", "examples")
     passed = [n for n, r in results.items() if all(r.get(c) == "ok" for c in commands)]
     refused = [n for n, r in results.items() if n not in passed and not any("FAIL" in v for v in r.values())]
     failed = [n for n, r in results.items() if any("FAIL" in v for v in r.values())]
@@ -118,13 +136,15 @@ def main() -> None:
         "# Model sweep",
         "",
         f"`python benchmarks/sweep_models.py` on {time.strftime('%Y-%m-%d')}: torch {torch.__version__}, random "
-        "weights, each model at its own input size, 2 optimizer steps; filter and maps on its last spatial conv.",
+        "weights, each model at its own input size, 2 optimizer steps; filter, maps and examples (4 generated images) "
+        "on its last default unit layer: the last spatial conv, or a transformer's last MLP activation on the patch "
+        "grid; heatmap: Grad-CAM at the default layer.",
         "",
         f"**{len(passed)} of {len(results)} models pass every command; {len(refused)} are refused for a command with a "
         f"one-line message; {len(failed)} fail.**",
         "",
-        "| model | layers | filter | heatmap | maps | layer used | s |",
-        "|---|---|---|---|---|---|---|",
+        "| model | layers | filter | heatmap | maps | examples | layer used | s |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name, r in results.items():
         cells = [r.get(c, r.get("load", "-")).replace("|", "/") for c in commands]

@@ -240,10 +240,24 @@ def list_layers(
     prefix = prefix_tokens(model)
     keep: list[torch.Tensor] = []  # keeps tensors alive so their ids stay unique
     last: _Field = (1.0, 1.0, 0.5)
+    recent: list[tuple[_Field, Grid]] = []  # every layer output's field and grid, in order
     rows: list[LayerInfo] = []
 
     def grid_of(t: torch.Tensor) -> Grid:
         return layout_of(t.shape, (h, w), prefix, 1).grid
+
+    def made_by_code(src: torch.Tensor) -> _Field:
+        """The field of a tensor the forward's own code made (``x * scale`` after squeeze-and-excitation, tokens
+        after the class token is added, a patch merging's reshaping): that of the latest layer output on the same
+        grid; for a smaller grid (Swin's 2x2 merging), the latest spatial field merged down to it."""
+        grid = grid_of(src)
+        if grid is None:
+            return last
+        same = next((f for f, g in reversed(recent) if g == grid), None)
+        if same is not None:
+            return same
+        spatial = next((f for f, g in reversed(recent) if g is not None and not math.isinf(f[0])), last)
+        return _merged(spatial, h, grid)
 
     def hook(path: str, module: nn.Module, inputs: tuple, output: object) -> None:
         nonlocal last
@@ -256,10 +270,7 @@ def list_layers(
             # the child's output, the most recent one, is what the layer computes on
             field = _rf_step(module, last)
         else:
-            before = info.get(id(src), last) if src is not None else last
-            if src is not None and id(src) not in info:
-                # made by the forward's own code from the last layer's output: a patch merging (Swin) shrinks the grid
-                before = _merged(before, h, grid_of(src))
+            before = last if src is None else info[id(src)] if id(src) in info else made_by_code(src)
             # a Linear on tokens or a channels-last map (a transformer's MLP, ConvNeXt's pointwise layers) mixes
             # the channels of each position only
             pointwise = isinstance(module, nn.Linear) and src is not None and src.dim() >= 3
@@ -271,6 +282,7 @@ def list_layers(
             layout = layout_of(output.shape, (h, w), prefix, 1)
             shape = tuple(layout.to_map(output).shape[1:])
             last = field
+            recent.append((field, layout.grid))
             rows.append(
                 LayerInfo(
                     name=aliases.get(path, path),

@@ -138,6 +138,14 @@ def test_convnext_channels_last_rows_and_pointwise_fields():
     assert back.shape == back.output == (96, 16, 16) and back.channels == 96 and back.layout == "map"
 
 
+def test_fields_survive_squeeze_and_excitation():
+    """torchvision's EfficientNet scales each map by its squeeze-and-excitation gates in the forward's own code
+    (``x * scale``): the product keeps the field of the map scaled, not the gates' whole-image one."""
+    rows = {r.path: r for r in list_layers(torchvision.models.efficientnet_b0(weights=None).eval(), 224)}
+    assert rows["features.1.0.block.2.0"].receptive_field == 3 + 2 * 2  # stem 3x3 /2, then a depthwise 3x3
+    assert rows["features.8.0"].receptive_field is not None and rows["features.8.0"].stride == 32
+
+
 def test_fields_are_not_capped_and_depth_counts_what_runs():
     from kernelviz.jobs.inspect import layer_table
 
