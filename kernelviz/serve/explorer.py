@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from ..core.capture import activations
-from ..core.layers import LayerInfo
+from ..core.layers import LayerInfo, default_units
 from ..core.models import model_device, model_meta, model_slug
 from ..core.names import get_module, resolve_layer
 from ..errors import KernelvizError, NotFoundError, out_of_range
@@ -353,13 +353,18 @@ class Explorer:
     def computed_from(self, layer: str) -> str | None:
         """For an activation or a block output: the last convolution before it with as many channels, whose filter
         ``n`` its channel ``n`` is computed from (through a batch norm, an activation, a block's residual sum);
-        ``None`` for a convolution, or when there is none."""
+        ``None`` for a convolution, for an activation of a linear layer's output (a transformer's MLP), or when
+        there is none."""
         row = self.row(layer)
         if row.type.startswith("Conv"):
             return None
         rows = self._table.rows
         convs = self.conv_layers()
-        before = [r for r in rows[: rows.index(row)] if r in convs and r.channels == row.channels]
+        earlier = rows[: rows.index(row)]
+        weighted = [r for r in earlier if r.trainable]
+        if row.kind == "activation" and weighted and not weighted[-1].type.startswith("Conv"):
+            return None  # it rectifies a linear layer's output (a transformer's MLP): that mixes every channel
+        before = [r for r in earlier if r in convs and r.channels == row.channels]
         return before[-1].name if before else None
 
     def examples(self, layer: str) -> dict[str, Any] | None:
@@ -655,7 +660,7 @@ class Explorer:
         def run(emit: Emit) -> dict[str, Any]:
             x = self._image(path)[None]
             preds = predict(self.model, x, 5)[0]
-            layers = [r.name for r in self.conv_layers()]
+            layers = [r.name for r in self.depth_units()]
             acts = activations(self.model, self.meta.normalize(x.to(model_device(self.model))), layers)
             firing = {}
             for name in layers:
@@ -694,9 +699,14 @@ class Explorer:
 
         return self.worker.submit(("maps", str(path), layer), run)
 
+    def depth_units(self) -> list[LayerInfo]:
+        """The unit layers from the first to the last: every convolution with a spatial map, or for a transformer
+        every block's MLP activation (:func:`~kernelviz.core.layers.default_units`)."""
+        return [r for r in default_units(self.model, self._table.rows) if len(r.shape) == 3]
+
     def depth_layers(self, k: int = 5) -> list[str]:
-        """``k`` convolutions spread from the first to the last (the image page's "every depth")."""
-        convs = [r.name for r in self.conv_layers()]
+        """``k`` unit layers spread from the first to the last (the image page's "every depth")."""
+        convs = [r.name for r in self.depth_units()]
         if len(convs) <= k:
             return convs
         return [convs[round(i * (len(convs) - 1) / (k - 1))] for i in range(k)]

@@ -74,3 +74,36 @@ def test_the_whole_tour_in_chromium(tmp_path):
     accentuated = seen["accentuated"]  # from the image page's filter link, the photo offered first
     assert "upload=" in accentuated["url"] and accentuated["photo"] in accentuated["url"]
     assert accentuated["size"][0] > accentuated["size"][1] > 0  # the photo and its accentuation
+
+
+def test_the_tour_on_a_vision_transformer(tmp_path):
+    """The same tour on a (tiny, random) ViT: the MLP units of a block on its 4 x 4 patch grid get layer and filter
+    pages, a block's token output too, and the image page's heatmap and maps work at a token layer."""
+    tour = _tour()
+    if tour.chromium_path() is None:
+        pytest.skip("no system Chromium (.ci/run installs it: apt-get install chromium)")
+    timm = pytest.importorskip("timm")
+    import torch
+
+    import kernelviz
+    from kernelviz.serve.app import create_app
+    from kernelviz.serve.explorer import Explorer
+
+    torch.manual_seed(0)
+    vit = timm.models.vision_transformer.VisionTransformer(
+        img_size=64, patch_size=16, embed_dim=32, depth=2, num_heads=2, mlp_ratio=1.0, num_classes=5
+    ).eval()
+    vit = kernelviz.set_model_meta(vit, name="tiny_vit", input_size=64, mean=(0.5,) * 3, std=(0.25,) * 3)
+    settings = kernelviz.DEFAULTS.with_(steps=8)
+    explorer = Explorer(vit, tmp_path / "atlas" / "tiny_vit", settings=settings)
+    explorer.preview = settings.with_(steps=2, batch_size=8)
+    photo = tmp_path / "photo.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(photo)
+    with tour.running(create_app(explorer, "vit-token")) as base:
+        seen = tour.tour(base, "vit-token", "blocks.1.mlp.act", photo, timeout_s=120, block="blocks.0")
+    explorer.worker.stop()
+    assert seen["console_errors"] == []
+    assert sorted(explorer.done("blocks.1.mlp.act")) == list(range(32))  # every unit of the layer's page
+    assert "blocks.0" in seen["pages"]["block"]["title"] and seen["pages"]["block"]["images"] >= 32
+    assert seen["pages"]["filter"]["images"] >= 1 and "filter 3" in seen["pages"]["filter"]["title"]
+    assert explorer.computed_from("blocks.1.mlp.act") is None  # it rectifies mlp.fc1's output, not the patch conv's
