@@ -28,6 +28,7 @@ __all__ = [
     "default_layer",
     "default_units",
     "field_text",
+    "grid_text",
     "layer_channels",
     "layer_shape",
     "list_layers",
@@ -140,6 +141,17 @@ def field_text(receptive_field: int | None, size: int) -> str:
     if receptive_field is None:
         return "all"
     return f"{receptive_field} (> input)" if receptive_field > size else str(receptive_field)
+
+
+def grid_text(row: LayerInfo) -> str:
+    """The grid a layer's units are read on: ``"56x56"``, ``"14x14 +1 token"``, ``"7x7 channels-last"``, or
+    ``"-"`` without one."""
+    if len(row.shape) != 3:
+        return "-"
+    grid = f"{row.shape[1]}x{row.shape[2]}"
+    if row.layout == "tokens" and row.prefix:
+        return f"{grid} +{row.prefix} token{'s' if row.prefix > 1 else ''}"
+    return f"{grid} channels-last" if row.layout == "channels_last" else grid
 
 
 _Field = tuple[float, float, float]  # (receptive field, stride in input pixels, center of unit 0)

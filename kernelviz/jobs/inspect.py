@@ -11,7 +11,7 @@ from typing import Any
 
 from torch import nn
 
-from ..core.layers import LayerInfo, field_text, list_layers
+from ..core.layers import LayerInfo, field_text, grid_text, list_layers
 from ..core.models import ModelMeta, model_meta, model_slug
 from ..errors import KernelvizError, NotFoundError
 from ..explain.faithfulness import Faithfulness
@@ -65,7 +65,7 @@ class LayerTable:
                 r.type + (" (block)" if r.kind == "block" else ""),
                 "x".join(map(str, r.output or r.shape)),
                 str(r.channels),
-                _grid_text(r),
+                grid_text(r),
                 field_text(r.receptive_field, self.size),
             )
             for r in self.rows
@@ -86,17 +86,6 @@ class LayerTable:
                 "also reaches every other patch)."
             )
         return out
-
-
-def _grid_text(row: LayerInfo) -> str:
-    """The grid a layer's units are read on: ``"56x56"``, ``"14x14 +1 token"``, ``"7x7 channels-last"``, or
-    ``"-"`` without one."""
-    if len(row.shape) != 3:
-        return "-"
-    grid = f"{row.shape[1]}x{row.shape[2]}"
-    if row.layout == "tokens" and row.prefix:
-        return f"{grid} +{row.prefix} token{'s' if row.prefix > 1 else ''}"
-    return f"{grid} channels-last" if row.layout == "channels_last" else grid
 
 
 #: ``--type`` words that name a kind of layer rather than a part of a type name.

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ..core.layers import LayerInfo, field_text
+from ..core.layers import LayerInfo, field_text, grid_text
 from ..explain.heatmaps import METHODS
 from ..files.escape import attr, text
 from ..sets.site import IMAGES_LOADED_SCRIPT, examples_html
@@ -121,7 +121,7 @@ def model_page(ex: Explorer, token: str = "") -> str:
         rows.append(
             f"<tr><td>{name}</td>{f'<td><code>{text(r.path)}</code></td>' if paths else ''}"
             f"<td>{text(r.type)}{kind}</td>"
-            f"<td>{'x'.join(map(str, r.shape))}</td><td>{r.channels}</td>"
+            f"<td>{'x'.join(map(str, r.output or r.shape))}</td><td>{r.channels}</td><td>{text(grid_text(r))}</td>"
             f"<td>{text(field_text(r.receptive_field, table.size))}</td>"
             f"<td>{'' if done is None else f'{done}/{r.channels}'}</td></tr>"
         )
@@ -132,7 +132,7 @@ def model_page(ex: Explorer, token: str = "") -> str:
         "layers with trainable weights count). RF = receptive field in input pixels. Filter pictures are kept in "
         f"<code>{text(ex.root)}</code> (an atlas folder).</p>"
         f"<table><tr><th>layer</th>{'<th>module</th>' if paths else ''}"
-        "<th>type</th><th>output</th><th>channels</th><th>RF</th>"
+        "<th>type</th><th>output</th><th>units</th><th>grid</th><th>RF</th>"
         "<th>pictures</th></tr>" + "".join(rows) + "</table>"
     )
     return _page(ex, f"{table.model}: layers", body, {"page": "model"}, token)
@@ -191,7 +191,8 @@ def layer_page(ex: Explorer, layer: str, page: int = 0, token: str = "", photo: 
     )
     body = (
         f'<p><a href="{attr(PAGES["model"])}">&larr; layers</a></p><h1>{text(ex.meta.name)} {text(layer)}</h1>'
-        f"<p>module <code>{text(row.path)}</code>, output {'x'.join(map(str, row.shape))}, receptive field "
+        f"<p>module <code>{text(row.path)}</code>, output {'x'.join(map(str, row.output or row.shape))}"
+        f"{_read_as(row)}, receptive field "
         f"{text(field_text(row.receptive_field, ex.table.size))} px; {row.channels} filters. Settings: {text(s.param)} "
         f"image{_fourier_text(s.param, s.detail, s.decay)}, {s.steps} steps, lr {s.lr}, seed {s.seed}, "
         f"batches of {s.batch_size}.</p>"
@@ -529,6 +530,17 @@ def _concepts_form(ex: Explorer, hidden: str, chosen: str | None = None) -> str:
         f'<h2>concepts in it</h2><form id="concepts-form">{hidden}<select name="concepts">{options}</select> '
         '<button type="submit">show</button></form><img id="concept-maps" alt="" style="max-width:1200px">'
     )
+
+
+def _read_as(row: LayerInfo) -> str:
+    """How a token or channels-last output is read: ``" (read as 3072 units on the 14x14 patch grid, 1 prefix token
+    left out)"``; nothing for a map."""
+    if row.layout == "tokens":
+        left = f", {row.prefix} prefix token{'s' if row.prefix != 1 else ''} left out" if row.prefix else ""
+        return f" (read as {row.channels} units on the {row.shape[1]}x{row.shape[2]} patch grid{left})"
+    if row.layout == "channels_last":
+        return f" (channels-last: read as {row.channels} units on its {row.shape[1]}x{row.shape[2]} grid)"
+    return ""
 
 
 def _fourier_text(param: object, detail: float, decay: float) -> str:

@@ -107,3 +107,9 @@ def test_the_tour_on_a_vision_transformer(tmp_path):
     assert "blocks.0" in seen["pages"]["block"]["title"] and seen["pages"]["block"]["images"] >= 32
     assert seen["pages"]["filter"]["images"] >= 1 and "filter 3" in seen["pages"]["filter"]["title"]
     assert explorer.computed_from("blocks.1.mlp.act") is None  # it rectifies mlp.fc1's output, not the patch conv's
+    from kernelviz.serve.pages import layer_page, model_page
+
+    assert "output 17x32 (read as 32 units on the 4x4 patch grid, 1 prefix token left out)" in layer_page(
+        explorer, "blocks.1.mlp.act"
+    )
+    assert "<td>17x32</td><td>32</td><td>4x4 +1 token</td>" in model_page(explorer)
