@@ -473,8 +473,9 @@ def default_layer(model: nn.Module) -> str:
 
 
 def _is_attention(module: nn.Module) -> bool:
-    """Self-attention: ``nn.MultiheadAttention`` or a module class named ``...Attention`` (timm's, Swin's)."""
-    return isinstance(module, nn.MultiheadAttention) or type(module).__name__.endswith("Attention")
+    """Self-attention: ``nn.MultiheadAttention`` or a module class named for it (timm's ``Attention``, Swin's
+    ``ShiftedWindowAttentionV2``)."""
+    return isinstance(module, nn.MultiheadAttention) or "Attention" in type(module).__name__
 
 
 def layer_shape(model: nn.Module, x: torch.Tensor, path: str, at_input: bool) -> torch.Size:

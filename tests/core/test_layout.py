@@ -134,6 +134,25 @@ def test_layer_table_lists_units_grid_and_patch_fields(vit_b):
     assert [swin[f"features.{k}.1.mlp.1"].stride for k in (1, 3, 5, 7)] == [4, 8, 16, 32]
 
 
+@pytest.mark.parametrize(
+    ("model", "first", "count"),
+    [
+        (lambda: timm.create_model("vit_small_patch16_224", pretrained=False), "blocks.0.mlp.act", 12),
+        (lambda: torchvision.models.vit_b_16(weights=None), "encoder.layers.encoder_layer_0.mlp.1", 12),
+        (lambda: torchvision.models.swin_v2_t(weights=None), "features.1.0.mlp.1", 12),  # not the cpb_mlp of attention
+        (lambda: torchvision.models.resnet18(weights=None), "conv1", 20),
+    ],
+)
+def test_default_units_are_a_transformers_mlp_activations(model, first, count):
+    """The layers an atlas or a scan reads by default: every block's MLP activation of a transformer (Ghiasi et
+    al.'s readable units), every convolution of a CNN."""
+    from kernelviz.core.layers import default_units
+
+    net = model().eval()
+    units = default_units(net, kernelviz.list_layers(net, 224))
+    assert units[0].name == first and len(units) == count
+
+
 def test_non_square_input_grid():
     """An input other than 224 (timm's dynamic_img_size) gives the grid of that input, 14x20 for 224x320."""
     torch.manual_seed(0)
