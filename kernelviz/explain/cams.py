@@ -35,6 +35,7 @@ from torch import nn
 
 from ..core.capture import output_tensor
 from ..core.layout import layout_of
+from ..errors import KernelvizError
 
 __all__ = ["CAM_METHODS", "GRADIENT_CAMS", "cam", "layer_activations"]
 
@@ -318,7 +319,15 @@ def cam(
             ref = F.interpolate(base, size=side, mode="bilinear", align_corners=False, antialias=True)
             if flip:
                 images, ref = images.flip(-1), ref.flip(-1)
-            small = _cam_once(method, score, module, images, at_input, eigen_smooth, ref, batch, prefix)
+            try:
+                small = _cam_once(method, score, module, images, at_input, eigen_smooth, ref, batch, prefix)
+            except (AssertionError, RuntimeError) as err:
+                if factor == 1.0:
+                    raise
+                raise KernelvizError(
+                    f"aug_smooth rescales the image to {side[1]}x{side[0]} px, and the model refuses it (a fixed "
+                    f"input size, as a vision transformer's): leave aug_smooth out (--aug-smooth) ({err})"
+                ) from err
             if flip:
                 small = small.flip(-1)
             maps.append(F.interpolate(small[:, None], size=(h, w), mode="bilinear", align_corners=False)[:, 0])

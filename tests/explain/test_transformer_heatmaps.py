@@ -72,3 +72,12 @@ def test_every_cam_runs_at_a_token_layer(photos):
     for method in ("gradcam++", "layercam", "eigencam", "ablationcam", "scorecam"):
         out = kernelviz.attribute(model, photos[:1], method, target=3, layer="blocks.1.norm1")
         assert out.maps.shape == (1, 224, 224) and torch.isfinite(out.maps).all(), method
+
+
+def test_aug_smooth_on_a_fixed_size_transformer_is_refused_in_one_line(photos):
+    """aug_smooth rescales the image; a timm ViT takes only its own size: a one-line refusal, not timm's assert."""
+    model = timm.models.vision_transformer.VisionTransformer(
+        img_size=224, patch_size=32, embed_dim=48, depth=1, num_heads=2, num_classes=10
+    ).eval()
+    with pytest.raises(kernelviz.KernelvizError, match="aug_smooth rescales the image to 196x196 px"):
+        kernelviz.attribute(model, photos[:1], "gradcam", target=3, aug_smooth=True)
