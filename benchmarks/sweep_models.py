@@ -11,6 +11,7 @@ do) or ``FAIL`` (anything else: a traceback a user would see). Writes a Markdown
 
     python benchmarks/sweep_models.py benchmarks/SWEEP.md             # every model (tens of minutes on 2 cores)
     python benchmarks/sweep_models.py out.md resnet18 timm:convnext_tiny  # some models
+    python benchmarks/sweep_models.py benchmarks/SWEEP.md --update swin_v2_t  # rerun rows of an existing table
 """
 
 from __future__ import annotations
@@ -96,7 +97,8 @@ def sweep_one(name: str, photo: Path, out: Path, folder: Path) -> dict[str, str]
         return {"load": f"FAIL: {type(err).__name__}: {str(err)[:100]}"}
     table: list[Any] = []
     row["layers"] = cell(lambda: table.append(layer_table(model)))
-    units = [r for r in default_units(model, table[0].rows) if len(r.shape) == 3] if table else []
+    rows = default_units(model, table[0].rows) if table else []
+    units = [r for r in rows if len(r.shape) == 3 and r.shape[1] * r.shape[2] > 1]  # a grid, not a pooled 1x1
     layer = units[-1].name if units else None
     settings = DEFAULTS.with_(steps=2)
     if layer is None:
@@ -111,12 +113,26 @@ def sweep_one(name: str, photo: Path, out: Path, folder: Path) -> dict[str, str]
     return row
 
 
+COMMANDS = ("layers", "filter", "heatmap", "maps", "examples")
+
+
+def read_table(path: Path) -> dict[str, dict[str, str]]:
+    """The rows of a table this script wrote, ``{model: cells}``."""
+    rows = {}
+    for line in path.read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == len(COMMANDS) + 3 and cells[0] not in ("model", "---"):
+            rows[cells[0]] = {**dict(zip(COMMANDS, cells[1:], strict=False)), "layer": cells[-2], "seconds": cells[-1]}
+    return rows
+
+
 def main() -> None:
     target = Path(sys.argv[1])
-    names = sys.argv[2:] or [*torchvision_names(), *(f"timm:{n}" for n in TIMM)]
+    update = sys.argv[2:3] == ["--update"]
+    names = sys.argv[3 if update else 2 :] or [*torchvision_names(), *(f"timm:{n}" for n in TIMM)]
     warnings.filterwarnings("ignore")
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    results: dict[str, dict[str, str]] = {}
+    results: dict[str, dict[str, str]] = read_table(target) if update else {}
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         photo = out / "photo.png"
@@ -128,7 +144,7 @@ def main() -> None:
         for i, name in enumerate(names, 1):
             results[name] = sweep_one(name, photo, out, folder)
             print(f"[{i}/{len(names)}] {name}: {results[name]}", flush=True)
-    commands = ("layers", "filter", "heatmap", "maps", "examples")
+    commands = COMMANDS
     passed = [n for n, r in results.items() if all(r.get(c) == "ok" for c in commands)]
     refused = [n for n, r in results.items() if n not in passed and not any("FAIL" in v for v in r.values())]
     failed = [n for n, r in results.items() if any("FAIL" in v for v in r.values())]
