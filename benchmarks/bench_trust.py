@@ -28,7 +28,7 @@ import kernelviz
 from kernelviz.explain.scan import scan_units
 from kernelviz.explain.trust import FLAG_BELOW, path_similarity
 from kernelviz.files.images import image_files, load_image
-from kernelviz.zoo import efficientnet_lite0, photo_collection
+from kernelviz.zoo import COLOR_PHOTOS, efficientnet_lite0, photo_collection
 
 LAYERS = "_blocks.2._project_conv,_blocks.5._project_conv,_blocks.9._project_conv,_blocks.13._project_conv"
 
@@ -40,13 +40,19 @@ def main() -> None:
     parser.add_argument("--layers", default=LAYERS)
     parser.add_argument("--steps", type=int, default=kernelviz.DEFAULTS.steps)
     parser.add_argument("--out", type=Path, default=None, help="also write every unit's Trust records as JSON")
+    parser.add_argument(
+        "--distinct",
+        action="store_true",
+        help="natural examples from distinct photos: each unit's best crop of each source photo (at most one per "
+        "photo), so the natural reference is not crops of one photo compared with each other",
+    )
     args = parser.parse_args()
     model = efficientnet_lite0()
     layers = args.layers.split(",")
     units = list(range(args.units))
     with tempfile.TemporaryDirectory() as tmp:
         folder = photo_collection(Path(tmp) / "photos", args.images)
-        scan = scan_units(model, folder, layers, k=8)
+        scan = scan_units(model, folder, layers, k=64 if args.distinct else 8)
         files = image_files(folder)
         randoms = torch.stack([load_image(f, 224) for f in random.Random(0).sample(files, 32)])
         print(f"EfficientNet-Lite0, {len(files)} images cut from the bundled photos; {args.units} units per layer")
@@ -61,7 +67,13 @@ def main() -> None:
             ).images
             rows = []
             for i, n in enumerate(units):
-                examples = torch.stack([load_image(path, 224) for path, _, _ in scan.examples(layer, n)])
+                found = [path for path, _, _ in scan.examples(layer, n)]
+                if args.distinct:  # image i of the collection is cut from photo i % 9: the best crop of each
+                    best: dict[int, Path] = {}
+                    for path in found:
+                        best.setdefault(int(path.stem) % len(COLOR_PHOTOS), path)
+                    found = list(best.values())[:8]
+                examples = torch.stack([load_image(path, 224) for path in found[:8]])
                 rows.append(
                     (
                         path_similarity(model, layer, n, pictures[i], examples, randoms),
