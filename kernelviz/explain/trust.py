@@ -30,7 +30,7 @@ from torch import nn
 
 from ..core.capture import activations
 from ..core.guard import check_model
-from ..core.layers import list_layers
+from ..core.layers import default_units, list_layers
 from ..core.models import model_device, model_meta
 from ..errors import KernelvizError, out_of_range
 
@@ -105,14 +105,16 @@ class Trust:
 
 
 def layers_below(model: nn.Module, layer: str, count: int = 4, size: int | None = None) -> list[str]:
-    """Up to ``count`` convolutions before ``layer`` (in the order the model runs them), spread from the first to
-    the last one before it, input side first."""
+    """Up to ``count`` unit layers before ``layer`` (in the order the model runs them), spread from the first to
+    the last one before it, input side first: convolutions, or a transformer's MLP activations
+    (:func:`~kernelviz.core.layers.default_units`)."""
     size = size or model_meta(model).input_size
     rows = list_layers(model, size)
     names = [r.name for r in rows]
     if layer not in names:
         raise KernelvizError(f"layer {layer!r} is not in the layer table: run `kernelviz layers MODEL --all`")
-    before = [r.name for r in rows[: names.index(layer)] if r.type.startswith("Conv") and len(r.shape) == 3]
+    earlier = rows[: names.index(layer)]
+    before = [r.name for r in default_units(model, earlier) if len(r.shape) == 3]
     if len(before) <= count:
         return before
     return [before[round(i * (len(before) - 1) / (count - 1))] for i in range(count)]

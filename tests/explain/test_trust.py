@@ -106,3 +106,22 @@ def test_the_path_check_refuses_what_it_cannot_compare(circuit):
     with pytest.raises(KernelvizError, match="no convolution before it"):
         path_similarity(base, "conv1_1", 0, picture, data[:4], randoms)
     assert layers_below(base, "relu3_1", count=2) == ["conv1_1", "conv3_1"]
+
+
+def test_a_transformers_path_is_read_at_its_mlp_units():
+    """Below a ViT unit the path is compared at the earlier blocks' MLP activations (patch grid), not at the
+    patch convolution alone."""
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(0)
+    vit = timm.models.vision_transformer.VisionTransformer(
+        img_size=64, patch_size=16, embed_dim=32, depth=3, num_heads=2, num_classes=5
+    ).eval()
+    vit = kernelviz.set_model_meta(vit, input_size=64, mean=(0.5,) * 3, std=(0.25,) * 3)
+    assert layers_below(vit, "blocks.2.mlp.act") == ["blocks.0.mlp.act", "blocks.1.mlp.act"]
+    assert layers_below(vit, "blocks.0.mlp.act") == ["patch_embed.proj"]
+    g = torch.Generator().manual_seed(0)
+    trust = path_similarity(
+        vit, "blocks.2.mlp.act", 5, torch.rand(3, 64, 64, generator=g), torch.rand(4, 3, 64, 64, generator=g),
+        torch.rand(8, 3, 64, 64, generator=g),
+    )  # fmt: skip
+    assert trust.layers == ["blocks.0.mlp.act", "blocks.1.mlp.act"] and len(trust.picture) == 2
