@@ -51,6 +51,7 @@ from bench_step import conv_gflop, lucent, naive
 
 import kernelviz
 from kernelviz.core.models import IMAGENET_MEAN, IMAGENET_STD, set_model_meta
+from kernelviz.explain.rollout import ROLLOUT_METHODS
 from kernelviz.optvis.batch import auto_batch_size
 from kernelviz.optvis.transforms import standard_transforms
 
@@ -187,16 +188,26 @@ def check_visualize(
 def check_heatmaps(plan: Plan, cpu: nn.Module, dev: nn.Module, report: Report) -> tuple[bool, str]:
     images = torch.rand(2, 3, plan.check_size, plan.check_size, generator=torch.Generator().manual_seed(0))
     corr, failed = {}, []
-    for method in kernelviz.METHODS:
+    # a small vision transformer (random weights) for the attention methods and Grad-CAM at a token layer
+    torch.manual_seed(0)
+    vit_cpu = torchvision.models.VisionTransformer(64, 16, num_layers=2, num_heads=2, hidden_dim=32, mlp_dim=64)
+    torch.nn.init.normal_(vit_cpu.heads.head.weight, std=0.5)  # torchvision starts it at zero: no gradient
+    vit_cpu = kernelviz.set_model_meta(vit_cpu.eval(), input_size=64)
+    vit_dev = copy.deepcopy(vit_cpu).to(next(dev.parameters()).device)
+    vit_images = torch.nn.functional.interpolate(images, size=(64, 64), mode="bilinear", antialias=True)
+    runs = [(m, cpu, dev, images) for m in kernelviz.METHODS if m not in ROLLOUT_METHODS]
+    runs += [(m, vit_cpu, vit_dev, vit_images) for m in (*ROLLOUT_METHODS, "gradcam")]
+    for method, on_cpu, on_dev, x in runs:
         kwargs = dict(target=[1, 2], ig_steps=8, smooth_samples=4)
-        a = kernelviz.attribute(cpu, images, method, **kwargs).maps
-        before = fingerprint(dev)
-        b = kernelviz.attribute(dev, images, method, **kwargs).maps
-        if fingerprint(dev) != before:
-            failed.append(f"{method} changed the model")
-        corr[method] = round(correlation(a, b), 5)
-        if method not in ("smoothgrad", "gradient_shap") and corr[method] <= 0.99:  # noise drawn on the device
-            failed.append(f"{method} corr {corr[method]}")
+        key = method if on_cpu is cpu else f"{method} (ViT)"
+        a = kernelviz.attribute(on_cpu, x, method, **kwargs).maps
+        before = fingerprint(on_dev)
+        b = kernelviz.attribute(on_dev, x, method, **kwargs).maps
+        if fingerprint(on_dev) != before:
+            failed.append(f"{key} changed the model")
+        corr[key] = round(correlation(a, b), 5)
+        if method not in ("smoothgrad", "gradient_shap") and corr[key] <= 0.99:  # noise drawn on the device
+            failed.append(f"{key} corr {corr[key]}")
     report.data["heatmap_correlation"] = corr
     return not failed, ("; ".join(failed) or "all deterministic methods > 0.99") + f" {corr}"
 
