@@ -60,9 +60,14 @@ def test_scan_ranks_the_patch_tokens_of_every_mlp_unit(vit, tmp_path):
         assert scan.layers[layer].grid == (4, 4)
         top = acts.amax(2)  # (N, C)
         ranking = scan.layers[layer].ranking("top")
-        assert torch.equal(ranking.values, top.topk(3, dim=0).values.T)
+        # float weights: batched and one-image forwards may differ in the last bits (kernels vary by CPU)
+        torch.testing.assert_close(ranking.values, top.topk(3, dim=0).values.T, rtol=1e-5, atol=1e-6)
         best = ranking.images[:, 0]  # (C,)
-        assert torch.equal(ranking.positions[:, 0], acts[best, torch.arange(acts.shape[1])].argmax(1))
+        picked = acts[best, torch.arange(acts.shape[1])]  # (C, patches): each unit's best image
+        two = picked.topk(2, dim=1).values
+        clear = (two[:, 0] - two[:, 1]) > 1e-4  # positions compared where the strongest patch is not a near-tie
+        assert clear.float().mean() > 0.9
+        assert torch.equal(ranking.positions[clear, 0], picked.argmax(1)[clear])
 
 
 def test_an_example_is_cropped_at_its_strongest_patch(vit, tmp_path):
