@@ -62,7 +62,7 @@ def test_channel_objective_is_the_patch_token_mean_and_neuron_a_patch(vit_b, ima
     with torch.no_grad(), kernelviz.capture(vit_b, [layer], detach=True) as acts:
         vit_b(x)
     for c in (0, 17, 3071):
-        assert torch.allclose(channel(layer, c)(acts), raw[:, 1:, c].mean(1), rtol=1e-6, atol=1e-7)
+        assert torch.allclose(channel(layer, c)(acts), raw[:, 1:, c].mean(1), rtol=1e-5, atol=1e-6)
         assert not torch.allclose(channel(layer, c)(acts), raw[:, :, c].mean(1), rtol=1e-4, atol=1e-6)
     row, col = 3, 10
     assert torch.equal(neuron(layer, 5, x=col, y=row)(acts), raw[:, 1 + row * 14 + col, 5])
