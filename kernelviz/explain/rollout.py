@@ -131,8 +131,9 @@ def rollout(
                 y = run(x)
     if not maps:
         raise KernelvizError("no attention ran in the forward pass: nothing to roll out")
-    grads = torch.autograd.grad(y.sum(), maps) if gradient else [None] * len(maps)
     b, n = x.shape[0], maps[0].shape[-1]
+    maps = [a for a in maps if a.shape[-2:] == (n, n)]  # self-attention only (not an attention-pooling head's)
+    grads = torch.autograd.grad(y.sum(), maps) if gradient else [None] * len(maps)
     eye = torch.eye(n, device=maps[0].device, dtype=torch.float32).expand(b, n, n)
     relevance = eye.clone()
     for a, g in zip(maps, grads, strict=True):
