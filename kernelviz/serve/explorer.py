@@ -706,10 +706,10 @@ class Explorer:
 
     def depth_layers(self, k: int = 5) -> list[str]:
         """``k`` unit layers spread from the first to the last (the image page's "every depth")."""
-        convs = [r.name for r in self.depth_units()]
-        if len(convs) <= k:
-            return convs
-        return [convs[round(i * (len(convs) - 1) / (k - 1))] for i in range(k)]
+        units = [r.name for r in self.depth_units()]
+        if len(units) <= k:
+            return units
+        return [units[round(i * (len(units) - 1) / (k - 1))] for i in range(k)]
 
     def photo_png(self, path: Path, kind: str, layer: str | None, n: int | None = None) -> Future:
         """A picture made from the image (:func:`~kernelviz.jobs.photo.photo_result`) beside the image, labelled with

@@ -74,6 +74,44 @@ def test_every_cam_runs_at_a_token_layer(photos):
         assert out.maps.shape == (1, 224, 224) and torch.isfinite(out.maps).all(), method
 
 
+def test_ablation_cam_at_a_token_layer_zeroes_the_patch_tokens_only(photos):
+    """Known answer for the edit path (maps changed, sent back as tokens): Ablation-CAM's weight of channel k is the
+    relative drop of the score when channel k of the 49 patch tokens is zeroed by a plain hook (the class token
+    kept), and the map is relu(sum_k w_k A_k) upsampled."""
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    model = timm.models.vision_transformer.VisionTransformer(
+        img_size=224, patch_size=32, embed_dim=16, depth=2, num_heads=2, num_classes=10
+    ).eval()
+    x = kernelviz.model_meta(model).normalize(photos[:1])
+    layer = model.blocks[1].norm1
+    acts: list[torch.Tensor] = []
+    handle = layer.register_forward_hook(lambda m, i, o: acts.append(o.detach()))
+    with torch.no_grad():
+        full = float(model(x)[0, 3])
+    handle.remove()
+    tokens = acts[0]  # (1, 50, 16)
+    weights = []
+    for k in range(16):
+
+        def zero(m, i, o, k=k):
+            o = o.clone()
+            o[:, 1:, k] = 0
+            return o
+
+        handle = layer.register_forward_hook(zero)
+        with torch.no_grad():
+            weights.append((full - float(model(x)[0, 3])) / abs(full))
+        handle.remove()
+    maps = tokens[0, 1:].T.reshape(16, 7, 7)
+    cam = torch.relu((torch.tensor(weights)[:, None, None] * maps).sum(0))
+    expected = F.interpolate(cam[None, None], size=(224, 224), mode="bilinear", align_corners=False)[0]
+    got = kernelviz.attribute(model, photos[:1], "ablationcam", target=3, layer="blocks.1.norm1").maps
+    assert float(expected.abs().max()) > 0
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-6 * float(expected.abs().max()))
+
+
 def test_aug_smooth_on_a_fixed_size_transformer_is_refused_in_one_line(photos):
     """aug_smooth rescales the image; a timm ViT takes only its own size: a one-line refusal, not timm's assert."""
     model = timm.models.vision_transformer.VisionTransformer(
