@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 import kernelviz
+from kernelviz.core.progress import Progress
 from kernelviz.jobs.concepts import export_concepts
 from kernelviz.zoo import efficientnet_lite0, photo_collection
 
@@ -45,11 +46,8 @@ def main() -> None:
 
     marks: dict[str, list[float]] = {}
 
-    def stage(name: str, done: int, total: int) -> None:
-        marks.setdefault(name, [time.perf_counter()]).append(time.perf_counter())
-
-    def stepped(step: int, value: float) -> None:
-        marks.setdefault("pictures", [time.perf_counter()]).append(time.perf_counter())
+    def stage(p: Progress) -> None:  # each stage's first and last reports: its time
+        marks.setdefault(p.stage, [time.perf_counter()]).append(time.perf_counter())
 
     with tempfile.TemporaryDirectory() as out:
         listing = Path(out) / "files.txt"
@@ -62,8 +60,7 @@ def main() -> None:
             args.k,
             Path(out) / "concepts",
             kernelviz.DEFAULTS.with_(steps=args.steps),
-            stage=stage,
-            progress=stepped,
+            progress=stage,
         )
         end = time.perf_counter()
 

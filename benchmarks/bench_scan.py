@@ -31,7 +31,8 @@ import torchvision
 import kernelviz
 from kernelviz.core.capture import activations
 from kernelviz.core.layers import layer_channels
-from kernelviz.explain.scan import default_batch_size
+from kernelviz.core.progress import Progress
+from kernelviz.data.stream import default_batch_size
 from kernelviz.files.images import load_image
 from kernelviz.zoo import COLOR_PHOTOS, photo_collection
 
@@ -102,8 +103,8 @@ def bench(name: str, folder: Path, args: argparse.Namespace) -> dict[str, float]
     memory: list[float] = []
     quarters = [len(files) * q // 4 for q in (1, 2, 3, 4)]
 
-    def progress(done: int, total: int) -> None:
-        if quarters and done >= quarters[0]:
+    def progress(p: Progress) -> None:
+        if quarters and p.done >= quarters[0]:
             memory.append(resident_mib())
             quarters.pop(0)
 

@@ -5,10 +5,10 @@
 On the ImageNet-trained EfficientNet-Lite0 and a collection cut from the bundled photos
 (:func:`kernelviz.zoo.photo_collection`), per layer: each unit's top 8 natural examples (a scan), 32 random
 images of the collection, the unit's picture at the defaults and the article's plain pixel picture (pixel
-parameterization, no transforms); :func:`kernelviz.explain.trust.path_similarity` at the layers below. Prints per
+parameterization, no transforms); :func:`kernelviz.units.trust.path_similarity` at the layers below. Prints per
 layer the mean rank correlations (picture, pixel picture, natural and random references, averaged over the
 layers below and the units), the mean overall score (0: like a random image, 1: like a natural example) and how
-many units each kind of picture gets flagged at :data:`~kernelviz.explain.trust.FLAG_BELOW`; then every unit's
+many units each kind of picture gets flagged at :data:`~kernelviz.units.trust.FLAG_BELOW`; then every unit's
 overall score.
 """
 
@@ -25,9 +25,9 @@ from pathlib import Path
 import torch
 
 import kernelviz
-from kernelviz.explain.scan import scan_units
-from kernelviz.explain.trust import FLAG_BELOW, path_similarity
 from kernelviz.files.images import image_files, load_image
+from kernelviz.units.scan import scan_units
+from kernelviz.units.trust import FLAG_BELOW, path_similarity
 from kernelviz.zoo import COLOR_PHOTOS, efficientnet_lite0, photo_collection
 
 LAYERS = "_blocks.2._project_conv,_blocks.5._project_conv,_blocks.9._project_conv,_blocks.13._project_conv"

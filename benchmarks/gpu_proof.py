@@ -266,7 +266,6 @@ def check_atlas(plan: Plan, dev: nn.Module, out: Path, report: Report) -> tuple[
         filters=filters,
         steps=plan.check_steps,
         size=plan.check_size,
-        progress=False,
     )
     settings = json.loads((result.root / "settings.json").read_text())
     report.data["atlas_default_batch_size"] = settings["batch_size"]

@@ -31,11 +31,11 @@ import kernelviz
 from kernelviz.core.layers import default_units
 from kernelviz.core.models import model_meta
 from kernelviz.errors import KernelvizError
-from kernelviz.explain.examples import find_examples
 from kernelviz.files.write import save_png
 from kernelviz.jobs.inspect import export_heatmaps, export_maps, layer_table
 from kernelviz.jobs.optimize import synthesize_filters
 from kernelviz.optvis.settings import DEFAULTS
+from kernelviz.units.examples import find_examples
 
 TIMM = (
     "resnet50",

@@ -163,7 +163,7 @@ def main() -> None:
     chromium = shutil.which("chromium")
     if chromium:  # a screenshot of an atlas page
         with tempfile.TemporaryDirectory() as tmp:
-            kernelviz.atlas(model, tmp, layers=["_blocks.9"], filters=6, steps=128, size=128, progress=False)
+            kernelviz.atlas(model, tmp, layers=["_blocks.9"], filters=6, steps=128, size=128)
             page = Path(tmp) / "efficientnet_lite0" / "_blocks.9" / "index.html"
             subprocess.run(
                 [

@@ -62,10 +62,20 @@ _IMAGES_OK = """() => Array.from(document.images).every(im => im.complete && im.
 _LOADED = "() => {{ const k = document.querySelector('#{slot} img'); return k && k.complete && k.naturalWidth > 0; }}"
 
 
+#: Counts the event connections a page opens (``window.kernelvizSources``), independently of the page's script.
+_COUNT_SOURCES = """(() => {
+  const Real = window.EventSource;
+  window.kernelvizSources = 0;
+  window.EventSource = function (url, options) { window.kernelvizSources += 1; return new Real(url, options); };
+  window.EventSource.prototype = Real.prototype;
+})();"""
+
+
 def _browser_page(p: Any, seen: dict[str, Any]) -> tuple[Any, Any]:
     """A new Chromium and a page whose console errors go to ``seen["console_errors"]``."""
     browser = p.chromium.launch(executable_path=chromium_path(), args=["--no-sandbox"])
     page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.add_init_script(_COUNT_SOURCES)  # how many event connections each page opens
     page.on("console", lambda m: seen["console_errors"].append(m.text) if m.type == "error" else None)
     page.on("pageerror", lambda e: seen["console_errors"].append(str(e)))
     return browser, page
@@ -92,7 +102,8 @@ def tour(
         def check(name: str) -> None:
             page.wait_for_function(_IMAGES_OK, timeout=ms)
             count = page.evaluate("() => document.images.length")
-            seen["pages"][name] = {"url": page.url, "images": count, "title": page.title()}
+            sources = page.evaluate("() => window.kernelvizSources")
+            seen["pages"][name] = {"url": page.url, "images": count, "title": page.title(), "event_sources": sources}
             if shots is not None:
                 page.screenshot(path=str(shots / f"serve_{name}.png"), full_page=False)
 

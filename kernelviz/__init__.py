@@ -9,13 +9,17 @@ Quick use::
 
 The package is layered, in this order (each layer imports only those above it; ``tests/test_package.py``):
 
-* ``core``: models and weights, layer names and the layer table, activation capture, the model guard;
-* ``files``: atomic writes, image input, JSON records, HTML escaping;
-* ``optvis``: the optimizer (objectives, parameterizations, transforms, settings, batches);
-* ``explain``: feature maps, heatmaps (one registry of methods), kernels, dataset scans and examples, a layer's
-  concepts, as tensors;
+* ``core``: models and weights, layer names and the layer table, activation capture, the model guard, the
+  sharing rule of processes, the one progress protocol;
+* ``files``: atomic writes, image input, JSON records, HTML pages from templates that escape every value;
+* ``data``: image collections (folders, file lists, ``ImageFolder`` classes) and the one data loop over them;
+* ``optvis``: the optimizer (objectives, parameterizations, transforms, settings, batches, pictures from a photo);
+* ``explain``: one image through the network: feature maps, heatmaps (one registry of methods), kernels, the wiring
+  of a unit to its neighbours, as tensors;
+* ``units``: what each unit is, read over a collection: dataset scans and examples, a layer's concepts, the path
+  check of a picture;
 * ``plot``: every matplotlib figure;
-* ``sets``: the atlas folder, the atlas and its static site;
+* ``sets``: the atlas folder, the atlas and its static site, variants, concepts folders;
 * ``jobs``: what a front-end asks for, computed and written in one call;
 * ``serve``: the live explorer (pages, routes, one worker thread);
 * ``cli``: the ``kernelviz`` command, a thin shell over ``jobs`` and ``sets``.
@@ -29,14 +33,10 @@ from .core.layers import LayerInfo, count_depth, list_layers
 from .core.models import ModelMeta, load_checkpoint, load_model, model_meta, set_model_meta
 from .core.names import layer_names, resolve_layer
 from .errors import KernelvizError, KernelvizTypeError, NonFiniteObjectiveError, NotFoundError
-from .explain.concepts import Concepts, concept_maps, find_concepts
-from .explain.examples import find_examples
 from .explain.faithfulness import faithfulness, sanity_check
 from .explain.heatmaps import METHODS, attribute, heatmap, predict
 from .explain.kernels import kernel_weights
 from .explain.maps import feature_maps
-from .explain.scan import UnitScan, load_scan, merge_scans, scan_units
-from .explain.trust import Trust, path_similarity
 from .files.images import load_image
 from .optvis import objectives, params, transforms
 from .optvis.batch import GridResult, layer_grid
@@ -45,6 +45,10 @@ from .optvis.photo import accentuate, caricature_of, dream, photo_activation
 from .optvis.render import VisResult, visualize
 from .optvis.settings import DEFAULTS, OptimSettings
 from .sets.atlas import atlas
+from .units.concepts import Concepts, concept_maps, find_concepts
+from .units.examples import find_examples
+from .units.scan import UnitScan, load_scan, merge_scans, scan_units
+from .units.trust import Trust, path_similarity
 
 # Drawing functions import matplotlib on first use, not with the package.
 _PLOTS = ("overlay", "plot_concepts", "plot_examples", "plot_feature_maps", "plot_grid", "plot_heatmap", "plot_kernels")

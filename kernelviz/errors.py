@@ -13,6 +13,7 @@ from collections.abc import Iterable
 __all__ = [
     "KernelvizError",
     "KernelvizTypeError",
+    "NoClassesError",
     "NonFiniteObjectiveError",
     "NotFoundError",
     "close_matches",
@@ -32,6 +33,11 @@ class KernelvizTypeError(KernelvizError, TypeError):
 
 class NotFoundError(KernelvizError):
     """A name that does not exist: a model, layer, class, variant, file or image (a 404 in the explorer)."""
+
+
+class NoClassesError(KernelvizError):
+    """The model's output is not ``(batch, classes)``: what needs class scores (a target, an importance, an
+    ablation's accuracy) cannot be had from it."""
 
 
 class NonFiniteObjectiveError(KernelvizError):

@@ -21,9 +21,9 @@ from torch import nn
 import kernelviz
 from kernelviz.core.models import load_checkpoint, set_model_meta
 from kernelviz.errors import KernelvizError
-from kernelviz.explain.examples import find_examples
 from kernelviz.files.images import load_image
 from kernelviz.sets.atlas import atlas
+from kernelviz.units.examples import find_examples
 
 from .conftest import FAST, assert_unchanged, snapshot
 from .nets import tiny_vgg
@@ -178,10 +178,10 @@ def test_a_device_this_machine_lacks_is_one_line(monkeypatch):
 def test_atlas_arguments_are_checked_in_their_own_words(tmp_path):
     model = tiny_vgg()
     with pytest.raises(KernelvizError, match="filters=0 asks for no filters") as info:
-        atlas(model, tmp_path, filters=0, steps=2, size=32, progress=False)
+        atlas(model, tmp_path, filters=0, steps=2, size=32)
     assert "batch" not in str(info.value)
     with pytest.raises(KernelvizError, match="cannot make the atlas folder"):
-        atlas(model, "/proc/kernelviz-atlas", filters=1, steps=2, size=32, progress=False)
+        atlas(model, "/proc/kernelviz-atlas", filters=1, steps=2, size=32)
 
 
 # -- wrong types in the Python API -----------------------------------------------------------------------
@@ -229,7 +229,7 @@ def test_a_factory_that_raises_or_does_not_import_is_one_line(tmp_path, cli):
 
 def test_damaged_atlas_records_are_redone_and_a_lost_settings_file_is_no_way_around(tmp_path):
     model = tiny_vgg()
-    kwargs = dict(layers=["conv1_1"], filters=3, steps=3, size=32, progress=False)
+    kwargs = dict(layers=["conv1_1"], filters=3, steps=3, size=32)
     report = atlas(model, tmp_path, **kwargs)
     layer = report.root / "conv1_1"
     record = json.loads((layer / "0000.json").read_text())
@@ -270,7 +270,7 @@ def test_models_that_refuse_an_input_or_hold_nan_say_so(tmp_path):
     linear = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 4))
     set_model_meta(linear, input_size=8)
     with pytest.raises(KernelvizError, match="no convolution layer"):
-        atlas(linear, tmp_path, steps=2, progress=False)
+        atlas(linear, tmp_path, steps=2)
     broken = tiny_vgg()
     with torch.no_grad():
         broken.features[2].weight[0, 0, 0, 0] = float("nan")

@@ -78,7 +78,7 @@ def test_cli_holds_no_computation():
 
 #: The layers of the design in the README's order: a folder imports only folders before it (and errors.py,
 #: zoo.py, which import no folder of the package).
-LAYERS = ("core", "files", "optvis", "explain", "plot", "sets", "jobs", "serve", "cli")
+LAYERS = ("core", "files", "data", "optvis", "explain", "units", "plot", "sets", "jobs", "serve", "cli")
 
 
 def test_each_folder_imports_only_folders_before_it():
@@ -105,3 +105,43 @@ def test_docstrings_list_the_layers_in_the_readme_order():
     package = kernelviz.__doc__ or ""
     positions = [package.index(f"``{name}``") for name in LAYERS]
     assert positions == sorted(positions), "kernelviz/__init__.py lists the layers out of order"
+
+
+def test_each_subpackage_docstring_names_each_of_its_modules():
+    """A reader learns a folder's modules and their jobs from its ``__init__``: every module is named there."""
+    for init in PACKAGE.rglob("__init__.py"):
+        folder = init.parent
+        if folder == PACKAGE:
+            continue
+        doc = ast.get_docstring(ast.parse(init.read_text())) or ""
+        for module in folder.glob("*.py"):
+            if module.name != "__init__.py":
+                assert f"``{module.stem}``" in doc, f"{folder.name}/__init__.py does not name {module.stem}"
+
+
+def test_no_private_name_is_imported_across_modules():
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                private = [a.name for a in node.names if a.name.startswith("_") and not a.name.startswith("__")]
+                assert not private, f"{path.relative_to(PACKAGE)} imports {private} from {node.module}"
+
+
+def test_the_explorers_web_side_computes_nothing_with_torch():
+    """Only the worker's tasks touch the model, and they are library calls: no module of ``serve`` imports torch
+    or numpy but for type hints (``if TYPE_CHECKING``)."""
+    for path in (PACKAGE / "serve").glob("*.py"):
+        tree = ast.parse(path.read_text())
+        hinted = {
+            id(n)
+            for block in ast.walk(tree)
+            if isinstance(block, ast.If) and getattr(block.test, "id", "") == "TYPE_CHECKING"
+            for n in ast.walk(block)
+        }
+        for node in ast.walk(tree):
+            if id(node) in hinted:
+                continue
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                names = [node.module]
+            assert not any(n.split(".")[0] in ("torch", "numpy") for n in names), path.name

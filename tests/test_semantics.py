@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 import kernelviz
-from kernelviz.explain.examples import find_examples
+from kernelviz.units.examples import find_examples
 
 from .conftest import TEST_SEED
 from .toy import CLASSES, ORIENTATIONS, make_data

@@ -3,8 +3,10 @@
 Each command parses its arguments, calls one library function (:mod:`kernelviz.jobs`,
 :mod:`kernelviz.sets`), and prints what it reports. Errors the user can fix
 (:class:`~kernelviz.errors.KernelvizError`) become a one-line message and exit status 1, never a
-traceback. Options shared by several commands are declared once, in :mod:`kernelviz.cli.options`,
-with their defaults read from the library.
+traceback; an option the chosen mode does not use is refused in one line. Options shared by several commands
+are declared once, in ``options`` (with the progress bars every command shows), with their defaults read from the
+library; the commands: ``optimize`` (filter, grid, atlas, examples), ``inspect`` (layers, maps, heatmap, weights),
+``concepts``, ``photo`` (caricature, dream, accentuate), ``serve``.
 """
 
 from __future__ import annotations

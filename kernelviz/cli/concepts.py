@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from ..optvis.settings import OptimSettings
-from .options import LOG, ModelSource, Progress, errors_to_click, model_options, optimize_options, workers_option
+from .options import LOG, Bars, ModelSource, errors_to_click, model_options, optimize_options, workers_option
 
 __all__ = ["concepts_cmd"]
 
@@ -80,34 +80,13 @@ def concepts_cmd(
     non-negative outputs (after a ReLU-like activation). `kernelviz heatmap MODEL IMAGE --concepts
     OUT/concepts.json` then shows where each concept is in new images.
     """
-    from tqdm.auto import tqdm
-
     from ..core.models import model_meta, model_slug
     from ..jobs.concepts import export_concepts
     from ..jobs.specs import runtime_device
 
     net = source.load(model, runtime_device(source.device))
     folder = output or Path(f"{model_slug(model_meta(net).name)}_{layer.replace('/', '_')}_concepts")
-    bars: dict[str, tqdm] = {}
-    steps: list[Progress] = []  # the optimizer's bar, made when the pictures start
-
-    def close_bars() -> None:
-        for b in [*bars.values(), *steps]:
-            b.close()
-
-    def stage(name: str, done: int, total: int) -> None:
-        if name not in bars:
-            close_bars()
-            bars[name] = tqdm(desc=name, unit="image", total=total, file=sys.stderr)
-        bars[name].total = total
-        bars[name].update(done - bars[name].n)
-
-    def stepped(step: int, value: float) -> None:
-        if not steps:
-            close_bars()
-            steps.append(Progress(settings.steps, f"{layer} ({k} concept pictures)"))
-        steps[0](step, value)
-
+    bars = Bars({"pictures": f"{layer} ({k} concept pictures)"}, enabled=not quiet)
     try:
         export_concepts(
             net,
@@ -121,12 +100,11 @@ def concepts_cmd(
             samples=samples,
             top=top,
             workers=workers,
-            stage=None if quiet else stage,
-            progress=None if quiet else stepped,
+            progress=bars,
             log=LOG,
         )
     except KeyboardInterrupt:
-        close_bars()
+        bars.close()
         click.echo(
             "interrupted before the concepts were found: nothing was written (an interruption while the pictures "
             "are drawn keeps concepts.json and the pictures drawn so far)",
@@ -134,4 +112,4 @@ def concepts_cmd(
         )
         sys.exit(130)
     finally:
-        close_bars()
+        bars.close()

@@ -8,7 +8,7 @@ import click
 
 from ..explain.baselines import BASELINES
 from ..explain.heatmaps import DEFAULT_BASELINES, methods_help
-from .options import LOG, ModelSource, errors_to_click, model_options
+from .options import LOG, ModelSource, errors_to_click, model_options, refuse_given
 
 __all__ = ["heatmap_cmd", "layers_cmd", "maps_cmd", "weights_cmd"]
 
@@ -227,6 +227,12 @@ def heatmap_cmd(
     """
     if concepts_file is not None:
         from ..jobs.concepts import export_concept_maps, load_concepts
+
+        refuse_given(
+            ["methods", "targets", "filter_spec", "layer", "cmap", "scale", "ig_steps", "baseline", "eigen_smooth",
+             "aug_smooth", "score", "sanity"],
+            "--concepts (it draws each concept's code, not a method's map)",
+        )  # fmt: skip
 
         load_concepts(concepts_file)  # a bad file fails before the model loads
         net = source.load(model)

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 import click
 
 from ..optvis.settings import OptimSettings
-from .options import LOG, ModelSource, Progress, errors_to_click, model_options, optimize_options, workers_option
+from .options import (
+    LOG,
+    Bars,
+    ModelSource,
+    errors_to_click,
+    model_options,
+    optimize_options,
+    refuse_given,
+    workers_option,
+)
 
 __all__ = ["atlas_cmd", "examples_cmd", "filter_cmd", "grid_cmd"]
 
@@ -62,7 +72,7 @@ def filter_cmd(
 
     indices = parse_filters(filters)
     net = source.load(model)
-    with Progress(settings.steps, f"{layer} ({len(indices)} filters)") as bar:
+    with Bars({"optimize": f"{layer} ({len(indices)} filters)"}) as bar:
         report = synthesize_filters(
             net, layer, indices, settings, output=output, init=init_image, progress=bar, log=LOG, negative=negative
         )
@@ -115,7 +125,7 @@ def grid_cmd(
     indices = parse_filters(filters) if filters else None
     net = source.load(model)
     count = "all" if indices is None else len(indices)
-    with Progress(settings.steps, f"{layer} ({count} filters)") as bar:
+    with Bars({"optimize": f"{layer} ({count} filters)"}) as bar:
         report = grid_sheet(
             net,
             layer,
@@ -186,18 +196,23 @@ def atlas_cmd(
     shard_pair = parse_shard(shard)
     check_folder(output)
     net = source.load(model, runtime_device(source.device))
-    report = atlas(
-        net,
-        output,
-        settings,
-        layers=layers.split(",") if layers else None,
-        filters=chosen,
-        images=images,
-        k=k,
-        shard=shard_pair,
-        progress=not quiet,
-        negative=negative,
-    )
+    rank, world = os.environ.get("RANK"), os.environ.get("WORLD_SIZE")
+    tag = f"[{rank}/{world}] " if rank is not None and world not in (None, "1") else ""
+    bars = Bars({"filters": f"{tag}filters", "scan": f"{tag}scanning", "write": f"{tag}writing crops"},
+                enabled=not quiet, line=int(rank) if tag and rank else None)  # fmt: skip
+    with bars:
+        report = atlas(
+            net,
+            output,
+            settings,
+            layers=layers.split(",") if layers else None,
+            filters=chosen,
+            images=images,
+            k=k,
+            shard=shard_pair,
+            progress=bars,
+            negative=negative,
+        )
     click.echo(
         f"{report.root}: {report.computed} filters computed, {report.skipped} already done, "
         f"{report.remaining} left in the whole atlas"
@@ -285,8 +300,10 @@ def examples_cmd(
         return
     if output is None:
         raise click.UsageError("-o OUT is required to scan every unit: examples go to OUT/<model>/<layer>/")
-    from tqdm.auto import tqdm
-
+    refuse_given(
+        ["steps", "lr", "param", "decay", "detail", "transforms", "seed", "precision"],
+        "a scan of every unit (it makes no picture: only --batch-size and --size apply)",
+    )
     from ..core.models import model_meta, model_slug
     from ..jobs.outputs import check_folder
     from ..jobs.specs import parse_shard, runtime_device
@@ -296,13 +313,7 @@ def examples_cmd(
     check_folder(output)
     net = source.load(model, runtime_device(source.device))
     root = output / model_slug(model_meta(net).name)
-    bar = None if quiet else tqdm(desc="scanning", unit="image", file=sys.stderr)
-
-    def scanned(done: int, total: int) -> None:
-        if bar is not None:
-            bar.total = total
-            bar.update(done - bar.n)
-
+    bars = Bars({"scan": "scanning", "write": "writing crops"}, enabled=not quiet)
     try:
         report = scan_to_atlas(
             net,
@@ -315,14 +326,13 @@ def examples_cmd(
             workers=workers,
             shard=shard_pair,
             every=every,
-            progress=scanned,
+            progress=bars,
         )
     except KeyboardInterrupt:
         click.echo("interrupted: the scan is checkpointed; rerun the same command to resume", err=True)
         sys.exit(130)
     finally:
-        if bar is not None:
-            bar.close()
+        bars.close()
     scan = report.scan
     click.echo(f"{report.root}: {scan.scanned} images scanned, {len(scan.skipped)} unreadable skipped")
     if report.shards_left:
@@ -356,31 +366,10 @@ def _one_filter(
     source: ModelSource,
     settings: OptimSettings,
 ) -> None:
-    from tqdm.auto import tqdm
-
     from ..jobs.optimize import dataset_examples
 
     net = source.load(model)
-    scan_bar = tqdm(desc="scanning", unit="image", file=sys.stderr)
-
-    def scanned(done: int, total: int) -> None:
-        scan_bar.total = total
-        scan_bar.update(done - scan_bar.n)
-
-    try:
-        with Progress(settings.steps, f"{layer} (1 filter)") as bar:
-            dataset_examples(
-                net,
-                layer,
-                filter_index,
-                images,
-                settings,
-                k=k,
-                output=output,
-                workers=workers,
-                scan_progress=scanned,
-                progress=bar,
-                log=LOG,
-            )
-    finally:
-        scan_bar.close()
+    with Bars({"scan": "scanning", "optimize": f"{layer} (1 filter)"}) as bars:
+        dataset_examples(
+            net, layer, filter_index, images, settings, k=k, output=output, workers=workers, progress=bars, log=LOG
+        )

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import functools
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import click
 
@@ -14,10 +14,28 @@ from ..errors import KernelvizError
 from ..jobs.outputs import Log
 from ..optvis.settings import DEFAULTS, PARAM_NAMES, PRECISIONS, TRANSFORM_NAMES, OptimSettings
 
-__all__ = ["LOG", "ModelSource", "Progress", "errors_to_click", "model_options", "optimize_options", "workers_option"]
+__all__ = [
+    "LOG",
+    "Bars",
+    "ModelSource",
+    "errors_to_click",
+    "given_settings",
+    "model_options",
+    "optimize_options",
+    "refuse_given",
+    "workers_option",
+]
 
-#: Jobs report through this: what was written on stdout, warnings on stderr.
-LOG = Log(info=click.echo, warn=lambda message: click.echo(message, err=True))
+
+def _echo(message: str, err: bool = False) -> None:
+    """Print a line above any progress bar (tqdm clears its bars, prints, and draws them again)."""
+    from tqdm.auto import tqdm
+
+    tqdm.write(message, file=sys.stderr if err else sys.stdout)
+
+
+#: Jobs report through this: what was written on stdout, warnings on stderr (above any progress bar).
+LOG = Log(info=_echo, warn=lambda message: _echo(message, err=True))
 
 
 def errors_to_click(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -195,6 +213,22 @@ def given_settings(settings: OptimSettings) -> dict[str, Any]:
     }
 
 
+def refuse_given(names: Sequence[str], mode: str) -> None:
+    """Refuse, in one line, the options among ``names`` (parameter names) that the user gave to a ``mode`` that
+    does not use them, instead of ignoring them silently."""
+    ctx = click.get_current_context()
+    given = [
+        max(p.opts, key=len)
+        for p in ctx.command.params
+        if p.name in names and ctx.get_parameter_source(p.name) not in (None, click.core.ParameterSource.DEFAULT)
+    ]
+    if given:
+        verb = "does" if len(given) == 1 else "do"
+        raise click.UsageError(
+            f"{', '.join(given)} {verb} not apply to {mode}: leave {'it' if verb == 'does' else 'them'} out"
+        )
+
+
 #: ``--workers``: a dataset job's data-loading processes.
 workers_option = click.option(
     "--workers",
@@ -204,28 +238,52 @@ workers_option = click.option(
 )
 
 
-class Progress:
-    """A tqdm bar over optimizer steps showing the current objective value (restarts for each batch)."""
+class Bars:
+    """Progress bars for the library's reports (:class:`~kernelviz.core.progress.Progress`): one tqdm bar per
+    stage, on stderr, the objective beside an optimization's steps. A stage that starts again (the next batch of
+    an optimization) resets its bar; a new stage closes the bars before it.
 
-    def __init__(self, total: int, desc: str) -> None:
+    Args:
+        titles: the description of each stage's bar (default: the stage's name).
+        enabled: ``False`` (``--quiet``): no bars; the object still takes reports.
+        line: the screen line of the bars (under ``torchrun``, each rank its own: its rank).
+    """
+
+    #: What each stage counts (images, for the others).
+    UNITS: ClassVar[dict[str, str]] = {"optimize": "step", "pictures": "step", "write": "file"}
+
+    def __init__(self, titles: dict[str, str] | None = None, enabled: bool = True, line: int | None = None) -> None:
+        self.titles = titles or {}
+        self.enabled = enabled
+        self.line = line
+        self.bars: dict[str, Any] = {}
+
+    def __call__(self, report: Any) -> None:  # a kernelviz.core.progress.Progress
+        if not self.enabled:
+            return
         from tqdm.auto import tqdm
 
-        self.bar = tqdm(total=total, desc=desc, unit="step", file=sys.stderr, dynamic_ncols=True)
-        self.done = 0
+        bar = self.bars.get(report.stage)
+        if bar is None:
+            self.close()
+            unit = self.UNITS.get(report.stage, "image")
+            bar = tqdm(total=report.total, desc=self.titles.get(report.stage, report.stage), unit=unit,
+                       file=sys.stderr, dynamic_ncols=True, position=self.line)  # fmt: skip
+            self.bars[report.stage] = bar
+        if report.done < bar.n:  # the stage started again (the next batch)
+            bar.reset(total=report.total)
+        bar.total = report.total
+        bar.update(report.done - bar.n)
+        if report.value is not None:
+            bar.set_postfix(objective=f"{report.value:.4g}")
 
-    def __call__(self, step: int, value: float) -> None:
-        if step < self.done:  # a new batch started
-            self.bar.reset()
-            self.done = 0
-        self.bar.update(step - self.done)
-        self.done = step
-        self.bar.set_postfix(objective=f"{value:.4g}")
-
-    def __enter__(self) -> Progress:
+    def __enter__(self) -> Bars:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
     def close(self) -> None:
-        self.bar.close()
+        for bar in self.bars.values():
+            bar.close()
+        self.bars.clear()

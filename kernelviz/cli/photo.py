@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from ..optvis.settings import ACCENT_WEIGHT, ACCENTUATE, DEFAULTS, DREAM, OptimSettings
-from .options import LOG, ModelSource, Progress, errors_to_click, given_settings, model_options, optimize_options
+from .options import LOG, Bars, ModelSource, errors_to_click, given_settings, model_options, optimize_options
 
 __all__ = ["accentuate_cmd", "caricature_cmd", "dream_cmd"]
 
@@ -26,7 +26,7 @@ def _run(kind: str, model: str, layer: str, image: Path, source: ModelSource, se
 
     chosen = own.with_(**given_settings(settings))  # the command's defaults, with what the user gave
     net = source.load(model)
-    with Progress(chosen.steps, f"{kind} {layer}") as bar:
+    with Bars({"optimize": f"{kind} {layer}"}) as bar:
         photo_pictures(net, kind, layer, image, chosen, progress=bar, log=LOG, **kwargs)  # type: ignore[arg-type]
 
 

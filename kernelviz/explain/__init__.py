@@ -1,6 +1,10 @@
-"""What a trained network does with real images, as tensors (no drawing here).
+"""What a trained network does with one image, as tensors (no drawing here).
 
-``maps`` (a layer's channels for an image), ``heatmaps`` (which input regions drive a class or a filter, with
-captum; every method one row of ``methods``), ``kernels`` (the learned weights), ``examples`` (the natural
-images that excite a filter most, cropped at its receptive field).
+``maps`` (a layer's channels for an image), ``methods`` (every heatmap method as one row), ``heatmaps``
+(``attribute``: every method behind one signature), ``cams`` (the CAM family), ``rollout`` (a vision transformer's
+attention), ``guided`` (guided backprop and deconvolution on every rectifier), ``deeplift`` (DeepLift's Rescale
+rule), ``baselines`` (reference images), ``faithfulness`` (deletion, insertion, ROAD, sanity), ``kernels`` (the
+learned weights), ``wiring`` (which units feed a unit and which it feeds, by the weights).
+
+Reading units over a whole collection of images is :mod:`kernelviz.units`.
 """

@@ -22,7 +22,7 @@ from ..core.layers import INPUT_SUFFIX, default_layer, layer_shape
 from ..core.layout import prefix_tokens
 from ..core.models import model_device, model_meta
 from ..core.names import LOGITS, get_module, resolve_layer
-from ..errors import KernelvizError, NotFoundError, close_matches, out_of_range, unknown_choice
+from ..errors import KernelvizError, NoClassesError, NotFoundError, close_matches, out_of_range, unknown_choice
 from .baselines import BASELINES, baseline_image, describe_baseline
 from .methods import (
     FAMILIES,
@@ -36,6 +36,7 @@ from .methods import (
     methods_help,
     seeded_noise,
 )
+from .rollout import ROLLOUT_METHODS, reads_attention
 
 __all__ = [
     "BASELINES",
@@ -48,13 +49,16 @@ __all__ = [
     "SIGNED_METHODS",
     "Attribution",
     "attribute",
+    "available_methods",
     "check_methods",
+    "check_targets",
     "default_layer",
     "get_method",
     "heatmap",
     "method_family",
     "methods_help",
     "predict",
+    "resolve_targets",
 ]
 
 #: Methods that read one layer.
@@ -87,6 +91,13 @@ def check_methods(methods: str | Sequence[str]) -> list[str]:
     if not chosen:
         raise KernelvizError(f"no heatmap method given: choose from {', '.join(METHODS)}")
     return list(dict.fromkeys(chosen))
+
+
+def available_methods(model: nn.Module) -> list[str]:
+    """The methods ``model`` can run, in :data:`METHODS` order: every one but the attention methods
+    (:data:`~kernelviz.explain.rollout.ROLLOUT_METHODS`) on a model without self-attention they can read."""
+    attention = reads_attention(model)
+    return [name for name in METHODS if attention or name not in ROLLOUT_METHODS]
 
 
 @dataclass
@@ -158,7 +169,7 @@ def predict(model: nn.Module, images: torch.Tensor, k: int = 5) -> list[list[tup
         logits, "the model's outputs", ": the model's output is not finite for these images (NaN or infinite weights?)"
     )
     if logits.dim() != 2:
-        raise KernelvizError(f"the model's output has shape {tuple(logits.shape)}, not (batch, classes): no classes")
+        raise NoClassesError(f"the model's output has shape {tuple(logits.shape)}, not (batch, classes): no classes")
     probs = logits.float().softmax(1).cpu()
     top = probs.topk(min(k, probs.shape[1]), dim=1)
     cats = meta.categories
@@ -168,9 +179,16 @@ def predict(model: nn.Module, images: torch.Tensor, k: int = 5) -> list[list[tup
     ]
 
 
-def _resolve_targets(
+def resolve_targets(
     model: nn.Module, images: torch.Tensor, target: int | str | Sequence[int | str] | None
 ) -> list[int]:
+    """The class index each image of ``images`` ``(B, 3, H, W)`` is explained for: ``target`` (an index or a class
+    name, once or once per image) or, where ``None``, the image's top-1 prediction.
+
+    Raises:
+        KernelvizError: as many targets as images are not given, or a name is given to a model without names.
+        NotFoundError: an unknown class name (with close names).
+    """
     b = images.shape[0]
     cats = model_meta(model).categories
     if target is None or isinstance(target, int | str):
@@ -194,11 +212,12 @@ def _resolve_targets(
                 raise NotFoundError(f"unknown class name {t!r}.{close_matches(t, cats)}")
             out.append(lower.index(t.lower()))
         else:
-            out.append(int(t))  # negative indices are refused with the range by _check_targets
+            out.append(int(t))  # negative indices are refused with the range by check_targets
     return out
 
 
-def _check_targets(targets: list[int], classes: int) -> None:
+def check_targets(targets: list[int], classes: int) -> None:
+    """Refuse a class index outside ``0 .. classes - 1`` (with the range)."""
     bad = [t for t in targets if not 0 <= t < classes]
     if bad:
         raise out_of_range("target class", bad[0], classes, "the model", unit="classes")
@@ -300,7 +319,7 @@ def attribute(
         filter_layer, filter_index = name, int(idx)
         targets = None
     else:
-        targets = _resolve_targets(model, x, target)
+        targets = resolve_targets(model, x, target)
 
     settings: dict[str, Any] = {"normalization": {"mean": norm.mean, "std": norm.std}}
     kind = baseline or row.baseline
@@ -328,7 +347,7 @@ def attribute(
         if targets is not None:
             with torch.no_grad():
                 classes = scored(x[:1]).shape[1]
-            _check_targets(targets, classes)
+            check_targets(targets, classes)
         job = Job(
             scored=scored,
             score=TargetScore(scored, targets),

@@ -12,7 +12,7 @@ from ..core.guard import check_finite, check_images, check_model
 from ..core.models import model_device, model_meta
 from ..errors import KernelvizError
 
-__all__ = ["channel_stats", "feature_maps", "top_channels"]
+__all__ = ["channel_stats", "feature_maps", "strongest_channels", "top_channels"]
 
 
 def feature_maps(
@@ -63,3 +63,19 @@ def top_channels(maps: torch.Tensor, k: int) -> list[int]:
     """Indices of the ``k`` channels of ``(C, H, W)`` maps with the largest mean activation, best first."""
     means = maps.flatten(1).mean(1)
     return means.topk(min(k, len(means))).indices.tolist()
+
+
+def strongest_channels(
+    model: nn.Module, image: torch.Tensor, layers: Sequence[str], k: int = 6
+) -> dict[str, list[tuple[int, float]]]:
+    """Per layer, the ``k`` channels of largest mean activation on ``image`` ``(3, H, W)`` in ``[0, 1]``, strongest
+    first: ``{layer: [(channel, mean), ...]}`` (one forward pass, stopped after the deepest layer)."""
+    x = check_images(image)
+    device = model_device(check_model(model))
+    acts = activations(model, model_meta(model).normalize(x.to(device)), list(layers))
+    found = {}
+    for name in layers:
+        means = acts[name][0].flatten(1).mean(1).float().cpu()  # (C,)
+        top = means.topk(min(k, len(means)))
+        found[name] = [(int(i), float(v)) for v, i in zip(top.values, top.indices, strict=True)]
+    return found

@@ -29,7 +29,7 @@ from torch import nn
 from ..core.layout import layout_of
 from ..errors import KernelvizError
 
-__all__ = ["ROLLOUT_METHODS", "attention_probabilities", "rollout"]
+__all__ = ["ROLLOUT_METHODS", "attention_probabilities", "reads_attention", "rollout"]
 
 ROLLOUT_METHODS = ("rollout", "attention_gradient")
 
@@ -55,6 +55,15 @@ def _global_attention(model: nn.Module) -> list[nn.Module]:
             )
         )
     return found
+
+
+def reads_attention(model: nn.Module) -> bool:
+    """Whether the model has self-attention over all patch tokens that :data:`ROLLOUT_METHODS` can read."""
+    try:
+        _global_attention(model)
+    except KernelvizError:
+        return False
+    return True
 
 
 @contextlib.contextmanager

@@ -16,7 +16,7 @@ import torch
 
 from ..errors import KernelvizError
 
-__all__ = ["atomic_write", "save_figure", "save_json", "save_npy", "save_png", "to_uint8", "write_each"]
+__all__ = ["atomic_write", "figure_png", "save_figure", "save_json", "save_npy", "save_png", "to_uint8", "write_each"]
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], object]) -> Path:
@@ -157,3 +157,17 @@ def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 150) -> Path:
         return atomic_write(path, lambda tmp: fig.savefig(tmp, format=fmt, dpi=dpi, bbox_inches="tight"))
     finally:
         plt.close(fig)
+
+
+def figure_png(fig: Any, dpi: int = 100) -> bytes:
+    """A matplotlib figure as PNG bytes (for a page that shows it rather than a file), closed afterwards."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    try:
+        fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+    finally:
+        plt.close(fig)
+    return buffer.getvalue()

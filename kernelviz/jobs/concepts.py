@@ -8,7 +8,6 @@ the contact sheet ``concepts.png``.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Callable, Sequence
@@ -21,21 +20,24 @@ import torch
 from torch import nn
 
 from ..core.models import model_meta
-from ..errors import KernelvizError, NotFoundError
-from ..explain.concepts import Concepts, concept_maps, describe, find_concepts
-from ..explain.examples import receptive_box
+from ..core.progress import OnProgress, renamed
+from ..errors import KernelvizError
 from ..files.images import load_image
 from ..files.records import provenance
 from ..files.write import save_figure, save_jpeg, save_json, save_npy, write_each
 from ..optvis.objectives import direction
 from ..optvis.render import VisResult, filter_seed, visualize
 from ..optvis.settings import DEFAULTS, OptimSettings
+from ..sets.concepts import concepts_file, read_concepts
 from ..sets.examples import CROP_SIDE
+from ..units.concepts import Concepts, concept_maps, describe, find_concepts
+from ..units.examples import receptive_box
 from .outputs import QUIET, Log, check_folder, check_writable, unique_stems
 
 __all__ = [
     "ConceptsReport",
     "SavedConcepts",
+    "concept_maps_figure",
     "export_concept_maps",
     "export_concepts",
     "load_concepts",
@@ -50,8 +52,6 @@ COSINE_POWER = 2.0
 
 #: Patches drawn per concept on the sheets (``concepts.json`` lists all that were kept).
 SHEET_PATCHES = 5
-
-Progress = Callable[[int, float], None]
 
 
 @dataclass
@@ -70,7 +70,7 @@ def render_concepts(
     concepts: Concepts,
     settings: OptimSettings = DEFAULTS,
     *,
-    progress: Progress | None = None,
+    progress: OnProgress | None = None,
     on_batch: Callable[[list[int], VisResult], None] | None = None,
 ) -> tuple[torch.Tensor, list[VisResult], bool]:
     """The synthesized picture of each concept's direction (the optimizer's defaults, as a filter picture; image
@@ -163,17 +163,16 @@ def export_concepts(
     samples: int = 16384,
     top: int = 9,
     workers: int | None = None,
-    stage: Callable[[str, int, int], None] | None = None,
-    progress: Progress | None = None,
+    progress: OnProgress | None = None,
     log: Log = QUIET,
 ) -> ConceptsReport:
-    """Find ``k`` concepts of ``layer`` over ``images`` (:func:`~kernelviz.explain.concepts.find_concepts`) and
+    """Find ``k`` concepts of ``layer`` over ``images`` (:func:`~kernelviz.units.concepts.find_concepts`) and
     write the concepts folder ``output`` (see the module's description).
 
     Args:
         settings: the pictures' optimization settings (their ``seed`` also seeds the sampling and the fit).
-        stage: called as ``stage(name, done, total)`` while finding the concepts.
-        progress: called as ``progress(step, objective)`` while synthesizing the pictures.
+        progress: reports the stages of finding the concepts (``"sampling"``, ``"coding"``, ``"importance"``),
+            then stage ``"pictures"`` (optimizer steps) while synthesizing their pictures.
     """
     from ..plot.concepts import plot_concepts
 
@@ -183,7 +182,7 @@ def export_concepts(
     check_folder(output)
     concepts = find_concepts(
         model, layer, images, k, class_name=class_name, target=target, samples=samples, seed=settings.seed,
-        top=top, batch_size=None, workers=workers, size=side, progress=stage,
+        top=top, batch_size=None, workers=workers, size=side, progress=progress,
     )  # fmt: skip
     log.info(
         f"{concepts.k} concepts of {layer} from {concepts.samples} positions of {len(concepts.files)} images "
@@ -196,8 +195,9 @@ def export_concepts(
             result.save(output / f"{stems[j]}_picture.png", i, meta, layer=layer, concept=j,
                         objective=f"direction({layer}: concept {j}, cos^{COSINE_POWER:g})")  # fmt: skip
 
-    pictures, results, interrupted = render_concepts(model, concepts, settings, progress=progress,
-                                                     on_batch=save_pictures)  # fmt: skip
+    pictures, results, interrupted = render_concepts(
+        model, concepts, settings, progress=renamed(progress, "pictures"), on_batch=save_pictures
+    )
     shown = len(pictures)
     picture_codes = concept_maps(model, layer, concepts.directions, pictures, upsample=False).amax((2, 3))
     crops = patch_crops(model, concepts)
@@ -278,28 +278,44 @@ class SavedConcepts:
     labels: list[str]
     path: Path
 
+    @classmethod
+    def from_record(cls, data: dict[str, Any], path: Path) -> SavedConcepts:
+        """From a ``concepts.json``'s content already checked (:func:`~kernelviz.sets.concepts.read_concepts`)."""
+        entries = data["concepts"]
+        directions = torch.tensor([e["direction"] for e in entries], dtype=torch.float32)  # (K, C)
+        labels = [f"concept {e['index']} ({100 * e['share']:.0f}%)" for e in entries]
+        return cls(data["model"], data["layer"], data["size"], directions, labels, path)
+
 
 def load_concepts(path: str | os.PathLike) -> SavedConcepts:
     """Read a ``concepts.json`` written by :func:`export_concepts` (or its folder).
 
     Raises:
-        KernelvizError: missing, not JSON, or not a concepts file.
+        NotFoundError: no such file.
+        KernelvizError: not JSON, or a field missing, of the wrong type or out of range
+            (:func:`~kernelviz.sets.concepts.read_concepts`).
     """
-    path = Path(path)
-    if path.is_dir():
-        path = path / "concepts.json"
-    if not path.is_file():
-        raise NotFoundError(f"concepts file not found: {path} (write one with kernelviz concepts)")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        entries = data["concepts"]
-        directions = torch.tensor([e["direction"] for e in entries], dtype=torch.float32)
-        if directions.dim() != 2 or not len(entries) or not torch.isfinite(directions).all():
-            raise ValueError("no finite directions")
-        labels = [f"concept {e['index']} ({100 * e['share']:.0f}%)" for e in entries]
-        return SavedConcepts(str(data["model"]), str(data["layer"]), int(data["size"]), directions, labels, path)
-    except (ValueError, KeyError, TypeError) as err:
-        raise KernelvizError(f"{path} is not a kernelviz concepts file ({err})") from err
+    return SavedConcepts.from_record(read_concepts(path), concepts_file(path))  # every field checked
+
+
+def concept_maps_figure(
+    model: nn.Module, saved: SavedConcepts, image: torch.Tensor, name: str, *, alpha: float = 0.5
+) -> tuple[Any, torch.Tensor]:
+    """Where each of ``saved``'s concepts is in ``image`` ``(3, S, S)`` (named ``name`` in the title): the image,
+    then one overlay per concept on one color scale (the codes are in the same units).
+
+    Returns:
+        ``(figure, codes (K, h, w))``.
+    """
+    from ..plot.heatmaps import plot_heatmap
+
+    side = image.shape[-1]
+    codes = concept_maps(model, saved.layer, saved.directions, image[None], upsample=False)[0]  # (K, h, w)
+    heat = torch.nn.functional.interpolate(codes[None], size=(side, side), mode="bilinear")[0]
+    fig = plot_heatmap(image[None], [heat[j][None] for j in range(len(heat))], titles=saved.labels,
+                       scale="shared", alpha=alpha, groups=["concept code"] * len(heat),
+                       title=f"{model_meta(model).name} {saved.layer}: where each concept is in {name}")  # fmt: skip
+    return fig, codes
 
 
 def export_concept_maps(
@@ -316,8 +332,6 @@ def export_concept_maps(
     one overlay per concept, on one color scale: the codes are in the same units), the codes ``(K, h, w)`` as
     ``.npy`` and a JSON sidecar with each concept's largest and mean code.
     """
-    from ..plot.heatmaps import plot_heatmap
-
     saved = load_concepts(concepts_file)
     meta = model_meta(model)
     if saved.model != meta.name:
@@ -326,12 +340,7 @@ def export_concept_maps(
     paths = [output / f"{stem}_concepts.png" for stem in unique_stems(list(images))]
     check_writable(paths)
     for image_path, path in zip(images, paths, strict=True):
-        image = load_image(image_path, side)
-        codes = concept_maps(model, saved.layer, saved.directions, image[None], upsample=False)[0]  # (K, h, w)
-        heat = torch.nn.functional.interpolate(codes[None], size=(side, side), mode="bilinear")[0]
-        fig = plot_heatmap(image[None], [heat[j][None] for j in range(len(heat))], titles=saved.labels,
-                           scale="shared", alpha=alpha, groups=["concept code"] * len(heat),
-                           title=f"{meta.name} {saved.layer}: where each concept is in {image_path.name}")  # fmt: skip
+        fig, codes = concept_maps_figure(model, saved, load_image(image_path, side), image_path.name, alpha=alpha)
         record = provenance(
             meta,
             image=str(image_path),

@@ -9,6 +9,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from ..core.layers import LayerInfo, field_text, grid_text, list_layers
@@ -26,13 +27,24 @@ from ..explain.heatmaps import (
     predict,
 )
 from ..explain.kernels import kernel_weights
-from ..explain.maps import channel_stats, feature_maps, top_channels
+from ..explain.maps import channel_stats, feature_maps, strongest_channels, top_channels
+from ..explain.wiring import Wiring
 from ..files.images import image_size, load_images
 from ..files.records import provenance
 from ..files.write import save_figure, save_json, save_npy, write_each
 from .outputs import QUIET, Log, check_folder, check_writable, output_paths, unique_stems
 
-__all__ = ["LayerTable", "export_heatmaps", "export_kernels", "export_maps", "layer_table"]
+__all__ = [
+    "LayerTable",
+    "export_heatmaps",
+    "export_kernels",
+    "export_maps",
+    "heatmap_figure",
+    "image_summary",
+    "kernel_figure",
+    "layer_table",
+    "maps_figure",
+]
 
 
 @dataclass
@@ -544,3 +556,48 @@ def export_kernels(
     write_each(lambda: save_figure(fig, path), lambda: save_json(record, record_path))
     log.info(f"wrote {path} and {record_path.name}")
     return path
+
+
+# --- one picture each, for a front-end that shows rather than writes (the explorer) ----------------------------
+def kernel_figure(model: nn.Module, layer: str, n: int, wiring: Wiring, k: int = 16) -> Any:
+    """Filter ``n``'s kernel on its ``k`` strongest input channels (largest weight norm first), one tile each,
+    numbered as the previous layer numbers its channels (an RGB first layer: one color tile)."""
+    from ..plot.kernels import plot_kernels
+
+    strongest = wiring.strongest_inputs(layer, n, k)  # checks the layer is a convolution and n a filter of it
+    w = kernel_weights(model, layer)  # (C_out, C_in / groups, kh, kw)
+    if w.shape[1] in (1, 3):  # the image's RGB as one color tile; a depthwise filter's one input
+        return plot_kernels(w, filters=[n])
+    first = wiring.first_input(layer, n)
+    fig = plot_kernels(w, filters=[n], inputs=[c - first for c in strongest], input_labels=strongest)
+    fig.suptitle(f"filter {n}: its {len(strongest)} strongest of {w.shape[1]} inputs (by weight norm)", fontsize=9)
+    return fig
+
+
+def heatmap_figure(
+    model: nn.Module, image: torch.Tensor, method: str, target: str | None = None, filter: str | None = None
+) -> Any:
+    """One heatmap method's overlay on ``image`` ``(3, S, S)``, for a class (``target``: index or name; default the
+    top-1) or a filter (``filter``: ``LAYER:N``), titled with the method, the layer and the target."""
+    from ..plot.heatmaps import plot_heatmap
+
+    check_methods(method)
+    x = image[None]
+    res = attribute(model, x, method, target=target if not filter else None, filter=filter or None)
+    return plot_heatmap(x, [res.maps], titles=[f"{res.label}: {res.what(0)}"])
+
+
+def maps_figure(model: nn.Module, image: torch.Tensor, layer: str, k: int = 16) -> Any:
+    """The feature maps of ``layer`` on ``image`` ``(3, S, S)``: its ``k`` strongest channels beside the image."""
+    from ..plot.maps import plot_feature_maps
+
+    acts = feature_maps(model, image[None], layer)[0]
+    return plot_feature_maps(acts, image=image, k=k, title=f"{model_meta(model).name} {layer}: top {k} channels")
+
+
+def image_summary(model: nn.Module, image: torch.Tensor, layers: Sequence[str], k: int = 6) -> dict[str, Any]:
+    """What a network does with one image ``(3, S, S)``: its top-5 predictions ``[(index, name, p)]`` and, per
+    layer of ``layers``, the ``k`` channels of largest mean activation ``[(channel, mean)]``."""
+    preds = predict(model, image[None], 5)[0]
+    means = strongest_channels(model, image, layers, k)
+    return {"predictions": preds, "firing": means}

@@ -18,20 +18,19 @@ from torch import nn
 
 from ..core.layers import check_filters, choose_filters
 from ..core.models import ModelMeta, model_meta, model_slug
-from ..explain.examples import find_examples, ratio_to_natural
+from ..core.progress import OnProgress
+from ..data.collection import collection
 from ..explain.maps import feature_maps
-from ..explain.scan import collection
 from ..files.images import load_image
 from ..files.records import provenance
 from ..files.write import save_figure, save_json, write_each
 from ..optvis.batch import GridResult, layer_grid
 from ..optvis.render import VisResult
 from ..optvis.settings import DEFAULTS, OptimSettings
+from ..units.examples import find_examples, ratio_to_natural
 from .outputs import QUIET, Log, check_writable, output_paths
 
 __all__ = ["ExamplesReport", "GridReport", "dataset_examples", "grid_sheet", "synthesize_filters"]
-
-Progress = Callable[[int, float], None]
 
 
 def _filter_stem(model: nn.Module, layer: str, n: int, negative: bool = False) -> str:
@@ -74,7 +73,7 @@ def synthesize_filters(
     *,
     output: Path | None = None,
     init: str | os.PathLike | None = None,
-    progress: Progress | None = None,
+    progress: OnProgress | None = None,
     log: Log = QUIET,
     negative: bool = False,
 ) -> GridReport:
@@ -87,7 +86,7 @@ def synthesize_filters(
         settings: optimization settings.
         output: a ``.png`` file for one filter, or a folder; default: ``./MODEL_LAYER_NNNN.png``.
         init: an image file to start from instead of noise.
-        progress: called as ``progress(step, objective)`` during each batch.
+        progress: reports each batch's optimization (stage ``"optimize"``).
         log: where to report written files and dead units.
         negative: the picture each filter responds to least (default name ``..._NNNN_negative.png``; the record
             says ``"negative": true`` and its ``final_value`` is the mean activation reached).
@@ -122,7 +121,7 @@ def grid_sheet(
     output: Path | None = None,
     individual: Path | None = None,
     cols: int | None = None,
-    progress: Progress | None = None,
+    progress: OnProgress | None = None,
     log: Log = QUIET,
     negative: bool = False,
 ) -> GridReport:
@@ -201,8 +200,7 @@ def dataset_examples(
     k: int = 9,
     output: Path | None = None,
     workers: int | None = None,
-    scan_progress: Callable[[int, int], None] | None = None,
-    progress: Progress | None = None,
+    progress: OnProgress | None = None,
     log: Log = QUIET,
 ) -> ExamplesReport:
     """The images in a folder that excite a filter most, cropped where it fires, beside its synthesized
@@ -213,8 +211,8 @@ def dataset_examples(
             counted.
         k: examples to keep.
         output: the sheet's PNG; default ``./MODEL_LAYER_NNNN_examples.png``.
-        workers: data-loading processes (default: :func:`~kernelviz.explain.scan.default_workers`).
-        scan_progress: called as ``scan_progress(files_done, files_total)`` while scanning.
+        workers: data-loading processes (default: :func:`~kernelviz.units.scan.default_workers`).
+        progress: reports the scan (stage ``"scan"``), then the optimization (``"optimize"``).
     """
     from ..plot.examples import plot_examples
 
@@ -225,14 +223,6 @@ def dataset_examples(
     path = output_paths(output, [f"{_filter_stem(model, layer, filter_index)}_examples"])[0]
     check_writable([path])
     files = collection(images)
-    done = 0
-
-    def scanned(count: int) -> None:
-        nonlocal done
-        done += count
-        if scan_progress is not None:
-            scan_progress(done, len(files.files))
-
     scan = find_examples(
         model,
         layer,
@@ -242,7 +232,7 @@ def dataset_examples(
         size=side,
         batch_size=settings.batch_size,
         workers=workers,
-        progress=scanned,
+        progress=progress,
     )
     found = scan.examples[filter_index]
     grid = layer_grid(model, layer, [filter_index], settings.with_(batch_size=1), progress=progress)

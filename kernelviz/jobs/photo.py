@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from ..core.models import model_meta, model_slug
+from ..core.progress import OnProgress, renamed
 from ..errors import KernelvizError
 from ..files.images import load_image
 from ..optvis.photo import accentuate, caricature_of, dream, photo_activation
@@ -17,7 +18,7 @@ from ..optvis.render import VisResult
 from ..optvis.settings import OptimSettings
 from .outputs import QUIET, Log, check_writable, output_paths
 
-__all__ = ["KINDS", "photo_pictures", "photo_result", "photo_summary"]
+__all__ = ["KINDS", "photo_figure", "photo_pictures", "photo_result", "photo_summary"]
 
 #: The kinds of photo-seeded picture, each with what it shows.
 KINDS = {
@@ -38,7 +39,7 @@ def photo_result(
     power: float = 1.0,
     reg_layer: str | None = None,
     weight: float = 1.0,
-    progress: Callable[[int, float], None] | None = None,
+    progress: OnProgress | None = None,
 ) -> tuple[VisResult, list[dict[str, Any]]]:
     """Make the picture(s) of ``kind`` (a key of :data:`KINDS`) of ``layer`` from ``image`` ``(3, S, S)`` at
     ``settings`` (their size is set to ``S``): one per filter for ``accentuate``.
@@ -90,7 +91,7 @@ def photo_pictures(
     power: float = 1.0,
     reg_layer: str | None = None,
     weight: float = 1.0,
-    progress: Callable[[int, float], None] | None = None,
+    progress: OnProgress | None = None,
     log: Log = QUIET,
 ) -> list[Path]:
     """One picture of ``kind`` (a key of :data:`KINDS`) of ``layer`` seeded by ``photo`` (one per filter for
@@ -120,3 +121,43 @@ def photo_summary(fields: dict[str, Any]) -> str:
         reached, start = fields["activation"], fields["photo_activation"]
         return f"filter {fields['filter']}: mean activation {reached:.4g}, photo's {start:.4g}; {rms}"
     return f"cosine to the photo's activation {fields['cosine_to_photo']:.3f}; {rms}"
+
+
+def photo_figure(
+    model: nn.Module,
+    kind: str,
+    layers: Sequence[str],
+    image: torch.Tensor,
+    settings: OptimSettings,
+    *,
+    filter: int | None = None,
+    title: str = "",
+    progress: OnProgress | None = None,
+) -> Any:
+    """The picture(s) of ``kind`` made from ``image`` ``(3, S, S)`` beside it, each labelled with how it relates to
+    it: one per layer of ``layers`` (a caricature or DeepDream at several depths, early to late), or filter
+    ``filter`` of the one layer accentuated (the ratio of its mean activation to the photo's and the distance).
+
+    Args:
+        settings: the optimization settings (the size is the image's).
+        progress: reports each picture's optimization, stage ``"part i/n"`` when there are several.
+    """
+    from ..plot.grid import plot_grid
+
+    if kind == "accentuate" and (filter is None or len(layers) != 1):
+        raise KernelvizError("an accentuation needs one layer and a filter")
+    tiles, labels = [image], ["the image"]
+    for i, name in enumerate(layers):
+        stage = f"part {i + 1}/{len(layers)}" if len(layers) > 1 else "optimize"
+        filters = [filter] if kind == "accentuate" and filter is not None else []
+        result, (fields,) = photo_result(model, kind, name, image, settings, filters=filters,
+                                         progress=renamed(progress, stage))  # fmt: skip
+        tiles.append(result.images[0])
+        if kind == "accentuate":
+            ratio = fields["activation"] / fields["photo_activation"] if fields["photo_activation"] else 0.0
+            labels[0] = f"the image\n{name}:{filter} mean {fields['photo_activation']:.3g}"
+            labels.append(f"accentuated: mean {fields['activation']:.3g} (x{ratio:.2f})\n"
+                          f"RMS {fields['rms_from_photo']:.3f} from the image")  # fmt: skip
+        else:
+            labels.append(f"{name}\ncosine {fields['cosine_to_photo']:.2f} to the image's")
+    return plot_grid(tiles, labels, title=title, cols=len(tiles), tile_inches=2.2)

@@ -9,7 +9,7 @@ Each is a :func:`~kernelviz.visualize` run with one of the photo objectives of
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import nn
@@ -17,6 +17,7 @@ from torch import nn
 from ..core.capture import activations
 from ..core.layers import check_filters
 from ..core.models import model_device, model_meta
+from ..core.progress import OnProgress
 from ..errors import KernelvizError
 from .objectives import Objective, caricature, channel, deepdream, merge_needs, proximity
 from .render import VisResult, filter_seed, visualize
@@ -31,8 +32,6 @@ __all__ = [
     "dream",
     "photo_activation",
 ]
-
-Progress = Callable[[int, float], None]
 
 
 def photo_activation(model: nn.Module, layer: str, photo: torch.Tensor) -> torch.Tensor:
@@ -55,7 +54,7 @@ def caricature_of(
     *,
     power: float = 1.0,
     settings: OptimSettings = DEFAULTS,
-    progress: Progress | None = None,
+    progress: OnProgress | None = None,
 ) -> VisResult:
     """A picture whose activation at ``layer`` points the way of the photo's, from noise (Lucid's caricature).
 
@@ -78,7 +77,7 @@ def dream(
     photo: torch.Tensor,
     *,
     settings: OptimSettings = DREAM,
-    progress: Progress | None = None,
+    progress: OnProgress | None = None,
 ) -> VisResult:
     """The photo changed so that ``layer`` sees more of what it sees in it (DeepDream's activation energy), starting
     from the photo."""
@@ -96,7 +95,7 @@ def accentuate(
     reg_layer: str | None = None,
     weight: float = ACCENT_WEIGHT,
     settings: OptimSettings = ACCENTUATE,
-    progress: Progress | None = None,
+    progress: OnProgress | None = None,
 ) -> VisResult:
     """Feature accentuation: the photo changed so that filter(s) ``filters`` of ``layer`` respond more, while the
     activation at ``reg_layer`` stays close to the photo's (Hamblin et al. 2024: seeded start, a proximity term at a

@@ -16,6 +16,7 @@ from ..core.capture import StopForward, can_slice, capture
 from ..core.guard import check_allocation, check_images, check_model, guarded
 from ..core.models import ModelMeta, model_device, model_meta, resolve_device
 from ..core.names import LOGITS, get_module, split_call
+from ..core.progress import OnProgress, report
 from ..errors import KernelvizError, NonFiniteObjectiveError, out_of_range
 from ..files.records import provenance, versions
 from ..files.write import save_json, save_png, write_each
@@ -182,7 +183,7 @@ def visualize(
     precision: str = DEFAULTS.precision,
     redirect_steps: int = 16,
     channels_last: bool = True,
-    progress: Callable[[int, float], None] | None = None,
+    progress: OnProgress | None = None,
 ) -> VisResult:
     """Synthesize images that maximize ``objective``, changing only their pixels.
 
@@ -225,8 +226,8 @@ def visualize(
         redirect_steps: during the first steps, ReLU gradients are redirected
             for images whose gradient is blocked entirely (dead units).
         channels_last: feed the network channels-last tensors (faster convolutions; same values).
-        progress: called as ``progress(step, value)`` every few steps; it may raise :class:`StopOptimization` to
-            stop there.
+        progress: reports stage ``"optimize"`` (steps done of ``steps``, the batch's mean objective) every 16
+            steps; it may raise :class:`StopOptimization` to stop there.
 
     Returns:
         A :class:`VisResult`. Ctrl-C stops early and returns what was reached
@@ -399,7 +400,7 @@ def _climb(
     steps: int,
     lr: float,
     redirect_steps: int,
-    progress: Callable[[int, float], None] | None,
+    progress: OnProgress | None,
 ) -> tuple[list[torch.Tensor], bool]:
     """The gradient ascent: ``steps`` Adam steps on the image's parameters; the objective per step, and whether
     Ctrl-C stopped it early."""
@@ -426,8 +427,7 @@ def _climb(
             history.append(values.detach())
             if (step + 1) % 16 == 0 or step + 1 == steps:
                 _check_finite(history, step)
-                if progress is not None:
-                    progress(step + 1, float(values.detach().mean()))
+                report(progress, "optimize", step + 1, steps, float(values.detach().mean()))
     except (KeyboardInterrupt, StopOptimization):
         return history, True
     return history, False

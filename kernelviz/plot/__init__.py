@@ -1,7 +1,8 @@
 """Every matplotlib function: they take tensors, return a ``Figure`` and never show it.
 
 ``grid`` (contact sheets), ``maps`` (feature maps), ``heatmaps`` (overlays), ``kernels`` (weights),
-``examples`` (dataset examples beside a synthesized image), ``concepts`` (a layer's concepts: picture and patches).
+``examples`` (dataset examples beside a synthesized image), ``concepts`` (a layer's concepts: picture and patches),
+``colors`` (the color maps and the symmetric scale of signed values).
 """
 
 from .concepts import plot_concepts

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from matplotlib.figure import Figure
 
-from ..explain.examples import Example
+from ..units.examples import Example
 from .grid import plot_grid
 
 __all__ = ["plot_examples"]

@@ -1,8 +1,12 @@
-"""``kernelviz serve``: a live explorer of a model, unit by unit, in the browser.
+"""``kernelviz serve``: a live explorer of a model, unit by unit, in the browser (the ``serve`` extra: Starlette,
+uvicorn).
 
-:mod:`~kernelviz.serve.explorer` holds what the explorer knows and computes (no HTTP),
-:mod:`~kernelviz.serve.worker` the one thread that owns the model, :mod:`~kernelviz.serve.pages` the HTML,
-:mod:`~kernelviz.serve.app` the routes. Needs the ``serve`` extra (Starlette, uvicorn).
+``explorer`` (the façade over the library, no HTTP: another front-end can use it without Starlette) with its three
+sides: ``pictures`` (the layers and their units' pictures), ``photos`` (photos and what is made from them),
+``concepts`` (a layer's concepts); ``worker`` (the one thread that owns the model and runs every computation),
+``events`` (the server-sent events, declared once), ``views`` (what each page shows, as plain data),
+``pages`` (the HTML, from templates that escape every value), ``app`` (Starlette routes, the token; statuses by
+error type), ``urls`` (every URL path, one table for routes, pages and ``static/app.js``).
 """
 
 from __future__ import annotations
@@ -12,12 +16,14 @@ import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-
-from torch import nn
+from typing import TYPE_CHECKING
 
 from ..core.models import model_meta, model_slug
 from ..errors import KernelvizError
 from ..optvis.settings import OptimSettings
+
+if TYPE_CHECKING:
+    from torch import nn
 
 __all__ = ["serve"]
 

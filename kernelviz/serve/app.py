@@ -36,9 +36,11 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from ..errors import KernelvizError, NotFoundError
-from .explorer import MAX_UPLOAD, Explorer
-from .pages import concepts_page, filter_page, image_page, layer_page, message_page, model_page
+from .explorer import Explorer
+from .pages import page
+from .photos import MAX_UPLOAD
 from .urls import API, PAGES
+from .views import concepts_view, filter_view, image_view, layer_view, message_view, model_view
 
 __all__ = ["COOKIE", "create_app"]
 
@@ -56,7 +58,19 @@ def _error(message: str, status: int = 400) -> JSONResponse:
 
 
 def create_app(explorer: Explorer, token: str | None) -> Starlette:
-    """The app serving ``explorer``; ``token=None`` turns the token check off (``--no-token``)."""
+    """The app serving ``explorer``; ``token=None`` turns the token check off (``--no-token``).
+
+    Every page is also JSON for scripts: ``?format=json`` answers the page's view (its plain data,
+    :mod:`~kernelviz.serve.views`) instead of its HTML.
+    """
+
+    def shown(request: Request, name: str, view: dict[str, Any], status: int = 200) -> Response:
+        if request.query_params.get("format") == "json":
+            return JSONResponse(view, status_code=status)
+        return HTMLResponse(page(name, view, token or ""), status_code=status)
+
+    def message(title: str, text: str, status: int) -> HTMLResponse:
+        return HTMLResponse(page("message", message_view(explorer, title, text)), status_code=status)
 
     class TokenCheck(BaseHTTPMiddleware):
         async def dispatch(self, request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
@@ -66,10 +80,10 @@ def create_app(explorer: Explorer, token: str | None) -> Starlette:
             from_query = given is not None
             given = given or request.cookies.get(COOKIE)
             if not given or not hmac.compare_digest(given.encode(), token.encode()):
-                message = "a token is required: open the URL kernelviz serve printed (it ends in ?token=...)"
-                if request.url.path.startswith("/api/"):
-                    return _error(message, 403)
-                return HTMLResponse(message_page(explorer, "token required", message), status_code=403)
+                message_text = "a token is required: open the URL kernelviz serve printed (it ends in ?token=...)"
+                if request.url.path.startswith("/api/") or request.query_params.get("format") == "json":
+                    return _error(message_text, 403)
+                return message("token required", message_text, 403)
             response = await call_next(request)
             if from_query:
                 response.set_cookie(COOKIE, token, httponly=True, samesite="strict")
@@ -87,15 +101,15 @@ def create_app(explorer: Explorer, token: str | None) -> Starlette:
                 return await handler(request)
             except KernelvizError as err:
                 status = 404 if isinstance(err, NotFoundError) else 400
-                if request.url.path.startswith("/api/"):
+                if request.url.path.startswith("/api/") or request.query_params.get("format") == "json":
                     return _error(str(err), status)
-                return HTMLResponse(message_page(explorer, "cannot show that", str(err)), status_code=status)
+                return message("cannot show that", str(err), status)
             except Exception as err:  # a bug must not take the server down: say it, log it
                 _LOG.exception("request %s failed", request.url.path)
-                message = f"internal error: {type(err).__name__}: {err}"
-                if request.url.path.startswith("/api/"):
-                    return _error(message, 500)
-                return HTMLResponse(message_page(explorer, "internal error", message), status_code=500)
+                text = f"internal error: {type(err).__name__}: {err}".replace(str(explorer.root.resolve()), "<atlas>")
+                if request.url.path.startswith("/api/") or request.query_params.get("format") == "json":
+                    return _error(text, 500)
+                return message("internal error", text, 500)
 
         return run
 
@@ -106,16 +120,16 @@ def create_app(explorer: Explorer, token: str | None) -> Starlette:
             raise KernelvizError(f"{what} must be a whole number, got {value!r}") from err
 
     async def home(request: Request) -> Response:
-        return HTMLResponse(model_page(explorer, token or ""))
+        return shown(request, "model", model_view(explorer))
 
     async def layer(request: Request) -> Response:
-        page = _int(request.query_params.get("page", "0"), "page")
+        number = _int(request.query_params.get("page", "0"), "page")
         layer_name = request.path_params["layer"]
-        return HTMLResponse(layer_page(explorer, layer_name, max(0, page), token or "", chosen_photo(request)))
+        return shown(request, "layer", layer_view(explorer, layer_name, max(0, number), chosen_photo(request)))
 
     async def filter_(request: Request) -> Response:
         n = _int(request.path_params["n"], "filter")
-        return HTMLResponse(filter_page(explorer, request.path_params["layer"], n, token or "", chosen_photo(request)))
+        return shown(request, "filter", filter_view(explorer, request.path_params["layer"], n, chosen_photo(request)))
 
     def chosen_photo(request: Request) -> dict[str, str]:
         """The photo a page was opened with (``?upload=`` or ``?pick=``), offered first by its photo forms."""
@@ -169,22 +183,22 @@ def create_app(explorer: Explorer, token: str | None) -> Starlette:
 
     async def concepts(request: Request) -> Response:
         q = request.query_params
-        return HTMLResponse(concepts_page(explorer, request.path_params["layer"], q.get("class") or None, token or ""))
+        return shown(request, "concepts", concepts_view(explorer, request.path_params["layer"], q.get("class") or None))
 
     async def find_concepts(request: Request) -> Response:
         data = await json_body(request)
         k = _int(str(data.get("k", 8)), "k")
-        explorer.request_concepts(str(data.get("layer", "")), k, str(data.get("class") or "") or None)
+        explorer.concepts.request(str(data.get("layer", "")), k, str(data.get("class") or "") or None)
         return JSONResponse({"queued": True})
 
     async def concept_maps(request: Request) -> Response:
         q = request.query_params
-        future = explorer.concept_maps_png(image_file(request), q.get("layer", ""), q.get("class") or None)
+        future = explorer.concepts.maps_png(image_file(request), q.get("layer", ""), q.get("class") or None)
         return Response(await _wait(future), media_type="image/png")
 
     async def kernel(request: Request) -> Response:
         n = _int(request.path_params["n"], "filter")
-        png = await asyncio.to_thread(explorer.kernel_png, request.path_params["layer"], n)
+        png = await _wait(explorer.kernel_png(request.path_params["layer"], n))
         return Response(png, media_type="image/png")
 
     async def events(request: Request) -> Response:
@@ -216,7 +230,7 @@ def create_app(explorer: Explorer, token: str | None) -> Starlette:
 
     def image_file(request: Request) -> Path:
         q = request.query_params
-        return explorer.image_path(upload=q.get("upload"), pick=q.get("pick"))
+        return explorer.photos.path(upload=q.get("upload"), pick=q.get("pick"))
 
     async def image(request: Request) -> Response:
         if request.method == "POST":
@@ -230,32 +244,32 @@ def create_app(explorer: Explorer, token: str | None) -> Starlette:
             if upload is None or isinstance(upload, str):
                 raise KernelvizError("no file in the upload: choose an image file")
             data = await upload.read(MAX_UPLOAD + 1)
-            digest = await asyncio.to_thread(explorer.save_upload, data)
+            digest = await asyncio.to_thread(explorer.photos.save_upload, data)
             return RedirectResponse(f"{PAGES['image']}?upload={digest}", status_code=303)
         query = dict(request.query_params)  # the image, and the view's choices (method, target, layer...)
         analysis = None
         if "upload" in query or "pick" in query:
-            analysis = await _wait(explorer.analyse(image_file(request)))
-        return HTMLResponse(image_page(explorer, analysis, query, token or ""))
+            analysis = await _wait(explorer.photos.analyse(image_file(request)))
+        return shown(request, "image", image_view(explorer, analysis, query))
 
     async def image_png(request: Request) -> Response:
         return FileResponse(image_file(request))
 
     async def heatmap(request: Request) -> Response:
         q = request.query_params
-        future = explorer.heatmap_png(
+        future = explorer.photos.heatmap_png(
             image_file(request), q.get("method", "gradcam"), q.get("target") or None, q.get("filter") or None
         )
         return Response(await _wait(future), media_type="image/png")
 
     async def maps(request: Request) -> Response:
-        future = explorer.maps_png(image_file(request), request.query_params.get("layer", ""))
+        future = explorer.photos.maps_png(image_file(request), request.query_params.get("layer", ""))
         return Response(await _wait(future), media_type="image/png")
 
     async def photo(request: Request) -> Response:
         q = request.query_params
         n = q.get("filter")
-        future = explorer.photo_png(
+        future = explorer.photos.photo_png(
             image_file(request),
             q.get("kind", "caricature"),
             q.get("layer") or None,  # none: every depth

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import KernelvizError
+from .events import event
 
 __all__ = ["Emit", "Preempted", "Worker"]
 
@@ -173,12 +174,12 @@ class Worker:
                     self._queue(task, task.request, task.order)
                 continue
             except KernelvizError as err:
-                self.emit({"type": "error", "key": str(task.key), "message": str(err)})
+                self.emit(event("error", key=str(task.key), message=str(err)))
                 task.future.set_exception(err)
             except Exception as err:  # one failing computation must not bring the server down
                 _LOG.exception("task %s failed", task.key)
                 message = f"the computation failed: {type(err).__name__}: {err}"
-                self.emit({"type": "error", "key": str(task.key), "message": message})
+                self.emit(event("error", key=str(task.key), message=message))
                 task.future.set_exception(KernelvizError(message))
             finally:
                 self._running = 0

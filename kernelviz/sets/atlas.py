@@ -13,17 +13,18 @@ position in the full list of (layer, filter) pairs: ``shard=(i, n)`` for indepen
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
-from ..core.distributed import barrier, distributed_shard
+from ..core.distributed import Shard, barrier
 from ..core.guard import check_model
 from ..core.layers import LayerInfo, asked_layers
 from ..core.models import model_device, model_meta, model_slug
+from ..core.progress import OnProgress, report
 from ..errors import KernelvizError
 from ..explain.maps import feature_maps
 from ..files.write import save_png
@@ -37,7 +38,6 @@ __all__ = [
     "AtlasReport",
     "atlas",
     "check_settings",
-    "distributed_shard",
     "filter_kept",
     "write_examples",
     "write_filters",
@@ -105,7 +105,7 @@ def write_filters(
     settings: OptimSettings,
     *,
     skip: Collection[tuple[str, int]] = (),
-    progress: Callable[[int, float], None] | None = None,
+    progress: OnProgress | None = None,
     negative: bool = False,
 ) -> tuple[dict[int, dict[str, Any]], bool]:
     """Optimize ``group``'s filters of ``layer`` in one batch and write each one's PNG and record (the record
@@ -117,7 +117,7 @@ def write_filters(
         root: the model's atlas folder (``DIR/<model>``).
         settings: the atlas's settings (its ``batch_size`` is ignored: the group is one batch).
         skip: ``(layer, filter)`` pairs already written (an earlier run that died inside this batch).
-        progress: ``progress(step, value)`` every few steps (see :func:`~kernelviz.visualize`).
+        progress: reports the optimization (stage ``"optimize"``, see :func:`~kernelviz.visualize`).
         negative: make the negative pictures instead (minimized, :func:`~kernelviz.optvis.batch.layer_grid`'s
             ``negative``), written as each filter's ``"negative"`` variant; their record holds the
             ``min_activation`` over positions where a positive one holds the ``max_activation``.
@@ -158,7 +158,7 @@ def write_previews(
     group: Sequence[int],
     settings: OptimSettings,
     *,
-    progress: Callable[[int, float], None] | None = None,
+    progress: OnProgress | None = None,
 ) -> tuple[dict[int, Path], bool]:
     """Optimize ``group``'s filters of ``layer`` in one batch at ``settings`` (quick ones: see
     :func:`~kernelviz.optvis.settings.preview_settings`) and write each one's preview PNG, atomically.
@@ -183,7 +183,7 @@ def atlas(
     images: str | os.PathLike | None = None,
     k: int = 9,
     shard: tuple[int, int] | None = None,
-    progress: bool = True,
+    progress: OnProgress | None = None,
     negative: bool = False,
     **changes: Any,
 ) -> AtlasReport:
@@ -201,7 +201,8 @@ def atlas(
         k: examples per filter.
         shard: ``(i, n)``: do only the ``i``-th of ``n`` disjoint shares of the work; default:
             the torch.distributed rank and world size under ``torchrun``, else everything.
-        progress: show progress bars (layers and filters, with rate and ETA).
+        progress: reports stage ``"filters"`` (this process's filters whose pictures are written), then the scan of
+            ``images`` (``"scan"``, ``"write"``).
         negative: also each filter's negative picture (what it responds to least, minimized in the same batch as
             its positive one), kept beside it: on the layer pages, in a second contact sheet, as the explorer's
             ``negative`` variant.
@@ -216,10 +217,7 @@ def atlas(
     settings = (settings or DEFAULTS).with_(**changes).for_model(meta.input_size)
     size = int(settings.size or 0)
     root = Path(out) / model_slug(meta.name)
-    dist_shard = distributed_shard() if shard is None else None
-    rank, world = shard or dist_shard or (0, 1)
-    if not 0 <= rank < world:
-        raise KernelvizError(f"shard {rank}/{world} is not valid: use i/n with 0 <= i < n")
+    share = Shard.of(shard)
     plan = _plan(model, size, layers, filters)
 
     # batch composition changes pictures in detail (float rounding, amplified by Adam's first steps)
@@ -234,13 +232,13 @@ def atlas(
         raise KernelvizError(f"cannot make the atlas folder {root}: {err.strerror or err}") from err
     folder = AtlasFolder(root)
     folder.check_settings(recorded)
-    if rank == 0 and dist_shard is None and shard is None:
+    if not share.distributed and shard is None:
         _remove_stale_temporaries(root)
 
     # The work is cut into batches first and the batches are shared out, so a filter is optimized
     # in the same batch whatever the sharding: 1 or N processes make the same pictures.
     batches = [(name, chosen[i : i + chunk]) for name, _, chosen in plan for i in range(0, len(chosen), chunk)]
-    mine = [b for i, b in enumerate(batches) if i % world == rank]
+    mine = share.mine(batches)
     # the pictures already whole, per kind (minimized or not)
     kept_of = {
         minimized: {(name, n) for name, group in mine for n in group if folder.kept(name, n, _kind(minimized))}
@@ -250,71 +248,60 @@ def atlas(
     todo = [(name, group) for name, group in mine if not all((name, n) in kept_of[m] for n in group for m in kinds)]
     skipped = len(kept)
     computed, interrupted = 0, False
-    bars = _bars(progress, len({name for name, _ in todo}), sum(len(g) for _, g in todo), rank)
-    layers_left = {name: sum(n == name for n, _ in todo) for name, _ in todo}
-    try:
-        for name, group in todo:
-            if bars:
-                bars[0].set_description(f"[{rank}/{world}] {name}")
-            for minimized in kinds:
-                skip = kept_of[minimized]
-                if all((name, n) in skip for n in group):
-                    continue
-                done, stopped = write_filters(model, root, name, group, settings, skip=skip, negative=minimized)
-                computed += 0 if minimized else len(done)
-                if stopped:  # unfinished pictures are not written: a rerun redoes this batch
-                    interrupted = True
-                    break
-            if interrupted:
+    total, finished = sum(len(g) for _, g in todo), 0
+    report(progress, "filters", 0, total)
+    for name, group in todo:
+        for minimized in kinds:
+            skip = kept_of[minimized]
+            if all((name, n) in skip for n in group):
+                continue
+            done, stopped = write_filters(model, root, name, group, settings, skip=skip, negative=minimized)
+            computed += 0 if minimized else len(done)
+            if stopped:  # unfinished pictures are not written: a rerun redoes this batch
+                interrupted = True
                 break
-            layers_left[name] -= 1
-            if bars:
-                bars[1].update(len(group))
-                if layers_left[name] == 0:
-                    bars[0].update(1)
-        if images is not None and not interrupted:  # one scan for every layer, shared out like the pictures
-            scan_to_atlas(
-                model,
-                root,
-                images,
-                [name for name, _, _ in plan],
-                k=k,
-                size=size,
-                shard=shard,
-                units={name: chosen for name, _, chosen in plan},
-            )
-    finally:
-        for bar in bars:
-            bar.close()
+        if interrupted:
+            break
+        finished += len(group)
+        report(progress, "filters", finished, total)
+    if images is not None and not interrupted:  # one scan for every layer, shared out like the pictures
+        scan_to_atlas(
+            model,
+            root,
+            images,
+            [name for name, _, _ in plan],
+            k=k,
+            size=size,
+            shard=shard,
+            units={name: chosen for name, _, chosen in plan},
+            progress=progress,
+        )
 
-    if dist_shard is not None:
+    if share.distributed:
         barrier()
     remaining = sum(
         not folder.written(name, n, _kind(minimized)) for name, _, chosen in plan for n in chosen for minimized in kinds
     )
     written = False
-    if not interrupted and remaining == 0 and (dist_shard is None or rank == 0):
+    if not interrupted and remaining == 0 and (not share.distributed or share.rank == 0):
         write_index(root, plan, recorded)
         written = True
-    if dist_shard is not None:
+    if share.distributed:
         barrier()
     return AtlasReport(root, computed, skipped, remaining, written, interrupted)
 
 
-def _bars(enabled: bool, layers: int, filters: int, rank: int) -> list[Any]:
-    if not enabled or filters == 0:
-        return []
-    from tqdm.auto import tqdm
-
-    return [
-        tqdm(total=layers, desc="layers", unit="layer", position=2 * rank, leave=True),
-        tqdm(total=filters, desc="filters", unit="filter", position=2 * rank + 1, leave=True),
-    ]
-
-
 def write_examples(
-    model: nn.Module, root: Path, layer: str, filters: list[int], images: str | os.PathLike, k: int, size: int
+    model: nn.Module,
+    root: Path,
+    layer: str,
+    filters: list[int],
+    images: str | os.PathLike,
+    k: int,
+    size: int,
+    *,
+    progress: OnProgress | None = None,
 ) -> None:
     """Scan ``images`` for one layer and write its ``examples.json`` (see
     :func:`~kernelviz.sets.examples.scan_to_atlas`)."""
-    scan_to_atlas(model, root, images, [layer], k=k, size=size, units={layer: filters})
+    scan_to_atlas(model, root, images, [layer], k=k, size=size, units={layer: filters}, progress=progress)

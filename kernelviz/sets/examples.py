@@ -19,13 +19,15 @@ from typing import Any
 
 from torch import nn
 
-from ..core.distributed import distributed_shard
+from ..core.distributed import Shard
 from ..core.guard import check_model
+from ..core.progress import OnProgress, report
+from ..data.collection import ImagesArg
 from ..errors import KernelvizError
-from ..explain.examples import receptive_box
-from ..explain.scan import RANKINGS, UnitScan, load_scan, merge_scans, scan_id, scan_units, shard_file
 from ..files.images import load_image
 from ..files.write import save_jpeg, save_json
+from ..units.examples import receptive_box
+from ..units.scan import RANKINGS, UnitScan, load_scan, merge_scans, scan_id, scan_units, shard_file
 from .folder import AtlasFolder
 
 __all__ = ["CROP_SIDE", "ScanReport", "merge_shards", "scan_dir", "scan_to_atlas", "write_scan"]
@@ -69,7 +71,7 @@ def scan_dir(root: str | os.PathLike) -> Path:
 def scan_to_atlas(
     model: nn.Module,
     root: str | os.PathLike,
-    images: str | os.PathLike | Sequence[str | os.PathLike],
+    images: ImagesArg,
     layers: Sequence[str] | None = None,
     *,
     k: int = 9,
@@ -79,7 +81,7 @@ def scan_to_atlas(
     shard: tuple[int, int] | None = None,
     every: int = 1024,
     units: dict[str, Collection[int]] | None = None,
-    progress: Callable[[int, int], None] | None = None,
+    progress: OnProgress | None = None,
 ) -> ScanReport:
     """Scan ``images`` once for every unit of ``layers`` (default: every convolution) and write each layer's
     ``examples.json`` and crops in the model's atlas folder ``root`` (see the module's description).
@@ -89,15 +91,14 @@ def scan_to_atlas(
         shard: ``(i, n)`` for one of n independent processes; default: under ``torchrun``, this rank.
         every: images between checkpoints.
         units: per layer, the units to write (default: all; the scan ranks all of them anyway).
-        progress: ``progress(images_done, images_total)`` of this process's share.
+        progress: reports stage ``"scan"``: the images of this process's share.
 
     Returns:
         A :class:`ScanReport`.
     """
     check_model(model)
     root = Path(root)
-    distributed = distributed_shard() if shard is None else None
-    share = shard or distributed or (0, 1)
+    share = Shard.of(shard)
     try:
         scan_dir(root).mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -115,13 +116,14 @@ def scan_to_atlas(
         every=every,
         progress=progress,
     )
-    if distributed is not None:  # the ranks' scans are merged already, on every rank
-        written = write_scan(model, root, mine, units) if distributed[0] == 0 else []
-        return ScanReport(root, mine.scanned, len(mine.skipped), 0, written, mine, rank=distributed[0])
-    merged, left = merge_shards(root, mine.key, share[1])
+    if share.distributed:  # the ranks' scans are merged already, on every rank
+        written = write_scan(model, root, mine, units, progress=progress) if share.rank == 0 else []
+        return ScanReport(root, mine.scanned, len(mine.skipped), 0, written, mine, rank=share.rank)
+    merged, left = merge_shards(root, mine.key, share.world)
     if merged is None:
         return ScanReport(root, mine.scanned, len(mine.skipped), left, [], mine)
-    return ScanReport(root, mine.scanned, len(mine.skipped), 0, write_scan(model, root, merged, units), merged)
+    written = write_scan(model, root, merged, units, progress=progress)
+    return ScanReport(root, mine.scanned, len(mine.skipped), 0, written, merged)
 
 
 def merge_shards(root: str | os.PathLike, key: dict[str, Any], shards: int) -> tuple[UnitScan | None, int]:
@@ -145,7 +147,12 @@ def _shard_complete(scan: UnitScan) -> bool:
 
 
 def write_scan(
-    model: nn.Module, root: str | os.PathLike, scan: UnitScan, units: dict[str, Collection[int]] | None = None
+    model: nn.Module,
+    root: str | os.PathLike,
+    scan: UnitScan,
+    units: dict[str, Collection[int]] | None = None,
+    *,
+    progress: OnProgress | None = None,
 ) -> list[str]:
     """Write each layer's ``examples.json`` and crops from a whole scan (layers already written from the same scan
     are skipped); returns the layers written.
@@ -155,6 +162,7 @@ def write_scan(
     ``bottom`` (by minimum, most negative first, cropped where it is lowest) and, for a class-labeled collection,
     ``classes`` (``mean``: the classes of highest mean activation, ``[name, value]``; ``top``: how many of the top
     images each class holds, ``[name, count]``); entries carry their ``class`` then.
+    ``progress`` reports stage ``"write"``: the images whose crops are written.
     """
     folder = AtlasFolder(Path(root))
     made = scan_id(scan.key)
@@ -165,7 +173,7 @@ def write_scan(
     pages = {}
     for name in todo:
         pages[name] = _layer_page(model, folder, scan, name, None if units is None else units.get(name), crops)
-    _write_crops(scan, crops)
+    _write_crops(scan, crops, progress)
     for name, page in pages.items():
         save_json({**page, "scan": made}, folder.examples_file(name))
     return todo
@@ -227,7 +235,11 @@ def _layer_page(
     return page
 
 
-def _write_crops(scan: UnitScan, crops: dict[int, list[tuple[Path, tuple[int, int, int, int] | None]]]) -> None:
+def _write_crops(
+    scan: UnitScan,
+    crops: dict[int, list[tuple[Path, tuple[int, int, int, int] | None]]],
+    progress: OnProgress | None = None,
+) -> None:
     """Decode each image once and write every crop cut from it (JPEG, longest side at most :data:`CROP_SIDE`)."""
 
     def one(item: tuple[int, list[tuple[Path, tuple[int, int, int, int] | None]]]) -> None:
@@ -237,5 +249,7 @@ def _write_crops(scan: UnitScan, crops: dict[int, list[tuple[Path, tuple[int, in
             x0, y0, x1, y1 = box or (0, 0, scan.size, scan.size)
             save_jpeg(image[:, y0:y1, x0:x1], path, CROP_SIDE)
 
+    report(progress, "write", 0, len(crops))
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-        list(pool.map(one, sorted(crops.items())))
+        for done, _ in enumerate(pool.map(one, sorted(crops.items())), 1):
+            report(progress, "write", done, len(crops))

@@ -12,6 +12,8 @@ The atlas (:mod:`kernelviz.sets.atlas`), its static site (:mod:`kernelviz.sets.s
       <layer>/previews/NNNN.png  the explorer's quick previews (few steps, small: PREVIEW settings)
       <layer>/variants/          a filter's variants (NNNN_KIND.png, .json): the explorer's, and the negative
                                  pictures of an atlas made with negative=True (NNNN_negative)
+      <layer>/concepts/          the layer's concepts over the explorer's images (a concepts folder:
+                                 kernelviz.sets.concepts); concepts-by-class/<class index>/ for one class's
       uploads/                   photos uploaded to the explorer
 
 A file that does not parse, or whose values are not of the types the readers need, counts as absent (and a
@@ -26,9 +28,10 @@ from pathlib import Path
 from typing import Any
 
 from ..core.models import ModelMeta
-from ..errors import KernelvizError
+from ..errors import KernelvizError, NotFoundError
 from ..files.write import save_json, save_png, write_each
 from ..optvis.settings import OptimSettings
+from .concepts import concepts_file, read_concepts
 
 __all__ = ["AtlasFolder", "atlas_settings", "picture_name", "record_name"]
 
@@ -103,8 +106,15 @@ class AtlasFolder:
         return self.root / "uploads"
 
     def layer(self, layer: str) -> Path:
-        """The folder of ``layer``'s files (a ``/`` in a module name becomes ``_``)."""
-        return self.root / layer.replace("/", "_")
+        """The folder of ``layer``'s files (a ``/`` in a module name becomes ``_``).
+
+        Raises:
+            NotFoundError: a name that is no folder inside the atlas (``..``, ``.``, empty: no module has it).
+        """
+        name = layer.replace("/", "_").replace("\\", "_")
+        if name in ("", ".", "..") or "\0" in name:
+            raise NotFoundError(f"unknown layer {layer!r}")
+        return self.root / name
 
     def picture(self, layer: str, n: int, kind: str | None = None) -> Path:
         """Filter ``n``'s picture; with ``kind``, that of its variant (``"negative"``: :meth:`variant`)."""
@@ -205,6 +215,26 @@ class AtlasFolder:
             for ranked in rankings
         ) and isinstance(data.get("classes", {}), dict)
         return data if whole else None
+
+    # --- concepts ----------------------------------------------------------------------------------
+    def concepts_dir(self, layer: str, class_index: int | None = None) -> Path:
+        """Where the layer's concepts over the explorer's images are kept: ``<layer>/concepts/``, or
+        ``<layer>/concepts-by-class/<index>/`` for one class (its index among the collection's classes: no class
+        name becomes a path)."""
+        if class_index is None:
+            return self.layer(layer) / "concepts"
+        return self.layer(layer) / "concepts-by-class" / str(int(class_index))
+
+    def concepts(self, layer: str, class_index: int | None = None) -> dict[str, Any] | None:
+        """The layer's ``concepts.json`` (:meth:`concepts_dir`), every field checked; ``None`` when there is none.
+
+        Raises:
+            KernelvizError: the file is there but damaged or not a concepts file (said relative to the atlas).
+        """
+        file = concepts_file(self.concepts_dir(layer, class_index))
+        if not file.is_file():
+            return None
+        return read_concepts(file, shown=self.relative(file))
 
     # --- the settings ----------------------------------------------------------------------------
     def settings(self) -> dict[str, Any] | None:

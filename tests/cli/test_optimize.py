@@ -11,6 +11,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 import torchvision
@@ -290,3 +291,20 @@ def test_preprocessing_options_and_the_notice(cli, tmp_path):
     assert record["settings"]["normalization"] == {"mean": [0.5] * 3, "std": [0.25] * 3}
     bad = cli("layers", "MODEL", "--mean", "a,b")
     assert bad.exit_code == 1 and "cannot read --mean 'a,b'" in bad.output
+
+
+def test_options_a_mode_ignores_are_refused_in_one_line(cli, tmp_path):
+    """`examples MODEL --images DIR` (the scan) makes no picture: the optimizer's options are refused, not ignored;
+    `heatmap --concepts` draws concepts, not a method: the method's options are refused."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    Image.fromarray(np.zeros((16, 16, 3), dtype=np.uint8)).save(folder / "a.png")
+    scan = cli("examples", "MODEL", "--images", str(folder), "-o", "out", "--steps", "5", "--lr", "0.1")
+    assert scan.exit_code == 2 and "--steps, --lr do not apply to a scan of every unit" in scan.output
+    assert "Traceback" not in scan.output and not (tmp_path / "out").exists()
+    fine = cli("examples", "MODEL", "--images", str(folder), "-o", "out", "--batch-size", "2", "--quiet")
+    assert fine.exit_code == 0, fine.output  # the scan's own options
+    concepts = tmp_path / "concepts.json"
+    concepts.write_text("{}")
+    heat = cli("heatmap", "MODEL", str(folder / "a.png"), "--concepts", str(concepts), "-m", "saliency", "--score")
+    assert heat.exit_code == 2 and "--method, --score do not apply to --concepts" in heat.output

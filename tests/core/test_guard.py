@@ -7,6 +7,7 @@ import torch
 import torchvision
 
 import kernelviz
+from kernelviz.core.progress import Progress
 from kernelviz.errors import KernelvizError
 
 from ..conftest import assert_unchanged, snapshot
@@ -36,7 +37,7 @@ def test_model_unchanged_after_error(bn_model_in_train_mode):
     model = bn_model_in_train_mode
     before = snapshot(model)
 
-    def explode(step: int, value: float) -> None:
+    def explode(p: Progress) -> None:
         raise RuntimeError("user callback failed")
 
     with pytest.raises(RuntimeError, match="user callback"):

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 import kernelviz
+from kernelviz.core.progress import Progress
 from kernelviz.errors import KernelvizError
 from kernelviz.optvis.objectives import channel
 from kernelviz.optvis.params import fourier_image
@@ -175,7 +176,7 @@ def test_nan_is_reported_not_drawn():
 
 
 def test_interrupt_returns_partial_result(vgg16):
-    def stop(step: int, value: float) -> None:
+    def stop(p: Progress) -> None:
         raise KeyboardInterrupt
 
     result = kernelviz.visualize(vgg16, "conv2_2:0", steps=100, size=32, progress=stop)

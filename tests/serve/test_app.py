@@ -178,9 +178,9 @@ def test_uploads_and_image_endpoints(served):
 
 def test_upload_size_is_limited(served, monkeypatch):
     import kernelviz.serve.app as app_module
-    import kernelviz.serve.explorer as explorer_module
+    import kernelviz.serve.photos as photos_module
 
-    monkeypatch.setattr(explorer_module, "MAX_UPLOAD", 1000)
+    monkeypatch.setattr(photos_module, "MAX_UPLOAD", 1000)
     monkeypatch.setattr(app_module, "MAX_UPLOAD", 1000)
     _, client = served
     response = client.post("/image", files={"file": ("big.png", b"x" * 5000, "image/png")})
@@ -197,7 +197,7 @@ def test_a_unit_asked_twice_is_computed_once_and_the_cache_is_an_atlas(tmp_path)
     assert ex.worker.runs[("batch", "conv1_1", 0)] == 1
     ex.worker.stop()
     # kernelviz atlas with the same settings finds those filters done and finishes the rest
-    report = atlas(ex.model, tmp_path / "atlas", ex.optim, layers=["conv1_1"], progress=False)
+    report = atlas(ex.model, tmp_path / "atlas", ex.optim, layers=["conv1_1"])
     assert report.skipped == 8 and report.computed == 0 and report.index_written
     # and a restarted explorer on a finished atlas has every picture without computing
     again = Explorer(tiny_vgg(), ex.root)
@@ -308,9 +308,9 @@ def test_feeders_of_a_depthwise_filter_are_its_own_channels(tmp_path):
     net.add_module("depthwise", nn.Conv2d(6, 6, 3, padding=1, groups=6))
     net.add_module("grouped", nn.Conv2d(6, 4, 1, groups=2))
     ex = _explorer(tmp_path, model=net)
-    assert [(p, c) for p, c, _ in ex.feeders("depthwise", 4)] == [("stem", 4)]
-    assert {c for _, c, _ in ex.feeders("grouped", 3)} == {3, 4, 5}  # the second group's inputs
-    assert {p for p, _, _ in ex.feeders("stem", 0)} == {None}  # the image
+    assert [(u.layer, u.unit) for u in ex.wiring.feeders("depthwise", 4)] == [("stem", 4)]
+    assert {u.unit for u in ex.wiring.feeders("grouped", 3)} == {3, 4, 5}  # the second group's inputs
+    assert {u.layer for u in ex.wiring.feeders("stem", 0)} == {None}  # the image
     ex.worker.stop()
 
 
@@ -355,23 +355,23 @@ def test_block_outputs_and_activations_have_pages_linked_to_their_neighbours(tmp
     home = client.get("/").text
     assert 'href="/layer/block"' in home and 'href="/layer/block.act"' in home and "(block)" in home
     # what a channel is computed from, what it feeds, and a convolution's strongest inputs
-    assert ex.computed_from("block") == ex.computed_from("block.act") == "block.conv"
-    assert ex.computed_from("head") is None
+    assert ex.wiring.computed_from("block") == ex.wiring.computed_from("block.act") == "block.conv"
+    assert ex.wiring.computed_from("head") is None
     for c in range(6):
         expect = sorted(range(4), key=lambda f: (-abs(float(HEAD[f, c])), f))[:3]
-        assert [f for _, f, _ in ex.feeds_into("block", c, k=3)] == expect
-        assert {d for d, _, _ in ex.feeds_into("block", c)} == {"head"}
+        assert [u.unit for u in ex.wiring.feeds_into("block", c, k=3)] == expect
+        assert {u.layer for u in ex.wiring.feeds_into("block", c)} == {"head"}
     w = ex.model.block.conv.weight
     norms = w[1].flatten(1).norm(dim=1)
-    assert ex.strongest_inputs("block.conv", 1, k=6) == norms.argsort(descending=True).tolist()
-    assert [d for d, _, _ in ex.feeds_into("stem", 0)] == ["block.conv"] * 6
-    assert ex.feeds_into("head", 0) == []  # the network's end
+    assert ex.wiring.strongest_inputs("block.conv", 1, k=6) == norms.argsort(descending=True).tolist()
+    assert [u.layer for u in ex.wiring.feeds_into("stem", 0)] == ["block.conv"] * 6
+    assert ex.wiring.feeds_into("head", 0) == []  # the network's end
     # the block's pages: its pictures are made like any others'
     assert client.get("/layer/block").status_code == 200
     assert "channel n is computed from filter n of" in client.get("/layer/block").text
     assert client.post("/api/compute", json={"layer": "block", "filters": [2]}).status_code == 200
     ex.worker.wait_idle(timeout=120)
-    record = ex.record("block", 2)
+    record = ex.folder.record("block", 2)
     assert record is not None and record["layer"] == "block"
     page = client.get("/filter/block/2").text
     assert "computed from" in page and 'href="/filter/block.conv/2"' in page and "feeds most" in page
@@ -461,8 +461,8 @@ def test_a_layer_named_with_a_slash_has_its_pages(tmp_path):
 def test_concepts_are_found_shown_per_class_and_located_in_an_image(tmp_path):
     """The concepts page finds a layer's concepts over --images on request (then shows each with its picture,
     patches, share and importance), per class too; the image page shows where they are; every name is escaped."""
-    from ..explain.test_concepts import planted_images
     from ..nets import planted_net
+    from ..units.test_concepts import planted_images
 
     photos = tmp_path / "photos"
     planted_images(photos, 12, classes=2)
@@ -475,7 +475,7 @@ def test_concepts_are_found_shown_per_class_and_located_in_an_image(tmp_path):
     before = client.get("/concepts/act").text
     assert 'id="concepts-button"' in before and "concept 0" not in before
     assert client.post("/api/concepts", json={"layer": "act", "k": 3}).json() == {"queued": True}
-    ex.request_concepts("act", 3).result(timeout=120)
+    ex.concepts.request("act", 3).result(timeout=120)
     page = client.get("/concepts/act").text
     for j in range(3):
         assert f'id="c{j}"' in page
@@ -484,9 +484,12 @@ def test_concepts_are_found_shown_per_class_and_located_in_an_image(tmp_path):
     assert len(pictures) == 3 and len(crops) == 3 * 9
     assert all(client.get(src).status_code == 200 for src in pictures + crops[:3])
     assert "importance" in page and "gradient x code" in page
-    ex.request_concepts("act", 2, EVIL).result(timeout=120)
-    link = next(a for a in _links(page) if "class=" in a)
-    by_class = client.get(link).text
+    ex.concepts.request("act", 2, EVIL).result(timeout=120)
+    walk = _Walk()
+    walk.feed(page)  # a long class list is a search box: its options are the classes
+    offered = [dict(attrs)["value"] for tag, attrs in walk.tags if tag == "option" and dict(attrs).get("value")]
+    assert sorted(offered) == sorted(["class0", EVIL])
+    by_class = client.get("/concepts/act", params={"class": EVIL}).text
     assert by_class.count('class="concept"') == 2 and "6 images" in by_class
     image = client.get("/image?pick=class0/img000.png").text
     assert 'id="concepts-form"' in image
@@ -627,7 +630,7 @@ def test_a_batch_gives_way_to_a_newer_page_and_runs_again_to_the_same_pictures(t
         future.result(timeout=300)
     never.worker.stop()
     for n in range(8):
-        a, b = ex.record("conv2_1", n), never.record("conv2_1", n)
+        a, b = ex.folder.record("conv2_1", n), never.folder.record("conv2_1", n)
         assert a["final_value"] == b["final_value"] and a["curve"] == b["curve"]
         assert ex.folder.picture("conv2_1", n).read_bytes() == never.folder.picture("conv2_1", n).read_bytes()
 
@@ -692,7 +695,7 @@ def test_pictures_from_a_photo_on_the_layer_filter_and_image_pages(tmp_path):
     assert one[0] > one[1]  # the photo, then its DeepDream
     every = picture("kind=caricature&layer=")
     assert every[0] > 2.5 * one[0]  # the photo and 5 caricatures
-    convs, depths = [r.name for r in ex.conv_layers()], ex.depth_layers()
+    convs, depths = [r.name for r in ex.wiring.convs], ex.depth_layers()
     assert len(set(depths)) == 5 and depths[0] == convs[0] and depths[-1] == convs[-1]
     assert depths == sorted(depths, key=convs.index)  # early to late
     picture("kind=accentuate&layer=conv2_1&filter=3")
@@ -710,12 +713,13 @@ def test_previews_give_way_to_a_newer_page_and_a_filter_page_shows_its_preview(t
     its picture is computed."""
     import threading
 
-    from kernelviz.serve.pages import filter_page
+    from kernelviz.serve.pages import page
+    from kernelviz.serve.views import filter_view
 
     ex = _explorer(tmp_path)
     ex.preview = ex.optim.with_(steps=400, size=24, batch_size=8)  # slow enough to be caught running
     running, events = threading.Event(), []
-    ex.worker.subscribe(lambda e: running.set() if e.get("preview") and e.get("step") else None)
+    ex.worker.subscribe(lambda e: running.set() if e.get("task") == "preview" and e.get("step") else None)
     ex.worker.subscribe(events.append)
     finished = []
     previews, _ = ex.request_page("conv2_1", [0, 1])
@@ -732,5 +736,94 @@ def test_previews_give_way_to_a_newer_page_and_a_filter_page_shows_its_preview(t
     assert order[:2] == ["preview", "preview"] and order.count("done") == 8
     ex.worker.stop(wait=True)
     ex.folder.record_file("conv3_1", 5).unlink()  # as while its picture is being computed
-    page = filter_page(ex, "conv3_1", 5)
-    assert 'class="big preview" id="preview" src="/files/conv3_1/previews/0005.png"' in page
+    html = page("filter", filter_view(ex, "conv3_1", 5))
+    assert 'class="big preview" id="preview" src="/files/conv3_1/previews/0005.png"' in html
+
+
+def _markup_everywhere(value, mark):
+    """``value`` (a JSON document) with every text replaced by markup (file names keep a picture's suffix)."""
+    if isinstance(value, dict):
+        return {k: _markup_everywhere(v, mark) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_markup_everywhere(v, mark) for v in value]
+    if isinstance(value, str):
+        return mark + (".png" if value.endswith((".png", ".jpg")) else "")
+    return value
+
+
+def test_a_concepts_file_full_of_markup_is_shown_escaped_and_a_damaged_one_is_refused(tmp_path):
+    """A concepts.json whose every text field holds markup (a shared or downloaded atlas) and a class folder named
+    like a script tag: the concepts, filter and image pages show them escaped; a file with markup where numbers
+    belong, a picture outside the folder or a traversing layer is refused with a 400 or 404 that names no absolute
+    path, never a 500 (issue 34's known answer, and issue 36's)."""
+    from ..nets import planted_net
+    from ..units.test_concepts import planted_images
+
+    script = "<script>alert(1)"  # a folder name cannot hold "/": an opening tag is enough to run
+    photos = tmp_path / "photos"
+    planted_images(photos, 8, classes=2)
+    (photos / "class1").rename(photos / script)
+    ex = _explorer(tmp_path, model=planted_net(), images=photos)
+    client = TestClient(create_app(ex, None))
+    ex.concepts.request("act", 2).result(timeout=120)
+    ex.request_filters("act", [0])[0].result(timeout=120)
+    file = ex.folder.concepts_dir("act") / "concepts.json"
+    whole = json.loads(file.read_text())
+    file.write_text(json.dumps(_markup_everywhere(whole, EVIL)))
+    pages = {
+        "concepts": client.get("/concepts/act"),
+        "class": client.get("/concepts/act", params={"class": script}),
+        "filter": client.get("/filter/act/0"),
+        "image": client.get("/image?pick=class0/img000.png"),
+    }
+    for name, response in pages.items():
+        assert response.status_code == 200, name
+        walk = _Walk()
+        walk.feed(response.text)
+        assert not any(k.startswith("on") for _, attrs in walk.tags for k, _ in attrs), name
+        assert EVIL not in response.text and script not in response.text, name
+        assert response.text.count("<script") == 2, name  # the page's own two
+    assert EVIL.replace("<", "&lt;").replace(">", "&gt;").replace('"', "&#34;") in pages["concepts"].text
+    root = str(ex.root.resolve())
+    for broken in (
+        {**whole, "k": EVIL},  # markup where a number belongs
+        {**whole, "size": 0},
+        {**whole, "size": 10**6},  # would allocate gigabytes
+        {**whole, "concepts": [{**whole["concepts"][0], "picture": "/etc/passwd"}, *whole["concepts"][1:]]},
+        {**whole, "concepts": [{**whole["concepts"][0], "picture": "../../../settings.json"}, *whole["concepts"][1:]]},
+        {**whole, "samples": "12"},
+    ):
+        file.write_text(json.dumps(broken))
+        for url in ("/concepts/act", "/api/concept_maps.png?pick=class0/img000.png&layer=act"):
+            response = client.get(url)
+            assert response.status_code == 400, (url, broken)
+            assert "not a kernelviz concepts file" in response.text and root not in response.text
+        assert client.get("/").status_code == 200 and client.get("/image?pick=class0/img000.png").status_code == 200
+    for url in ("/concepts/%2E%2E", "/api/concept_maps.png?pick=class0/img000.png&layer=.."):
+        assert client.get(url).status_code == 404, url
+    ex.worker.stop()
+
+
+def test_events_are_declared_once_and_the_script_reads_only_declared_ones():
+    """Every event the server sends is made by ``events.event`` (no ``{"type": ...}`` literal elsewhere), and the
+    page script reads only declared types and fields (it gets the table from ``data-events``)."""
+    import re
+    from pathlib import Path
+
+    import kernelviz.serve as serve_package
+    from kernelviz.serve.events import EVENTS, event
+
+    folder = Path(serve_package.__file__).parent
+    for module in folder.glob("*.py"):
+        if module.name != "events.py":
+            assert not re.search(r'\{\s*"type":', module.read_text()), module.name
+    script = (folder / "static" / "app.js").read_text()
+    types = set(re.findall(r'e\.type === "(\w+)"', script))
+    assert types and types <= set(EVENTS), types - set(EVENTS)
+    fields = set(re.findall(r"\be\.(\w+)", script)) | set(re.findall(r'\be\["(\w+)"\]', script))
+    declared = {name for kind in EVENTS.values() for name in kind} | {"type"}
+    assert fields <= declared, fields - declared
+    assert script.count("new EventSource(") == 1  # one connection per page
+    with pytest.raises(ValueError, match="undeclared"):
+        event("done", layer="conv1_1", colour="red")
+    assert event("examples", layer="a") == {"type": "examples", "layer": "a"}

@@ -46,6 +46,8 @@ def test_the_whole_tour_in_chromium(tmp_path):
     explorer.worker.stop()
     assert seen["console_errors"] == []
     assert set(seen["pages"]) == {"model", "layer", "filter", "block", "block_filter", "image"}
+    sources = {name: shown["event_sources"] for name, shown in seen["pages"].items()}
+    assert sources == {"model": 0, "layer": 1, "filter": 1, "block": 1, "block_filter": 1, "image": 1}, sources
     # a block output: its layer page filled with pictures, its filter page linked to what it comes from
     assert seen["pages"]["block"]["images"] >= 32 and "features" in seen["pages"]["block"]["title"]
     assert sorted(explorer.done("features")) == list(range(32))
@@ -106,10 +108,13 @@ def test_the_tour_on_a_vision_transformer(tmp_path):
     assert sorted(explorer.done("blocks.1.mlp.act")) == list(range(32))  # every unit of the layer's page
     assert "blocks.0" in seen["pages"]["block"]["title"] and seen["pages"]["block"]["images"] >= 32
     assert seen["pages"]["filter"]["images"] >= 1 and "filter 3" in seen["pages"]["filter"]["title"]
-    assert explorer.computed_from("blocks.1.mlp.act") is None  # it rectifies mlp.fc1's output, not the patch conv's
-    from kernelviz.serve.pages import layer_page, model_page
+    assert (
+        explorer.wiring.computed_from("blocks.1.mlp.act") is None
+    )  # it rectifies mlp.fc1's output, not the patch conv's
+    from kernelviz.serve.pages import page
+    from kernelviz.serve.views import layer_view, model_view
 
-    assert "output 17x32 (read as 32 units on the 4x4 patch grid, 1 prefix token left out)" in layer_page(
-        explorer, "blocks.1.mlp.act"
+    assert "output 17x32 (read as 32 units on the 4x4 patch grid, 1 prefix token left out)" in page(
+        "layer", layer_view(explorer, "blocks.1.mlp.act")
     )
-    assert "<td>17x32</td><td>32</td><td>4x4 +1 token</td>" in model_page(explorer)
+    assert "<td>17x32</td><td>32</td><td>4x4 +1 token</td>" in page("model", model_view(explorer))

@@ -51,7 +51,7 @@ def check_links(page: Path) -> int:
 
 
 def test_atlas_writes_a_complete_browsable_site(vgg16, tmp_path):
-    report = atlas(vgg16, tmp_path, layers=["conv1_1", "conv2_1"], filters=3, progress=False, **TINY)
+    report = atlas(vgg16, tmp_path, layers=["conv1_1", "conv2_1"], filters=3, **TINY)
     root = tmp_path / "vgg16"
     assert report.root == root and report.computed == 6 and report.remaining == 0 and report.index_written
     files = files_under(root)
@@ -70,7 +70,7 @@ def test_atlas_writes_a_complete_browsable_site(vgg16, tmp_path):
 
 
 def test_atlas_resumes_and_refuses_other_settings(vgg16, tmp_path):
-    kwargs = dict(layers=["conv1_1"], filters=4, progress=False, **TINY)
+    kwargs = dict(layers=["conv1_1"], filters=4, **TINY)
     atlas(vgg16, tmp_path, **kwargs)
     png = tmp_path / "vgg16" / "conv1_1" / "0001.png"
     before = png.read_bytes()
@@ -210,7 +210,7 @@ def test_site_in_headless_browser(vgg16, tmp_path):
         if os.environ.get("CI"):
             pytest.fail("chromium is missing: .ci/run installs it")
         pytest.skip("chromium not installed (apt-get install chromium)")
-    atlas(vgg16, tmp_path, layers=["conv1_1"], filters=3, progress=False, **TINY)
+    atlas(vgg16, tmp_path, layers=["conv1_1"], filters=3, **TINY)
     root = tmp_path / "vgg16"
     for page in (root / "index.html", root / "conv1_1" / "index.html"):
         proc = subprocess.run(
@@ -244,7 +244,7 @@ def test_site_in_headless_browser(vgg16, tmp_path):
 
 def test_resume_verifies_what_it_keeps(tiny, tmp_path):
     """A record that does not parse or a PNG that does not decode is redone; whole files are kept as they are."""
-    kwargs = dict(layers=["conv1_1"], filters=4, progress=False, steps=2, size=32)
+    kwargs = dict(layers=["conv1_1"], filters=4, steps=2, size=32)
     atlas(tiny, tmp_path, **kwargs)
     layer = tmp_path / "tiny_vgg" / "conv1_1"
     whole = (layer / "0000.png").read_bytes(), (layer / "0000.json").read_bytes()
@@ -259,7 +259,7 @@ def test_resume_verifies_what_it_keeps(tiny, tmp_path):
 
 
 def test_damaged_settings_refuse_to_resume(tiny, tmp_path):
-    kwargs = dict(layers=["conv1_1"], filters=2, progress=False, steps=2, size=32)
+    kwargs = dict(layers=["conv1_1"], filters=2, steps=2, size=32)
     atlas(tiny, tmp_path, **kwargs)
     (tmp_path / "tiny_vgg" / "settings.json").write_text("{not json")
     with pytest.raises(KernelvizError, match=r"settings.json is damaged .* delete that folder to start over"):
@@ -293,7 +293,7 @@ def test_negative_atlas_keeps_each_filters_negative_picture_beside_its_positive_
 
     torch.manual_seed(4)
     net = kernelviz.set_model_meta(nn.Sequential(nn.Conv2d(3, 3, 16)), name="linear", input_size=16)
-    kwargs = dict(layers=["0"], filters=3, progress=False, steps=60, size=16, param="pixel", transforms=None)
+    kwargs = dict(layers=["0"], filters=3, steps=60, size=16, param="pixel", transforms=None)
     atlas(net, tmp_path, **kwargs)  # positives only, as before
     folder = AtlasFolder(tmp_path / "linear")
     assert not folder.written("0", 0, "negative") and not folder.sheet("0", "negative").exists()

@@ -15,8 +15,8 @@ import pytest
 from PIL import Image
 
 import kernelviz
-from kernelviz.explain.scan import scan_units
 from kernelviz.sets.examples import scan_to_atlas
+from kernelviz.units.scan import scan_units
 
 from ..nets import TINY_MODEL, tiny_vgg
 
@@ -125,7 +125,6 @@ def test_the_atlas_site_shows_top_mean_bottom_and_classes(tmp_path):
         k=2,
         steps=2,
         size=32,
-        progress=False,
     )
     page = (report.root / "conv2_1" / "index.html").read_text()
     assert page.count('alt="example"') == 2 * 2 * 3  # 2 filters x 2 images x top, mean, bottom
@@ -159,8 +158,8 @@ def test_a_killed_scan_resumes_to_the_same_examples(tmp_path):
     layers = LAYERS.split(",")
     one = scan_to_atlas(tiny_vgg(), tmp_path / "one" / "tiny_vgg", images, layers, k=3, batch_size=2, workers=0)
 
-    def stop(done, total):
-        if done >= 12:
+    def stop(p):
+        if p.done >= 12:
             raise StopScanError
 
     root = tmp_path / "two" / "tiny_vgg"
@@ -169,7 +168,15 @@ def test_a_killed_scan_resumes_to_the_same_examples(tmp_path):
     assert not (root / "conv1_1" / "examples.json").exists()
     started = []
     two = scan_to_atlas(
-        tiny_vgg(), root, images, layers, k=3, batch_size=2, workers=0, every=8, progress=lambda d, t: started.append(d)
+        tiny_vgg(),
+        root,
+        images,
+        layers,
+        k=3,
+        batch_size=2,
+        workers=0,
+        every=8,
+        progress=lambda p: started.append(p.done),
     )
     assert started[0] == 8 and two.layers_written == layers == one.layers_written
     assert examples_of(tmp_path / "one") == examples_of(tmp_path / "two")

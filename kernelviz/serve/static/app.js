@@ -28,10 +28,21 @@
     statusBox.textContent = text;
     statusBox.className = isError ? "status error" : "status";
   }
-  function events(onEvent) {
-    var source = new EventSource(withToken(api.events));
-    source.onmessage = function (m) { onEvent(JSON.parse(m.data)); };
-    return source;
+  // The server's events, declared in kernelviz/serve/events.py (each type and its fields): one connection per page,
+  // opened by the first part of the page that listens; every listener sees every event.
+  var declared = JSON.parse(body.getAttribute("data-events") || "{}");
+  var listeners = [], opened = [], source = null;
+  function events(onEvent, onOpen) {
+    listeners.push(onEvent);
+    if (onOpen) opened.push(onOpen);
+    if (source) return;
+    source = new EventSource(withToken(api.events));
+    source.onmessage = function (m) {
+      var e = JSON.parse(m.data);
+      if (!declared[e.type]) { console.error("undeclared event type: " + e.type); return; }
+      listeners.forEach(function (listen) { listen(e); });
+    };
+    source.onopen = function () { opened.forEach(function (run) { run(); }); };
   }
   var markImagesLoaded = window.kernelvizMarkImages;  // the page's own script (kernelviz/sets/site.py)
 
@@ -54,11 +65,12 @@
     var total = missing.length, got = 0, previews = 0;
     body.setAttribute("data-missing-count", String(total));
     if (total > 0) {
-      var source = events(function (e) {
+      var asked = false;
+      events(function (e) {
         if (e.layer !== layer) return;
-        if (e.type === "progress" && e.filters) {
+        if (e.type === "progress" && (e.task === "batch" || e.task === "preview")) {
           var where = e.value === null ? "starting" : "objective " + e.value.toFixed(3);
-          var what = (e.preview ? "previews of filters " : "filters ") + e.filters[0] + "-" + e.filters[e.filters.length - 1];
+          var what = (e.task === "preview" ? "previews of filters " : "filters ") + e.filters[0] + "-" + e.filters[e.filters.length - 1];
           say(what + ": step " + e.step + "/" + e.steps + ", " + where);
         } else if (e.type === "preview") {
           // a quick preview stands in for the picture until its "done" event replaces it
@@ -89,9 +101,7 @@
         } else if (e.type === "error") {
           say(e.message, true);
         }
-      });
-      var asked = false;
-      source.onopen = function () {  // asked once the events flow, so that none of them is missed
+      }, function () {  // asked once the events flow, so that none of them is missed
         if (asked) return;
         asked = true;
         post(api.compute, { layer: layer, filters: missing, previews: true })
@@ -100,7 +110,7 @@
             say("queued " + first + j.batches + " batch(es) of " + j.batch_size + " filters");
           })
           .catch(function (err) { say(err.message, true); });
-      };
+      });
     }
   }
 
@@ -122,7 +132,7 @@
     events(function (e) {
       if (e.type === "done") showThumb(e);
       if (e.layer !== layer) return;
-      if (e.type === "progress" && e.variant) {
+      if (e.type === "progress" && e.task === "variant") {
         say(e.variant + ": step " + e.step + "/" + e.steps + (e.value === null ? "" : ", objective " + e.value.toFixed(3)));
       } else if (e.type === "variant" && e.filter === filter) {
         var slot = document.getElementById("variant-" + e.variant);
@@ -189,9 +199,9 @@
     var button = document.getElementById("concepts-button");
     events(function (e) {
       if (e.layer !== layer) return;
-      if (e.type === "progress" && e.concepts) {
-        var of = e.concepts === "pictures" ? "step " : "image ";
-        say("concepts: " + e.concepts + ", " + of + e.step + "/" + e.steps + (e.value === null ? "" : ", objective " + e.value.toFixed(3)));
+      if (e.type === "progress" && e.task === "concepts") {
+        var of = e.stage === "pictures" ? "step " : "image ";
+        say("concepts: " + e.stage + ", " + of + e.step + "/" + e.steps + (e.value === null ? "" : ", objective " + e.value.toFixed(3)));
         if (bar && e.steps) bar.style.width = (100 * e.step / e.steps) + "%";
       } else if (e.type === "concepts" && (e["class"] || null) === cls) {
         window.location.reload();
@@ -199,6 +209,18 @@
         say(e.message, true);
       }
     });
+    var search = document.getElementById("class-search");
+    var go = document.getElementById("class-go");
+    if (search && go) {  // a long class list is a search box: go to the class typed or picked
+      var open = function () {
+        var url = new URL(window.location.href);
+        if (search.value) url.searchParams.set("class", search.value); else url.searchParams["delete"]("class");
+        url.searchParams["delete"]("token");
+        window.location.href = url.pathname + url.search;
+      };
+      go.addEventListener("click", open);
+      search.addEventListener("keydown", function (ev) { if (ev.key === "Enter") open(); });
+    }
     if (button) button.addEventListener("click", function () {
       var k = parseInt(document.getElementById("concepts-k").value, 10);
       say("queued: finding " + k + " concepts");
@@ -211,9 +233,9 @@
   var photoForms = document.querySelectorAll("form.photo-form");
   if (photoForms.length) {
     events(function (e) {
-      if (e.type === "progress" && e.photo) {
-        var part = e.parts > 1 ? " (" + e.part + "/" + e.parts + ")" : "";
-        say(e.photo + " of " + e.layer + part + ": step " + e.step + "/" + e.steps);
+      if (e.type === "progress" && e.task === "photo") {
+        var part = e.stage.indexOf("part") === 0 ? " (" + e.stage + ")" : "";
+        say("picture from the photo" + (e.layer ? " at " + e.layer : "") + part + ": step " + e.step + "/" + e.steps);
       }
     });
   }

@@ -7,7 +7,7 @@ from PIL import Image
 from torch import nn
 
 import kernelviz
-from kernelviz.explain.examples import find_examples
+from kernelviz.units.examples import find_examples
 
 from ..nets import sobel_net
 
@@ -56,7 +56,7 @@ class _SharedReLU(nn.Module):
 
 def test_receptive_box_of_a_shared_module_is_the_runs():
     """A module run twice has a receptive field per run: act#2 sees 3 + 4 = 7 pixels at stride 2, act#1 3 pixels."""
-    from kernelviz.explain.examples import receptive_box
+    from kernelviz.units.examples import receptive_box
 
     net = kernelviz.set_model_meta(_SharedReLU(), input_size=32)
     assert receptive_box(net, "act#1", 32)(5, 5) == (4, 4, 7, 7)  # 3 pixels around (5, 5)

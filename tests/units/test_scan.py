@@ -15,7 +15,7 @@ from PIL import Image
 from torch import nn
 
 import kernelviz
-from kernelviz.explain.scan import collection, load_scan, merge_scans, scan_units
+from kernelviz.units.scan import collection, load_scan, merge_scans, scan_units
 
 REPO = Path(__file__).resolve().parents[2]
 LAYERS = ["0", "1", "2", "3", "5"]  # conv (signed), its ReLU, max pool, conv (signed), the logits (no positions)
@@ -208,9 +208,9 @@ def test_a_killed_scan_resumes_to_exactly_the_uninterrupted_result(tmp_path):
     state = tmp_path / "state.pt"
     seen = []
 
-    def stop_after_six_batches(done, total):
-        seen.append(done)
-        if done >= 24:
+    def stop_after_six_batches(p):
+        seen.append(p.done)
+        if p.done >= 24:
             raise StopScanError
 
     scan = functools.partial(
@@ -221,7 +221,7 @@ def test_a_killed_scan_resumes_to_exactly_the_uninterrupted_result(tmp_path):
     saved = load_scan(state)
     assert len(saved.done) == 6 and not saved.complete  # the last checkpoint: after 24 images
     resumed_from = []
-    again = scan(progress=lambda d, t: resumed_from.append(d))
+    again = scan(progress=lambda p: resumed_from.append(p.done))
     assert resumed_from[0] == 24 and _same(again, whole) and load_scan(state).complete
     with pytest.raises(kernelviz.KernelvizError, match=r"other settings \(k\)"):
         scan_units(model, tmp_path / "images", LAYERS, k=5, batch_size=4, workers=0, checkpoint=state)
@@ -259,8 +259,8 @@ def test_torchrun_ranks_merge_into_the_scan_of_one_process(tmp_path):
     script.write_text(
         "import os, sys, torch\n"
         f"sys.path.insert(0, {str(REPO)!r})\n"
-        "from tests.explain.test_scan import integer_net, LAYERS\n"
-        "from kernelviz.explain.scan import scan_units\n"
+        "from tests.units.test_scan import integer_net, LAYERS\n"
+        "from kernelviz.units.scan import scan_units\n"
         f"scan = scan_units(integer_net(), {str(tmp_path / 'images')!r}, LAYERS, k=3, batch_size=2, workers=0)\n"
         "scan.save(sys.argv[1] + '-' + os.environ['RANK'] + '.pt')\n"
     )

@@ -8,7 +8,7 @@ import torch
 import kernelviz
 from kernelviz.core.capture import activations
 from kernelviz.errors import KernelvizError
-from kernelviz.explain.trust import _ranks, layers_below, path_similarity
+from kernelviz.units.trust import _ranks, layers_below, path_similarity
 
 from ..conftest import TEST_SEED, assert_unchanged, snapshot
 from ..toy import fooled, make_data

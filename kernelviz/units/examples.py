@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,9 +13,11 @@ from torch import nn
 from ..core.layers import check_filters, list_layers
 from ..core.models import model_meta
 from ..core.names import resolve_layer
+from ..core.progress import OnProgress
+from ..data.collection import ImagesArg
 from ..errors import KernelvizError
 from ..files.images import load_image
-from .scan import Collection, scan_units
+from .scan import scan_units
 
 __all__ = ["Example", "ExampleScan", "find_examples", "ratio_to_natural", "receptive_box"]
 
@@ -83,13 +84,13 @@ def find_examples(
     model: nn.Module,
     layer: str,
     filters: Sequence[int],
-    images: str | os.PathLike | Sequence[Path] | Collection,
+    images: ImagesArg,
     *,
     k: int = 9,
     batch_size: int | None = None,
     size: int | None = None,
     workers: int | None = None,
-    progress: Callable[[int], None] | None = None,
+    progress: OnProgress | None = None,
 ) -> ExampleScan:
     """The ``k`` images of a collection whose maximum activation on each filter of one layer is largest, each
     cropped at the receptive field of its strongest position (:func:`~kernelviz.scan_units` for one layer; it
@@ -103,8 +104,8 @@ def find_examples(
         k: examples per filter.
         batch_size: images per forward pass (default: 8 on a CPU, 64 on a GPU).
         size: input side; default: the model's.
-        workers: data-loading processes (default: :func:`~kernelviz.explain.scan.default_workers`).
-        progress: called with the number of files consumed since the last call.
+        workers: data-loading processes (default: :func:`~kernelviz.units.scan.default_workers`).
+        progress: reports stage ``"scan"``: the images read.
 
     Returns:
         An :class:`ExampleScan` with examples best first; unreadable files are skipped and reported.
@@ -112,15 +113,7 @@ def find_examples(
     side = size or model_meta(model).input_size
     box = receptive_box(model, layer, side)
     check_filters(model, layer, list(filters), side)
-    before = 0
-
-    def advanced(done: int, total: int) -> None:
-        nonlocal before
-        if progress is not None and done > before:
-            progress(done - before)
-        before = done
-
-    scan = scan_units(model, images, [layer], k=k, batch_size=batch_size, size=side, workers=workers, progress=advanced)
+    scan = scan_units(model, images, [layer], k=k, batch_size=batch_size, size=side, workers=workers, progress=progress)
     examples = {}
     for f in filters:
         found = []

@@ -20,7 +20,7 @@ import contextlib
 import hashlib
 import json
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -29,24 +29,22 @@ import torch
 from torch import nn
 
 from ..core.capture import StopForward, capture
-from ..core.distributed import distributed_shard, gather
+from ..core.distributed import Shard, gather
 from ..core.guard import check_model, guarded
 from ..core.layers import asked_layers
 from ..core.models import model_device, model_meta
+from ..core.progress import OnProgress, report
+from ..data.collection import Collection, ImagesArg, collection
+from ..data.stream import Reading, plan_batches, stream
 from ..errors import KernelvizError, NonFiniteObjectiveError, NotFoundError
-from ..files.images import IMAGE_SUFFIXES, image_files, load_image
 from ..files.write import atomic_write
 
 __all__ = [
     "RANKINGS",
-    "Collection",
     "LayerScan",
     "Ranking",
     "Readout",
     "UnitScan",
-    "collection",
-    "default_batch_size",
-    "default_workers",
     "load_scan",
     "merge_scans",
     "scan_id",
@@ -61,113 +59,6 @@ RANKINGS = ("top", "mean", "bottom")
 CLASS_QUANTUM = 2.0**-20
 
 _EMPTY = -1  # the image index of a slot no image has filled yet
-
-
-# --- the image collection ------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Collection:
-    """The files of a scan, and their classes when the folder is class-labeled.
-
-    Attributes:
-        files: the image files, sorted; a scan's image indices point into this list.
-        labels: ``(N,)`` class index of each file, or ``None``.
-        classes: the class names (subfolder names, sorted), or ``None``.
-        source: the folder or list file the collection was read from, as given.
-    """
-
-    files: list[Path]
-    labels: torch.Tensor | None = None
-    classes: list[str] | None = None
-    source: str = ""
-
-
-def collection(images: str | os.PathLike | Sequence[str | os.PathLike]) -> Collection:
-    """The image collection ``images`` names.
-
-    Args:
-        images: a folder (searched recursively; when it holds only subfolders, each with images, it is read as
-            torchvision's ``ImageFolder`` layout, the subfolder names being the classes), a text file listing one
-            image path per line (relative paths are relative to the list's folder; blank lines and lines
-            starting with ``#`` are skipped), or a sequence of image paths.
-
-    Raises:
-        NotFoundError: no such folder or list file.
-        KernelvizError: no image file in it.
-    """
-    if not isinstance(images, str | os.PathLike):
-        files = [Path(p) for p in images]
-        source = f"the {len(files)} files given"
-    elif Path(images).is_file() and Path(images).suffix.lower() not in IMAGE_SUFFIXES:
-        listing = Path(images)
-        try:
-            lines = listing.read_text(encoding="utf-8").splitlines()
-        except (OSError, UnicodeDecodeError) as err:
-            raise KernelvizError(f"cannot read the file list {listing}: {err}") from err
-        named = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
-        files = [p if p.is_absolute() else listing.parent / p for p in map(Path, named)]
-        source = str(listing)
-    else:
-        root = Path(images)
-        if not root.is_dir():
-            raise NotFoundError(f"image folder not found: {root} (give a folder of images or a text file listing them)")
-        files, source = image_files(root), str(root)
-        labeled = _image_folder(root, files)
-        if labeled is not None:
-            return Collection(files, *labeled, source=source)
-    if not files:
-        raise KernelvizError(f"no image files found in {source}")
-    return Collection(files, source=source)
-
-
-def _image_folder(root: Path, files: list[Path]) -> tuple[torch.Tensor, list[str]] | None:
-    """``(labels, classes)`` when ``root`` has torchvision's ``ImageFolder`` layout: every image in a subfolder,
-    at least two subfolders with images."""
-    from torchvision.datasets.folder import find_classes
-
-    if not files or any(f.parent == root for f in files):
-        return None
-    try:
-        found, _ = find_classes(str(root))
-    except FileNotFoundError:
-        return None
-    first = [f.relative_to(root).parts[0] for f in files]
-    classes = [c for c in found if c in set(first)]  # subfolders without images are no class of this collection
-    if len(classes) < 2 or len(set(first) - set(classes)):
-        return None
-    to_index = {c: i for i, c in enumerate(classes)}
-    return torch.tensor([to_index[c] for c in first], dtype=torch.int64), classes
-
-
-class _Decoded(torch.utils.data.Dataset):
-    """The collection's images at the model's input size: ``(index, (3, size, size) image, "")``, or a zero image
-    and why when the file cannot be read."""
-
-    def __init__(self, files: list[Path], size: int) -> None:
-        self.files, self.size = files, size
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def __getitem__(self, i: int) -> tuple[int, torch.Tensor, str]:
-        try:
-            return i, load_image(self.files[i], self.size), ""
-        except KernelvizError as err:
-            return i, torch.zeros(3, self.size, self.size), str(err)
-
-
-def default_batch_size(device: torch.device) -> int:
-    """Images per forward pass of a scan: 8 on a CPU (ResNet-50's forward on 2 cores: 15.8 images/s at 8, 10.0 at
-    32, its activations then fitting the caches; VGG-16's the same at 4 to 32), 64 on a GPU."""
-    return 8 if device.type == "cpu" else 64
-
-
-def default_workers(device: torch.device) -> int:
-    """Data-loading processes for a scan. On a GPU, half the CPU cores (1 to 8): decoding is what the GPU waits
-    for. On a CPU, a quarter (at most 8): the forward's threads use the cores, and a worker competing with them
-    costs more than it saves (2 cores, 2048 JPEGs: ResNet-18 29.3 images/s with none, 25.9 with one;
-    ResNet-50 11.9 and 11.4)."""
-    cores = os.cpu_count() or 2
-    return max(1, min(8, cores // 2)) if device.type == "cuda" else min(8, cores // 4)
 
 
 class Readout(Protocol):
@@ -635,7 +526,7 @@ def _plan(
 
 def scan_units(
     model: nn.Module,
-    images: str | os.PathLike | Sequence[str | os.PathLike] | Collection,
+    images: ImagesArg,
     layers: Sequence[str] | None = None,
     *,
     k: int = 9,
@@ -645,7 +536,7 @@ def scan_units(
     shard: tuple[int, int] | None = None,
     checkpoint: str | os.PathLike | None = None,
     every: int = 1024,
-    progress: Callable[[int, int], None] | None = None,
+    progress: OnProgress | None = None,
     readouts: Mapping[str, Readout] | None = None,
 ) -> UnitScan:
     """Stream an image collection through ``model`` once and rank the images for every unit of ``layers``.
@@ -661,22 +552,20 @@ def scan_units(
     Args:
         model: the network (left unchanged).
         images: a folder (class-labeled when it has the ``ImageFolder`` layout), a text file listing images, a
-            sequence of files, or a :class:`Collection`.
+            sequence of files, or a :class:`~kernelviz.data.collection.Collection`.
         layers: the layers to scan; default: every convolution.
         k: images kept per unit and ranking.
-        batch_size: images per forward pass (the batches are fixed before the scan is shared out, so results do
-            not depend on the number of processes); default: :func:`default_batch_size`.
-        workers: data-loading processes (:func:`default_workers` by default; 0 decodes in this process).
-        size: input side; default: the model's.
+        batch_size, workers, size: how the images are read (:class:`~kernelviz.data.stream.Reading`); the batches
+            are fixed before the scan is shared out, so results do not depend on the number of processes.
         shard: ``(i, n)``: scan only the i-th of n shares of the batches (job arrays); default: under ``torchrun``,
             this rank's share, the shares then merged on every rank (``torch.distributed``), else everything.
         checkpoint: a file in which the running state is saved atomically every ``every`` images, and from which a
             scan made with the same model, layers, images and settings resumes; or a folder, in which each scan (each
             model, layers, images, settings and shard) has its own file (:func:`shard_file`).
         every: images between checkpoints.
-        progress: called as ``progress(images_done, images_total)`` for this process's share.
+        progress: reports stage ``"scan"``: images done of this process's share.
         readouts: ``{layer: readout}``: rank what the :class:`Readout` makes of the layer's output (the units of
-            the result are its units), e.g. the codes of :class:`~kernelviz.explain.concepts.Concepts`.
+            the result are its units), e.g. the codes of :class:`~kernelviz.units.concepts.Concepts`.
 
     Returns:
         A :class:`UnitScan` (for a ``shard``, that share's: :func:`merge_scans` joins the shards).
@@ -686,27 +575,23 @@ def scan_units(
             or the checkpoint was made otherwise.
     """
     meta = model_meta(check_model(model))
-    side = size or meta.input_size
     device = model_device(model)
-    batch_size = batch_size or default_batch_size(device)
-    if k < 1 or batch_size < 1 or every < 1:
-        raise KernelvizError(f"k, batch_size and every must be >= 1 (got {k}, {batch_size}, {every})")
-    found = images if isinstance(images, Collection) else collection(images)
+    reading = Reading(batch_size, workers, size).resolved(device, meta.input_size)
+    if k < 1 or every < 1:
+        raise KernelvizError(f"k and every must be >= 1 (got {k}, {every})")
+    found = collection(images)
     readouts = dict(readouts or {})
+    side, batch = int(reading.size or 0), int(reading.batch_size or 0)
     plan = _plan(model, side, layers, readouts)
-    distributed = distributed_shard() if shard is None else None
-    rank, world = shard or distributed or (0, 1)
-    if not 0 <= rank < world:
-        raise KernelvizError(f"shard {rank}/{world} is not valid: use i/n with 0 <= i < n")
+    share = Shard.of(shard)
     n = len(found.files)
-    batches = [list(range(i, min(i + batch_size, n))) for i in range(0, n, batch_size)]
     key = {
         "model": meta.name,
         "weights": _fingerprint(model),
         "layers": list(plan),
         "k": k,
         "size": side,
-        "batch_size": batch_size,
+        "batch_size": batch,
         "files": hashlib.sha1("\n".join(map(str, found.files)).encode()).hexdigest(),
         "count": n,
     }
@@ -714,8 +599,8 @@ def scan_units(
         key["readouts"] = {name: r.key for name, r in sorted(readouts.items())}
     classes = None if found.classes is None else len(found.classes)
     if checkpoint is not None and Path(checkpoint).is_dir():
-        checkpoint = shard_file(checkpoint, key, (rank, world))
-    scan = _resumed(checkpoint, key, (rank, world))
+        checkpoint = shard_file(checkpoint, key, share.pair)
+    scan = _resumed(checkpoint, key, share.pair)
     if scan is None:
         scan = UnitScan(
             files=found.files,
@@ -725,23 +610,19 @@ def scan_units(
             k=k,
             size=side,
             class_counts=None if classes is None else torch.zeros(classes, dtype=torch.int64),
-            batches=batches,
+            batches=plan_batches(n, batch),
             key=key,
-            shard=(rank, world),
+            shard=share.pair,
         )
     else:
         scan.layers = {name: _moved(layer, device) for name, layer in scan.layers.items()}
-    mine = [i for i in range(len(batches)) if i % world == rank]
-    todo = [i for i in mine if i not in scan.done]
-    total = sum(len(batches[i]) for i in mine)
-    done = total - sum(len(batches[i]) for i in todo)
-    if progress is not None:
-        progress(done, total)
-    _run(model, scan, todo, meta, device, workers, checkpoint, every, progress, done, total, readouts)
+    scanner = _Scanner(model, scan, found, reading, device, readouts, checkpoint=checkpoint, every=every,
+                       progress=progress)  # fmt: skip
+    scanner.run(share)
     scan.layers = {name: _moved(layer, torch.device("cpu")) for name, layer in scan.layers.items()}
-    if distributed is not None:
+    if share.distributed:
         scan = merge_scans(gather(scan))
-    if scan.scanned == 0 and (distributed is not None or shard is None):
+    if scan.scanned == 0 and (share.distributed or shard is None):
         named = "; ".join(f"{p.name} ({why.rpartition(': ')[2] or why})" for p, why in scan.skipped[:3])
         more = f" and {len(scan.skipped) - 3} more" if len(scan.skipped) > 3 else ""
         raise KernelvizError(
@@ -770,64 +651,63 @@ def _resumed(checkpoint: str | os.PathLike | None, key: dict[str, Any], shard: t
     return before
 
 
-def _run(
-    model: nn.Module,
-    scan: UnitScan,
-    todo: list[int],
-    meta: Any,
-    device: torch.device,
-    workers: int | None,
-    checkpoint: str | os.PathLike | None,
-    every: int,
-    progress: Callable[[int, int], None] | None,
-    done: int,
-    total: int,
-    readouts: Mapping[str, Readout],
-) -> None:
-    """Scan the batches ``todo`` into ``scan`` (checkpointing as it goes)."""
-    if not todo:
-        return
-    workers = default_workers(device) if workers is None else workers
-    loader = torch.utils.data.DataLoader(
-        _Decoded(scan.files, scan.size),
-        batch_sampler=[scan.batches[i] for i in todo],
-        num_workers=min(workers, len(todo)),
-        pin_memory=device.type == "cuda",
-    )
-    reduce = _Reducer(scan, device, readouts)
-    since = 0
-    with guarded(model, keep_inplace=True), torch.no_grad(), capture(model, list(scan.layers), stop=True, each=reduce):
-        for batch_index, (indices, batch, errors) in zip(todo, loader, strict=True):
-            readable = [j for j, why in enumerate(errors) if not why]
-            scan.skipped.extend((scan.files[int(indices[j])], why) for j, why in enumerate(errors) if why)
-            if readable:
-                rows = torch.tensor(readable)
-                reduce.images = indices[rows].to(device)
-                if scan.labels is not None:
-                    reduce.labels = scan.labels[reduce.images.cpu()].to(device)
-                    scan.class_counts += torch.bincount(reduce.labels.cpu(), minlength=len(scan.class_counts))  # type: ignore[operator, arg-type]
-                x = meta.normalize(batch[rows].to(device, non_blocking=True))
-                with contextlib.suppress(StopForward):  # raised once the deepest layer is reduced
-                    model(x)
-                if not bool(reduce.finite):
-                    files = ", ".join(scan.files[int(i)].name for i in reduce.images[:3].tolist())
-                    raise NonFiniteObjectiveError(
-                        f"the model's activations are not finite on the batch of {files}...: check the model and "
-                        "its weights"
-                    )
-            scan.scanned += len(readable)
-            scan.done.add(batch_index)
-            done += len(indices)
-            since += len(indices)
-            if checkpoint is not None and (since >= every or len(scan.done) == len(scan.batches)):
-                reduce.flush()
-                _checkpoint(scan, checkpoint)
-                since = 0
-            if progress is not None:
-                progress(done, total)
-    reduce.flush()
-    if checkpoint is not None and since:
-        _checkpoint(scan, checkpoint)
+@dataclass
+class _Scanner:
+    """One process's pass over its batches of a scan: read, reduce, checkpoint, report."""
+
+    model: nn.Module
+    scan: UnitScan
+    found: Collection
+    reading: Reading
+    device: torch.device
+    readouts: Mapping[str, Readout]
+    checkpoint: str | os.PathLike | None
+    every: int
+    progress: OnProgress | None
+
+    def run(self, share: Shard) -> None:
+        """Scan this process's batches not done yet (checkpointing as it goes)."""
+        scan = self.scan
+        mine = [i for i in range(len(scan.batches)) if share.owns(i)]
+        todo = [i for i in mine if i not in scan.done]
+        total = sum(len(scan.batches[i]) for i in mine)
+        done = total - sum(len(scan.batches[i]) for i in todo)
+        report(self.progress, "scan", done, total)
+        if not todo:
+            return
+        meta = model_meta(self.model)
+        reduce = _Reducer(scan, self.device, self.readouts)
+        since = 0
+        hooks = capture(self.model, list(scan.layers), stop=True, each=reduce)
+        with guarded(self.model, keep_inplace=True), torch.no_grad(), hooks:
+            for batch in stream(self.found, scan.batches, todo, self.reading, self.device):
+                scan.skipped.extend(batch.skipped)
+                if len(batch.readable):
+                    reduce.images = batch.readable.to(self.device)
+                    if scan.labels is not None and scan.class_counts is not None:
+                        labels = scan.labels[batch.readable]
+                        reduce.labels = labels.to(self.device)
+                        scan.class_counts += torch.bincount(labels, minlength=len(scan.class_counts))
+                    with contextlib.suppress(StopForward):  # raised once the deepest layer is reduced
+                        self.model(meta.normalize(batch.images))
+                    if not bool(reduce.finite):
+                        files = ", ".join(scan.files[int(i)].name for i in batch.readable[:3].tolist())
+                        raise NonFiniteObjectiveError(
+                            f"the model's activations are not finite on the batch of {files}...: check the model "
+                            "and its weights"
+                        )
+                scan.scanned += len(batch.readable)
+                scan.done.add(batch.number)
+                done += len(batch.files)
+                since += len(batch.files)
+                if self.checkpoint is not None and (since >= self.every or scan.complete):
+                    reduce.flush()
+                    _checkpoint(scan, self.checkpoint)
+                    since = 0
+                report(self.progress, "scan", done, total)
+        reduce.flush()
+        if self.checkpoint is not None and since:
+            _checkpoint(scan, self.checkpoint)
 
 
 def _checkpoint(scan: UnitScan, path: str | os.PathLike) -> None:

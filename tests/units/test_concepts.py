@@ -15,8 +15,9 @@ from scipy.optimize import linear_sum_assignment, nnls
 from torch import nn
 
 import kernelviz
+from kernelviz.core.progress import Progress
 from kernelviz.errors import KernelvizError, NotFoundError
-from kernelviz.explain.concepts import concept_codes, find_concepts, fit_concepts, sample_activations
+from kernelviz.units.concepts import concept_codes, find_concepts, fit_concepts, sample_activations
 
 from ..conftest import assert_unchanged, snapshot
 from ..nets import PLANTED, PLANTED_HEAD, planted_net
@@ -272,8 +273,9 @@ def test_an_interrupted_job_keeps_every_concept_and_the_pictures_drawn(folder: P
     of the batches done are written, the others are marked missing."""
     from kernelviz.jobs.concepts import export_concepts
 
-    def stop(step: int, value: float) -> None:
-        raise KeyboardInterrupt
+    def stop(p: Progress) -> None:
+        if p.stage == "pictures":  # while the pictures are drawn (the concepts are found by then)
+            raise KeyboardInterrupt
 
     settings = kernelviz.DEFAULTS.with_(steps=40, batch_size=2)
     report = export_concepts(planted_net(), "act", folder, 3, tmp_path / "out", settings, progress=stop)

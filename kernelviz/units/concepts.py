@@ -20,8 +20,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import math
-import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,10 +32,13 @@ from ..core.capture import StopForward, capture
 from ..core.guard import check_images, check_model, guarded
 from ..core.layers import asked_layers
 from ..core.models import model_device, model_meta
-from ..errors import KernelvizError, NonFiniteObjectiveError, NotFoundError, close_matches
+from ..core.progress import OnProgress, renamed, report
+from ..data.collection import ImagesArg, collection
+from ..data.stream import Reading, plan_batches, stream
+from ..errors import KernelvizError, NoClassesError, NonFiniteObjectiveError
+from ..explain.heatmaps import check_targets, resolve_targets
 from ..files.images import load_image
-from .heatmaps import _check_targets, _resolve_targets
-from .scan import Collection, UnitScan, _Decoded, collection, default_batch_size, default_workers, scan_units
+from .scan import UnitScan, scan_units
 
 __all__ = [
     "IMPORTANCE",
@@ -61,8 +63,6 @@ IMPORTANCE = (
 #: largest code of the batch), at most :data:`_SWEEPS` times.
 _TOLERANCE = 1e-6
 _SWEEPS = 2000
-
-Progress = Callable[[str, int, int], None]
 
 
 # --- the activation vectors -------------------------------------------------------------------------------------
@@ -110,64 +110,57 @@ def _positions(seed: int, image: int, count: int, per_image: int) -> torch.Tenso
 def sample_activations(
     model: nn.Module,
     layer: str,
-    images: str | os.PathLike | Sequence[str | os.PathLike] | Collection,
+    images: ImagesArg,
     *,
     samples: int = 16384,
     seed: int = 0,
     batch_size: int | None = None,
     workers: int | None = None,
     size: int | None = None,
-    progress: Callable[[int, int], None] | None = None,
+    progress: OnProgress | None = None,
 ) -> Sampled:
     """The activation vectors of ``layer`` at about ``samples`` positions spread over the images' grids.
 
     Each image gives ``ceil(samples / images)`` positions (every position when the grid has fewer), drawn with
     ``seed`` and the image's index, so the sample does not depend on the batches.
 
+    Args:
+        progress: reports stage ``"sampling"``: the images read.
+
     Raises:
         KernelvizError: no image could be read, or the activations are not finite.
     """
     meta = model_meta(check_model(model))
-    side = size or meta.input_size
-    found = images if isinstance(images, Collection) else collection(images)
-    channels, grid = _grid_of(model, layer, side)
+    device = model_device(model)
+    reading = Reading(batch_size, workers, size).resolved(device, meta.input_size)
+    found = collection(images)
+    channels, grid = _grid_of(model, layer, int(reading.size or 0))
     count = grid[0] * grid[1]
     per_image = min(count, max(1, math.ceil(samples / len(found.files))))
-    device = model_device(model)
-    batch_size = batch_size or default_batch_size(device)
-    workers = default_workers(device) if workers is None else workers
     n = len(found.files)
-    loader = torch.utils.data.DataLoader(
-        _Decoded(found.files, side),
-        batch_size=batch_size,
-        num_workers=min(workers, math.ceil(n / batch_size)),
-        pin_memory=device.type == "cuda",
-    )
+    batches = plan_batches(n, int(reading.batch_size or 1))
     vectors: list[torch.Tensor] = []
     where: list[torch.Tensor] = []
     at: list[torch.Tensor] = []
     skipped: list[tuple[Path, str]] = []
     done = 0
     with guarded(model), torch.no_grad(), capture(model, [layer], stop=True, detach=True) as acts:
-        for indices, batch, errors in loader:
-            readable = [j for j, why in enumerate(errors) if not why]
-            skipped.extend((found.files[int(indices[j])], why) for j, why in enumerate(errors) if why)
-            if readable:
-                rows = torch.tensor(readable)
+        for batch in stream(found, batches, range(len(batches)), reading, device):
+            skipped.extend(batch.skipped)
+            if len(batch.readable):
                 with contextlib.suppress(StopForward):  # raised once the layer is computed
-                    model(meta.normalize(batch[rows].to(device)))
+                    model(meta.normalize(batch.images))
                 out = acts[layer].float()
                 out = out.flatten(2) if out.dim() == 4 else out[:, :, None]  # (B, C, H*W)
                 if not torch.isfinite(out).all():
                     raise NonFiniteObjectiveError(f"the activations of {layer!r} are not finite: check the model")
-                for j, i in enumerate(indices[rows].tolist()):
+                for j, i in enumerate(batch.readable.tolist()):
                     pos = _positions(seed, i, count, per_image)
                     vectors.append(out[j, :, pos.to(device)].T.cpu())
                     where.append(torch.full((len(pos),), i, dtype=torch.int64))
                     at.append(pos)
-            done += len(indices)
-            if progress is not None:
-                progress(done, n)
+            done += len(batch.files)
+            report(progress, "sampling", done, n)
     if not vectors:
         raise KernelvizError(f"none of the {n} image file(s) in {found.source} could be read")
     assert channels == vectors[0].shape[1]
@@ -266,7 +259,7 @@ def concept_codes(activations: torch.Tensor, directions: torch.Tensor) -> torch.
 
 
 class ConceptReadout:
-    """A scan's :class:`~kernelviz.explain.scan.Readout` of a layer's concept codes: the scan then ranks the images
+    """A scan's :class:`~kernelviz.units.scan.Readout` of a layer's concept codes: the scan then ranks the images
     for each concept as it does for each unit."""
 
     def __init__(self, directions: torch.Tensor) -> None:
@@ -302,7 +295,7 @@ def concept_importance(
     """
     meta = model_meta(check_model(model))
     device = model_device(model)
-    targets = _resolve_targets(model, images, target)
+    targets = resolve_targets(model, images, target)
     d = directions.to(device, torch.float32)
     parts = []
     with guarded(model):
@@ -311,9 +304,9 @@ def concept_importance(
             with capture(model, [layer]) as acts:
                 logits = model(x)
             if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
-                raise KernelvizError("the model's output is not (batch, classes): concept importance needs classes")
+                raise NoClassesError("the model's output is not (batch, classes): concept importance needs classes")
             chosen = torch.tensor(targets[start : start + batch_size], device=device)
-            _check_targets(chosen.tolist(), logits.shape[1])
+            check_targets(chosen.tolist(), logits.shape[1])
             a = acts[layer]
             (grad,) = torch.autograd.grad(logits.gather(1, chosen[:, None]).sum(), a)
             a, grad = a.detach().float(), grad.float()
@@ -421,20 +414,6 @@ def concept_maps(
     return torch.nn.functional.interpolate(codes, size=x.shape[2:], mode="bilinear", align_corners=False)
 
 
-def _chosen_class(found: Collection, class_name: str) -> Collection:
-    if found.classes is None or found.labels is None:
-        raise KernelvizError(
-            f"--class {class_name!r} needs a collection with classes (a folder with one subfolder of images per class)"
-        )
-    if class_name not in found.classes:
-        close = close_matches(class_name, found.classes)
-        listed = f" Its classes: {', '.join(found.classes[:12])}{' ...' if len(found.classes) > 12 else ''}"
-        raise NotFoundError(f"no class {class_name!r} in {found.source}.{close or listed}")
-    index = found.classes.index(class_name)
-    files = [f for f, label in zip(found.files, found.labels.tolist(), strict=True) if label == index]
-    return Collection(files, source=f"{found.source} (class {class_name})")
-
-
 def _class_target(model: nn.Module, class_name: str | None) -> int | None:
     """The model's class named like the collection's class, if there is one."""
     if class_name is None:
@@ -455,7 +434,7 @@ def _evenly(count: int, most: int) -> list[int]:
 def find_concepts(
     model: nn.Module,
     layer: str,
-    images: str | os.PathLike | Sequence[str | os.PathLike] | Collection,
+    images: ImagesArg,
     k: int = 8,
     *,
     class_name: str | None = None,
@@ -468,7 +447,7 @@ def find_concepts(
     workers: int | None = None,
     size: int | None = None,
     max_iter: int = 500,
-    progress: Progress | None = None,
+    progress: OnProgress | None = None,
 ) -> Concepts:
     """Discover ``k`` concepts of ``layer`` over an image collection, weigh them for a class and find where each
     is strongest.
@@ -485,7 +464,7 @@ def find_concepts(
         model: the network (left unchanged).
         layer: a layer with non-negative outputs (after a ReLU-like activation).
         images: a folder (class-labeled with the ``ImageFolder`` layout), a list file, files, or a
-            :class:`~kernelviz.explain.scan.Collection`.
+            :class:`~kernelviz.units.scan.Collection`.
         k: concepts.
         class_name: only the images of this class of the collection (CRAFT's per-class concepts); the importance
             is then for the model's class of that name when it has one.
@@ -497,25 +476,23 @@ def find_concepts(
         importance_images: images the importance is averaged over (spread evenly over the collection).
         batch_size, workers, size: as for :func:`~kernelviz.scan_units`.
         max_iter: NMF iterations at most.
-        progress: called as ``progress(stage, done, total)``, stage ``"sampling"``, ``"coding"`` or ``"importance"``.
+        progress: reports the stages ``"sampling"``, ``"coding"`` (the scan of the codes: images) and
+            ``"importance"`` (images).
 
     Raises:
         KernelvizError: an unknown layer or class, negative activations, too many concepts for the data, no
             readable image.
     """
     side = size or model_meta(check_model(model)).input_size
-    found = images if isinstance(images, Collection) else collection(images)
+    found = collection(images)
     if class_name is not None:
-        found = _chosen_class(found, class_name)
+        found = found.of_class(class_name)
     if top < 1 or samples < 1 or importance_images < 0:
         raise KernelvizError(f"top and samples must be >= 1 and importance_images >= 0 (got {top}, {samples})")
 
-    def stage(name: str) -> Callable[[int, int], None] | None:
-        return None if progress is None else lambda done, total: progress(name, done, total)
-
     sampled = sample_activations(
         model, layer, found, samples=samples, seed=seed, batch_size=batch_size, workers=workers, size=side,
-        progress=stage("sampling"),
+        progress=progress,
     )  # fmt: skip
     _check_non_negative(sampled.vectors, layer)
     codes, directions, error = fit_concepts(sampled.vectors, k, seed=seed, max_iter=max_iter)
@@ -523,7 +500,7 @@ def find_concepts(
     share = mass / mass.sum()
     scan = scan_units(
         model, found, [layer], k=top, batch_size=batch_size, workers=workers, size=side,
-        progress=stage("coding"), readouts={layer: ConceptReadout(directions)},
+        progress=renamed(progress, "coding"), readouts={layer: ConceptReadout(directions)},
     )  # fmt: skip
     patches = [
         [Patch(path, value, pos) for path, value, pos in scan.examples(layer, j) if pos is not None] for j in range(k)
@@ -534,17 +511,14 @@ def find_concepts(
     importance: torch.Tensor | None = None
     targets: list[int] = []
     if chosen:
-        if progress is not None:
-            progress("importance", 0, len(chosen))
+        report(progress, "importance", 0, len(chosen))
         x = torch.stack([load_image(sampled.files[i], side) for i in chosen])
         try:
             each, targets = concept_importance(model, layer, directions, x, wanted)
             importance = each.double().mean(0)
-        except KernelvizError as err:
-            if "not (batch, classes)" not in str(err):
-                raise
-        if progress is not None:
-            progress("importance", len(chosen), len(chosen))
+        except NoClassesError:  # a model without class scores: concepts without importance
+            pass
+        report(progress, "importance", len(chosen), len(chosen))
     cats = model_meta(model).categories
     if wanted is None:
         name = "top-1 prediction"
