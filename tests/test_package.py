@@ -73,6 +73,7 @@ def test_cli_holds_no_computation():
                     "kernelviz.core.models",  # load_model
                     "kernelviz.explain.heatmaps",  # check_methods: a typo fails before the model loads
                     "kernelviz.explain.baselines",  # BASELINES, the choices of --baseline (no torch import)
+                    "kernelviz.core.install",  # says when torch and torchvision do not go together (no import)
                 ), (path.name, target)
 
 

@@ -40,7 +40,9 @@ LOG = Log(info=_echo, warn=lambda message: _echo(message, err=True))
 
 def errors_to_click(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Turn library errors into ``click.ClickException`` (one line, exit 1), and Ctrl-C anywhere (not only
-    inside an optimization, which stops cleanly on its own) into a one-line note and exit status 130."""
+    inside an optimization, which stops cleanly on its own) into a one-line note and exit status 130. Any other
+    failure is a bug and keeps its traceback, unless the cause is an install whose torch and torchvision do not go
+    together (:func:`~kernelviz.core.install.install_problem`): that is said in one line."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -51,6 +53,13 @@ def errors_to_click(fn: Callable[..., Any]) -> Callable[..., Any]:
         except KeyboardInterrupt:
             click.echo("interrupted: every file already written is whole; rerun the command to go on", err=True)
             sys.exit(130)
+        except Exception:
+            from ..core.install import install_problem
+
+            problem = install_problem()
+            if problem is not None:
+                raise click.ClickException(problem) from None
+            raise
 
     return wrapper
 
@@ -180,7 +189,8 @@ _OPTIMIZE_OPTIONS = [
         "--batch-size",
         type=click.IntRange(min=1),
         default=DEFAULTS.batch_size,
-        help="Filters optimized together [default: 8 on CPU; on a GPU as many as fit].",
+        help="Filters optimized together; in a scan (examples MODEL --images, atlas --images), images per forward "
+        "pass [default: 8 on a CPU; on a GPU as many filters as fit, 64 images].",
     ),
 ]
 

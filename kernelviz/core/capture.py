@@ -15,7 +15,7 @@ from ..errors import KernelvizError
 from .guard import guarded, no_inplace
 from .layout import Layout, layout_of, prefix_tokens
 from .models import model_device, model_meta
-from .names import get_module, resolve_layer, split_call
+from .names import INPUT_SUFFIX, get_module, resolve_layer, split_call, split_input
 
 __all__ = ["StopForward", "activations", "can_slice", "capture", "module_runs", "output_tensor"]
 
@@ -123,7 +123,8 @@ class capture:  # noqa: N801 - used like a function: ``with kernelviz.capture(..
         self.model = model
         self.layers = [layers] if isinstance(layers, str) else list(layers)
         self.paths = {name: resolve_layer(model, name) for name in self.layers}
-        self.runs = {name: split_call(name)[1] for name in self.layers}  # None: the module's only run
+        self.runs = {name: split_call(split_input(name)[0])[1] for name in self.layers}  # None: the module's only run
+        self.inputs = {name for name in self.layers if split_input(name)[1]}  # "LAYER:input": what the layer takes in
         self._check_runs()
         self._count: dict[str, int] = {}  # runs of each hooked module in the current forward pass
         self.stop = stop
@@ -146,7 +147,8 @@ class capture:  # noqa: N801 - used like a function: ``with kernelviz.capture(..
         for name, path in self.paths.items():
             total, wanted = runs.get(path, 1), self.runs[name]
             if wanted is None and total > 1:
-                choices = ", ".join(f"{name}#{k}" for k in range(1, total + 1))
+                base, at_input = split_input(name)
+                choices = ", ".join(f"{base}#{k}{INPUT_SUFFIX if at_input else ''}" for k in range(1, total + 1))
                 raise KernelvizError(
                     f"layer {name!r} runs {total} times in one forward pass (one module used at several places): "
                     f"name the run you mean: {choices} (kernelviz layers MODEL lists them)"
@@ -190,9 +192,14 @@ class capture:  # noqa: N801 - used like a function: ``with kernelviz.capture(..
                 if sliced is not None:
                     conv = self._sliced[sliced][1]
                     self._handles.append(conv.register_forward_pre_hook(self._sliced_hook(names, sliced)))
-                else:
-                    module = get_module(self.model, path)
-                    self._handles.append(module.register_forward_hook(self._hook(names)))
+                    continue
+                module = get_module(self.model, path)
+                outputs = [n for n in names if n not in self.inputs]
+                taken = [n for n in names if n in self.inputs]
+                if taken:  # read before the module runs: an in-place activation would overwrite it
+                    self._handles.append(module.register_forward_pre_hook(self._input_hook(taken)))
+                if outputs:
+                    self._handles.append(module.register_forward_hook(self._hook(outputs)))
         except BaseException:
             self._cleanup()
             raise
@@ -248,6 +255,23 @@ class capture:  # noqa: N801 - used like a function: ``with kernelviz.capture(..
                 layout = self.layout(tensor)
                 self.layouts.update(dict.fromkeys(wanted, layout))
                 self._store(wanted, layout.to_map(tensor))
+
+        return hook
+
+    def _input_hook(self, names: Sequence[str]) -> Callable[[nn.Module, tuple], None]:
+        """A pre-hook storing what a module takes in (``LAYER:input``), before it runs."""
+        path = self.paths[names[0]]
+        key = f"{path}{INPUT_SUFFIX}"  # its own count of runs: the pre-hook runs before the output hook
+
+        def hook(module: nn.Module, inputs: tuple) -> None:
+            run = self._count[key] = self._count.get(key, 0) + 1
+            wanted = [n for n in names if self.runs[n] in (None, run)]
+            if wanted:
+                if not (inputs and isinstance(inputs[0], torch.Tensor)):
+                    raise KernelvizError(f"layer {names[0]!r}: the module takes no tensor in")
+                layout = self.layout(inputs[0])
+                self.layouts.update(dict.fromkeys(wanted, layout))
+                self._store(wanted, layout.to_map(inputs[0]))
 
         return hook
 

@@ -13,10 +13,10 @@ from torch import nn
 
 from ..errors import KernelvizError, out_of_range
 from .capture import StopForward, activations, output_tensor
-from .guard import guarded
+from .guard import check_model, guarded
 from .layout import layout_of, prefix_tokens
 from .models import model_device, model_meta
-from .names import get_module, layer_names, resolve_layer
+from .names import INPUT_SUFFIX, get_module, layer_names, resolve_layer
 
 __all__ = [
     "INPUT_SUFFIX",
@@ -211,7 +211,7 @@ def count_depth(model: nn.Module) -> int:
     and linear layers (batch norm is not a layer in this count): VGG-16 has
     13 + 3 = 16.
     """
-    return sum(isinstance(m, (*_CONV_TYPES, nn.Linear)) for m in model.modules())
+    return sum(isinstance(m, (*_CONV_TYPES, nn.Linear)) for m in check_model(model).modules())
 
 
 def list_layers(
@@ -344,10 +344,6 @@ def list_layers(
     return rows
 
 
-#: A layer name ending in this means the layer's input rather than its output (``"avgpool:input"``).
-INPUT_SUFFIX = ":input"
-
-
 def default_units(model: nn.Module, rows: Sequence[LayerInfo]) -> list[LayerInfo]:
     """The layers a job reads when none is named: every convolution of a CNN; for a transformer (a model with
     attention), the activation of each block's MLP on the patch grid (timm's ``blocks.6.mlp.act``, torchvision's
@@ -366,6 +362,11 @@ def default_units(model: nn.Module, rows: Sequence[LayerInfo]) -> list[LayerInfo
     return mlp or convs
 
 
+def module_runs_once(rows: Sequence[LayerInfo], path: str) -> bool:
+    """Whether the module at ``path`` has one row in the layer table (it runs once per forward pass)."""
+    return sum(r.path == path for r in rows) == 1
+
+
 def asked_layers(model: nn.Module, size: int, layers: Sequence[str] | None, job: str) -> list[tuple[str, LayerInfo]]:
     """``(name, row of the layer table)`` for each layer a job asks for, in order; default: :func:`default_units`.
 
@@ -382,10 +383,20 @@ def asked_layers(model: nn.Module, size: int, layers: Sequence[str] | None, job:
             f"the model has no convolution layer to {job}: name the layers (layers=[...], --layers on the command "
             "line; kernelviz.list_layers(model) or kernelviz layers MODEL lists them)"
         )
-    by_path = {r.path: r for r in rows}
+    by_name = {r.name: r for r in rows}
+    by_path: dict[str, LayerInfo] = {}
+    for r in rows:  # a module that runs several times: its only row is the run named, never the last run
+        by_path.setdefault(r.path, r)
     asked = []
     for name in names:
-        row = by_path.get(resolve_layer(model, name))
+        path = resolve_layer(model, name)
+        row = by_name.get(name) or (by_path.get(path) if module_runs_once(rows, path) else None)
+        runs = [r.name for r in rows if r.path == path]
+        if row is None and len(runs) > 1:
+            raise KernelvizError(
+                f"layer {name!r} runs {len(runs)} times in one forward pass (one module used at several places): "
+                f"name the run you mean: {', '.join(runs)} (kernelviz layers MODEL lists them)"
+            )
         if row is None:
             raise KernelvizError(
                 f"layer {name!r} does not run in a forward pass at {size} px: there is nothing to {job}"

@@ -22,10 +22,18 @@ from torch import nn
 from ..errors import KernelvizError, NotFoundError, close_matches
 from .guard import check_model
 
-__all__ = ["LOGITS", "get_module", "layer_names", "resolve_layer", "split_call"]
+__all__ = ["INPUT_SUFFIX", "LOGITS", "get_module", "layer_names", "resolve_layer", "split_call", "split_input"]
 
 #: Name of the model's own output (the class logits of a classifier).
 LOGITS = "logits"
+#: A layer name ending in this means the layer's input rather than its output (``"avgpool:input"``; for an activation,
+#: its pre-activation: ``"_swish#2:input"``).
+INPUT_SUFFIX = ":input"
+
+
+def split_input(name: str) -> tuple[str, bool]:
+    """``"_swish#2:input"`` → ``("_swish#2", True)``: the layer, and whether its input is meant."""
+    return (name.removesuffix(INPUT_SUFFIX), True) if name.endswith(INPUT_SUFFIX) else (name, False)
 
 
 def _vgg_aliases(model: nn.Module) -> dict[str, str]:
@@ -104,7 +112,7 @@ def resolve_layer(model: nn.Module, name: str) -> str:
         KernelvizError: the name is unknown; the message suggests close names
             and points to ``kernelviz layers``.
     """
-    name, _ = split_call(name)
+    name, _ = split_call(split_input(name)[0])
     names = layer_names(model)
     if name in names:
         return names[name]

@@ -16,6 +16,7 @@ import torch
 
 from ..errors import KernelvizError, NotFoundError, close_matches
 from ..files.images import IMAGE_SUFFIXES, image_files
+from .imagenet import class_names
 
 __all__ = ["Collection", "ImagesArg", "collection"]
 
@@ -27,7 +28,7 @@ class Collection:
     Attributes:
         files: the image files, sorted; image indices point into this list.
         labels: ``(N,)`` class index of each file, or ``None``.
-        classes: the class names (subfolder names, sorted), or ``None``.
+        classes: the classes (subfolder names, sorted: what identifies a class), or ``None``.
         source: the folder or list file the collection was read from, as given.
     """
 
@@ -35,6 +36,12 @@ class Collection:
     labels: torch.Tensor | None = None
     classes: list[str] | None = None
     source: str = ""
+
+    @property
+    def names(self) -> list[str] | None:
+        """The name to show for each class: an ImageNet-1k class's name for a folder named by its WordNet id
+        (``n02087046`` or ``n02087046_toy_terrier`` → ``toy terrier``), else the folder's name."""
+        return None if self.classes is None else class_names(self.classes)
 
     def of_class(self, name: str) -> Collection:
         """The images of class ``name`` only (a collection without classes).

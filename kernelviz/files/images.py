@@ -18,11 +18,21 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".we
 
 
 def image_files(folder: str | os.PathLike) -> list[Path]:
-    """Image files under ``folder`` (recursively), sorted, by suffix."""
+    """Image files under ``folder`` (recursively, into linked folders too: a folder of links to a dataset is the
+    usual layout; each real folder once), sorted, by suffix; named as found under ``folder``, links not resolved."""
     root = Path(folder)
     if not root.is_dir():
         raise NotFoundError(f"image folder not found: {root}")
-    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    found: list[Path] = []
+    seen: set[str] = set()
+    for here, dirs, files in os.walk(root, followlinks=True):
+        real = os.path.realpath(here)
+        if real in seen:  # a link back to a folder already walked
+            dirs.clear()
+            continue
+        seen.add(real)
+        found.extend(Path(here) / f for f in files if Path(f).suffix.lower() in IMAGE_SUFFIXES)
+    return sorted(p for p in found if p.is_file())
 
 
 def square(image: torch.Tensor, size: int) -> torch.Tensor:
@@ -81,7 +91,14 @@ def load_image(path: str | os.PathLike, size: int | tuple[int, int] | None = Non
             opened.load()
             im: Image.Image = ImageOps.exif_transpose(opened)
             if im.mode in _WIDE_MODES:
-                gray = torch.from_numpy(_wide_to_unit(np.asarray(im), im.mode))  # (H, W)
+                raw = np.asarray(im)
+                if im.mode == "F" and not np.isfinite(raw).all():
+                    bad = int((~np.isfinite(raw)).sum())
+                    raise KernelvizError(
+                        f"image {path} holds {bad} NaN or infinite pixel(s): fill them (or save the image without "
+                        "them) to use it"
+                    )
+                gray = torch.from_numpy(_wide_to_unit(raw, im.mode))  # (H, W)
                 image = gray.expand(3, *gray.shape).contiguous()  # (3, H, W)
                 if size is not None and not isinstance(size, int):
                     resized = F.interpolate(image[None], size=size, mode="bicubic", antialias=True)[0]
@@ -96,6 +113,8 @@ def load_image(path: str | os.PathLike, size: int | tuple[int, int] | None = Non
             f"cannot read image {path}: {err} (refused as a possible decompression bomb; for a genuine image "
             "this large, raise PIL.Image.MAX_IMAGE_PIXELS)"
         ) from err
+    except KernelvizError:  # what is wrong with its pixels, said already
+        raise
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as err:
         raise KernelvizError(f"cannot read image {path}: {err}") from err
     if size is not None and not isinstance(size, int):

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import contextlib
+import errno
+import io
 import json
 import os
 import tempfile
@@ -16,7 +18,17 @@ import torch
 
 from ..errors import KernelvizError
 
-__all__ = ["atomic_write", "figure_png", "save_figure", "save_json", "save_npy", "save_png", "to_uint8", "write_each"]
+__all__ = [
+    "atomic_write",
+    "figure_png",
+    "save_figure",
+    "save_json",
+    "save_npy",
+    "save_png",
+    "to_uint8",
+    "write_bytes",
+    "write_each",
+]
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], object]) -> Path:
@@ -55,6 +67,27 @@ def _rescue_folder() -> Path:
     if base not in _RESCUE or not _RESCUE[base].is_dir():
         _RESCUE[base] = Path(tempfile.mkdtemp(prefix="kernelviz-rescue-"))
     return _RESCUE[base]
+
+
+def write_bytes(path: str | os.PathLike, encode: Callable[[io.BytesIO], object]) -> Path:
+    """Write a file whose content ``encode`` puts into a buffer, atomically (:func:`atomic_write`).
+
+    The content is made in memory first, then written by Python's own file object, which raises on a short write:
+    an encoder that writes to the file itself may not (Pillow's JPEG encoder leaves a truncated file under a
+    file-size limit, ``torch.save`` raises a ``RuntimeError`` from its C++ stream), and a truncated file must never
+    take a finished one's name.
+    """
+    buffer = io.BytesIO()
+    encode(buffer)
+    data = buffer.getvalue()
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        if tmp.stat().st_size != len(data):  # a limit that let the write stop short without an error
+            raise OSError(errno.EFBIG, f"{len(data)} bytes to write, {tmp.stat().st_size} written")
+
+    return atomic_write(path, write)
 
 
 def write_each(*writes: Callable[[], object]) -> None:
@@ -101,7 +134,7 @@ def save_png(image: torch.Tensor, path: str | os.PathLike) -> Path:
     from PIL import Image
 
     pil = Image.fromarray(to_uint8(image))
-    return atomic_write(path, lambda tmp: pil.save(tmp, format="PNG"))
+    return write_bytes(path, lambda buffer: pil.save(buffer, format="PNG"))
 
 
 def save_jpeg(image: torch.Tensor, path: str | os.PathLike, longest: int | None = None) -> Path:
@@ -117,13 +150,16 @@ def save_jpeg(image: torch.Tensor, path: str | os.PathLike, longest: int | None 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     pixels = to_uint8(image)
-    return atomic_write(path, lambda tmp: Image.fromarray(pixels).save(tmp, format="JPEG", quality=90))
+    return write_bytes(path, lambda buffer: Image.fromarray(pixels).save(buffer, format="JPEG", quality=90))
 
 
-def save_json(data: dict[str, Any], path: str | os.PathLike) -> Path:
-    """Save ``data`` as indented JSON, atomically."""
-    text = json.dumps(data, indent=2, default=_json_default)
-    return atomic_write(path, lambda tmp: tmp.write_text(text + "\n"))
+def save_json(data: dict[str, Any], path: str | os.PathLike, *, compact: bool = False) -> Path:
+    """Save ``data`` as indented JSON (``compact``: on one line, no spaces: a large record), atomically."""
+    if compact:
+        text = json.dumps(data, separators=(",", ":"), default=_json_default)
+    else:
+        text = json.dumps(data, indent=2, default=_json_default)
+    return write_bytes(path, lambda buffer: buffer.write((text + "\n").encode()))
 
 
 def save_npy(array: np.ndarray | torch.Tensor, path: str | os.PathLike) -> Path:
@@ -131,11 +167,7 @@ def save_npy(array: np.ndarray | torch.Tensor, path: str | os.PathLike) -> Path:
     if isinstance(array, torch.Tensor):
         array = array.detach().cpu().numpy()
 
-    def write(tmp: Path) -> None:
-        with open(tmp, "wb") as f:
-            np.save(f, array)
-
-    return atomic_write(path, write)
+    return write_bytes(path, lambda buffer: np.save(buffer, array))
 
 
 def _json_default(obj: object) -> object:
@@ -154,15 +186,13 @@ def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 150) -> Path:
 
     fmt = Path(path).suffix.lstrip(".") or "png"
     try:
-        return atomic_write(path, lambda tmp: fig.savefig(tmp, format=fmt, dpi=dpi, bbox_inches="tight"))
+        return write_bytes(path, lambda buffer: fig.savefig(buffer, format=fmt, dpi=dpi, bbox_inches="tight"))
     finally:
         plt.close(fig)
 
 
 def figure_png(fig: Any, dpi: int = 100) -> bytes:
     """A matplotlib figure as PNG bytes (for a page that shows it rather than a file), closed afterwards."""
-    import io
-
     import matplotlib.pyplot as plt
 
     buffer = io.BytesIO()

@@ -30,7 +30,7 @@ from ..optvis.render import VisResult, filter_seed, visualize
 from ..optvis.settings import DEFAULTS, OptimSettings
 from ..sets.concepts import concepts_file, read_concepts
 from ..sets.examples import CROP_SIDE
-from ..units.concepts import Concepts, concept_maps, describe, find_concepts
+from ..units.concepts import Concepts, concept_maps, describe, error_reading, find_concepts
 from ..units.examples import receptive_box
 from .outputs import QUIET, Log, check_folder, check_writable, unique_stems
 
@@ -184,10 +184,10 @@ def export_concepts(
         model, layer, images, k, class_name=class_name, target=target, samples=samples, seed=settings.seed,
         top=top, batch_size=None, workers=workers, size=side, progress=progress,
     )  # fmt: skip
-    log.info(
-        f"{concepts.k} concepts of {layer} from {concepts.samples} positions of {len(concepts.files)} images "
-        f"(reconstruction error {100 * concepts.error:.1f}%)"
-    )
+    reading = error_reading(concepts.error, concepts.k, class_name is None and concepts.scan is not None
+                            and concepts.scan.classes is not None)  # fmt: skip
+    log.info(f"{concepts.k} concepts of {layer} from {concepts.samples} positions of {len(concepts.files)} images")
+    log.info(reading)
     stems = [f"concept_{j:02d}" for j in range(concepts.k)]
 
     def save_pictures(group: list[int], result: VisResult) -> None:
@@ -231,20 +231,22 @@ def export_concepts(
     title_head = f"{meta.name} ({meta.weights}) {layer}"
     images_note = f"{len(concepts.files)} images" + (f" of class {class_name}" if class_name else "")
     for j in range(shown):
-        labels = [f"{p.path.name[:16]}\ncode {p.value:.3g}" for p in concepts.patches[j]]
+        labels = [f"{(p.caption or p.path.name)[:18]}\ncode {p.value:.3g}" for p in concepts.patches[j]]
         fig = plot_concepts(pictures[j : j + 1], [[c for c, _ in crops[j]]], [_label(concepts, j)], [labels],
                             title=f"{title_head} concept {j} of {concepts.k}: picture, strongest patches",
                             per_row=min(SHEET_PATCHES, max(1, len(labels))))  # fmt: skip
         save_figure(fig, output / f"{stems[j]}.png")
     sheet = output / "concepts.png"
-    patch_labels = [[f"{p.path.name[:16]}\n{p.value:.3g}" for p in concepts.patches[j]] for j in range(shown)]
+    patch_labels = [
+        [f"{(p.caption or p.path.name)[:18]}\n{p.value:.3g}" for p in concepts.patches[j]] for j in range(shown)
+    ]
     fig = plot_concepts(
         pictures,
         [[c for c, _ in crops[j]][:SHEET_PATCHES] for j in range(shown)],
         [_label(concepts, j) for j in range(shown)],
         [labels[:SHEET_PATCHES] for labels in patch_labels],
         title=f"{title_head}: {concepts.k} concepts (NMF) over {images_note}, each with its share of the "
-        f"reconstruction and importance for the {concepts.target_name}",
+        f"reconstruction and importance for the {concepts.target_name}\n{reading}",
         per_row=SHEET_PATCHES,
     )
     record = provenance(

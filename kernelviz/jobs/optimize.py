@@ -47,9 +47,22 @@ def _saver(result: VisResult, i: int, meta: ModelMeta, layer: str, n: int) -> Ca
     return save
 
 
-def _warn_dead(log: Log, result: VisResult, i: int, layer: str, n: int) -> None:
+def _notices(log: Log, result: VisResult, i: int, layer: str, n: int) -> None:
+    """What a user should know of filter ``n``'s picture: that the optimizer could not raise the unit from noise
+    (its picture shows nothing; photos may still drive it), or that the picture sits at its activation's cap."""
     if bool(result.dead[i]):
-        log.warn(f"warning: filter {n} of {layer} never activated (dead unit): its image shows no feature")
+        log.warn(
+            f"warning: filter {n} of {layer}: the optimizer could not raise it from noise (its mean activation stayed "
+            "0 at every step), so its picture shows no feature; natural images may still drive it (kernelviz "
+            "examples)"
+        )
+    record = result.record(i)
+    if record.get("at_cap"):
+        log.info(
+            f"note: filter {n} of {layer} reaches its activation's cap in the picture (mean "
+            f"{record['final_value']:.4g}); it was climbed past the cap on its pre-activation (mean "
+            f"{record['pre_activation']:.4g})"
+        )
 
 
 @dataclass
@@ -87,7 +100,7 @@ def synthesize_filters(
         output: a ``.png`` file for one filter, or a folder; default: ``./MODEL_LAYER_NNNN.png``.
         init: an image file to start from instead of noise.
         progress: reports each batch's optimization (stage ``"optimize"``).
-        log: where to report written files and dead units.
+        log: where to report written files, units not raised from noise, and pictures at an activation's cap.
         negative: the picture each filter responds to least (default name ``..._NNNN_negative.png``; the record
             says ``"negative": true`` and its ``final_value`` is the mean activation reached).
     """
@@ -106,7 +119,7 @@ def synthesize_filters(
             _saver(result, i, meta, layer, n)(where[n])
             log.info(f"wrote {where[n]} (final mean activation {float(result.final[i]):.4g})")
             if not negative:
-                _warn_dead(log, result, i, layer, n)
+                _notices(log, result, i, layer, n)
 
     grid = layer_grid(model, layer, indices, settings, on_batch=save, init=start, progress=progress, negative=negative)
     return GridReport(paths, grid)
@@ -149,7 +162,7 @@ def grid_sheet(
             if individual is not None:
                 _saver(result, i, meta, layer, n)(individual / single[n])
             if not negative:
-                _warn_dead(log, result, i, layer, n)
+                _notices(log, result, i, layer, n)
 
     grid = layer_grid(model, layer, indices, settings, on_batch=save, progress=progress, negative=negative)
     labels = [

@@ -3,22 +3,50 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from ..core.activations import Bounds, bounds
+from ..core.capture import activations
 from ..core.layers import choose_filters, list_layers
 from ..core.models import ModelMeta, model_device, model_meta
-from ..core.names import resolve_layer
+from ..core.names import INPUT_SUFFIX, get_module, resolve_layer
 from ..errors import KernelvizError
 from .objectives import channel
 from .render import VisResult, filter_seed, visualize
 from .settings import DEFAULTS, OptimSettings
 
-__all__ = ["GridResult", "auto_batch_size", "layer_grid"]
+__all__ = ["GridResult", "auto_batch_size", "capped", "layer_grid"]
+
+
+def capped(model: nn.Module, layer: str) -> Bounds | None:
+    """The bounds of ``layer`` when it is an activation with a cap it is flat past (ReLU6's 6, a Hardtanh's max):
+    its units' pictures then climb its pre-activation (``LAYER:input``), which the cap does not stop; ``None``
+    otherwise (a ReLU's floor is handled by the redirected gradient, :mod:`kernelviz.optvis.relu`)."""
+    found = bounds(get_module(model, resolve_layer(model, layer)))
+    return found if found.flat_high else None
+
+
+def _past_the_cap(model: nn.Module, layer: str, group: Sequence[int], result: VisResult, cap: Bounds) -> VisResult:
+    """A result that climbed a capped unit's pre-activation, told as the unit's: ``final`` is its mean activation
+    (capped), each record also holds ``pre_activation`` (the mean reached by what was climbed) and ``at_cap``
+    (whether the picture's largest activation sits at the cap), and says what was climbed."""
+    x = model_meta(model).normalize(result.images.to(model_device(model)))
+    maps = activations(model, x, [layer])[layer].float().cpu()  # (B, C, h, w) after the activation
+    rows = torch.arange(len(group))
+    unit = maps[rows, torch.tensor(list(group))].flatten(1)  # (B, h*w): each picture's own unit
+    reached = unit.amax(1)
+    return replace(
+        result,
+        final=unit.mean(1),
+        per_image={**result.per_image, "pre_activation": result.final, "at_cap": (reached >= float(cap.high or 0))},
+        extra={**result.extra, "climbed": f"the pre-activation ({layer}{INPUT_SUFFIX}): the cap {cap.high:g} of the "
+               "activation stops no gradient there"},
+    )  # fmt: skip
 
 
 def auto_batch_size(model: nn.Module, layer: str, size: int, device: torch.device, count: int) -> int:
@@ -51,7 +79,7 @@ class GridResult:
         images: ``(N, 3, H, W)`` in ``[0, 1]``, one per filter, in the order asked.
         filters: the filter indices.
         final: ``(N,)`` final objective (mean activation) per filter.
-        dead: ``(N,)`` filters that never activated.
+        dead: ``(N,)`` filters the optimizer could not raise from noise (the objective stayed 0 at every step).
         results: the :class:`~kernelviz.optvis.render.VisResult` of each batch, with ``(batch, index)`` per filter.
         settings: the optimization settings shared by all filters.
     """
@@ -113,9 +141,11 @@ def layer_grid(
     images, finals, dead, results = [], [], [], []
     where: list[tuple[int, int]] = []
     interrupted = False
+    cap = capped(model, layer)
+    target = f"{layer}{INPUT_SUFFIX}" if cap is not None else layer  # past the cap: its pre-activation climbs
     for start in range(0, len(filters), chunk):
         group = filters[start : start + chunk]
-        unit = channel(layer, group if len(group) > 1 else group[0])
+        unit = channel(target, group if len(group) > 1 else group[0])
         result = visualize(
             model,
             -unit if negative else unit,
@@ -126,6 +156,8 @@ def layer_grid(
         )
         if negative:  # report the activation reached, not the objective maximized
             result = result.minimized()
+        if cap is not None:
+            result = _past_the_cap(model, layer, group, result, cap)
         results.append(result)
         where.extend((len(results) - 1, i) for i in range(len(group)))
         images.append(result.images)

@@ -9,6 +9,7 @@ Each is a :func:`~kernelviz.visualize` run with one of the photo objectives of
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -63,6 +64,7 @@ def caricature_of(
         power: the cosine's exponent of :func:`~kernelviz.objectives.caricature`.
         settings: the optimization settings (its ``size`` is ignored: the photo's).
     """
+    _non_negative(power, "power", "--power")
     photo = _photo(photo)
     if photo.shape[-1] != photo.shape[-2]:
         raise KernelvizError("the photo must be square here: load it with a size (load_image(path, side))")
@@ -115,6 +117,7 @@ def accentuate(
         A :class:`~kernelviz.optvis.render.VisResult`; ``extra`` holds ``reg_layer``, ``weight`` and each
         filter's activation on the photo.
     """
+    _non_negative(weight, "weight", "--weight")
     photo = _photo(photo)
     ns = [filters] if isinstance(filters, int) else list(filters)
     check_filters(model, layer, ns, photo.shape[-1])
@@ -144,3 +147,10 @@ def accentuate(
     )
     result.extra.update(reg_layer=reg, weight=weight, photo_activation=[float(on_photo[n]) for n in ns], filters=ns)
     return result
+
+
+def _non_negative(value: float, name: str, option: str) -> None:
+    """Refuse a setting that must be a finite number >= 0 (a negative power or weight turns the objective around, a
+    NaN makes every step NaN)."""
+    if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value) or value < 0:
+        raise KernelvizError(f"{name} must be a finite number >= 0 ({option}), got {value!r}")

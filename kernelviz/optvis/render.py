@@ -15,7 +15,7 @@ from torch import nn
 from ..core.capture import StopForward, can_slice, capture
 from ..core.guard import check_allocation, check_images, check_model, guarded
 from ..core.models import ModelMeta, model_device, model_meta, resolve_device
-from ..core.names import LOGITS, get_module, split_call
+from ..core.names import LOGITS, get_module, split_call, split_input
 from ..core.progress import OnProgress, report
 from ..errors import KernelvizError, NonFiniteObjectiveError, out_of_range
 from ..files.records import provenance, versions
@@ -50,6 +50,8 @@ class VisResult:
         interrupted: the run was stopped by Ctrl-C; ``images`` hold the last step.
         steps_done: optimizer steps actually taken.
         seconds: wall time of the optimization.
+        extra: fields every image's record holds.
+        per_image: named ``(B,)`` values, each image's record holding its own (a capped unit's pre-activation).
     """
 
     images: torch.Tensor
@@ -62,6 +64,7 @@ class VisResult:
     steps_done: int = 0
     seconds: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
+    per_image: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def record(self, index: int = 0, meta: ModelMeta | None = None, **fields: Any) -> dict[str, Any]:
         """The JSON-ready record of image ``index``: settings, curve, final value, versions.
@@ -82,6 +85,7 @@ class VisResult:
             "steps_done": self.steps_done,
             "wall_seconds": round(self.seconds, 3),
             **self.extra,
+            **{name: values[index].item() for name, values in self.per_image.items()},
             **fields,
         }
         if meta is not None:
@@ -130,7 +134,7 @@ def _slicing(
     if len(layers) != 1 or objective.needs[layers[0]] is None or layers[0] == LOGITS:
         return None
     layer = layers[0]
-    if split_call(layer)[1] is not None:  # one run of a shared module: computed in full
+    if split_input(layer)[1] or split_call(layer)[1] is not None:  # an input, one run of a shared module: in full
         return None
     path = paths[layer]
     module = get_module(model, path)

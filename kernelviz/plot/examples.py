@@ -29,5 +29,5 @@ def plot_examples(
     for ex in examples:
         crop = torch.nn.functional.interpolate(ex.crop[None], size=(side, side), mode="nearest")[0]
         tiles.append(crop)
-        labels.append(f"{ex.path.name[:18]}\nmax {ex.value:.3g}")
+        labels.append(f"{(ex.caption or ex.path.name)[:18]}\nmax {ex.value:.3g}")
     return plot_grid(tiles, labels, title=title, cols=min(len(tiles), 5), tile_inches=1.8)

@@ -28,6 +28,23 @@ if TYPE_CHECKING:
 __all__ = ["serve"]
 
 
+def _check_port(host: str, port: int) -> None:
+    """Refuse a port another server listens on (bound as uvicorn binds it: with ``SO_REUSEADDR``, so a port left in
+    ``TIME_WAIT`` is free)."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as err:
+            raise KernelvizError(
+                f"cannot listen on {host}:{port} ({err.strerror or err}): another server uses it; choose another "
+                "port (--port)"
+            ) from None
+
+
 def serve(
     model: nn.Module,
     *,
@@ -62,6 +79,7 @@ def serve(
         raise KernelvizError(
             f"kernelviz serve needs its extra: pip install 'kernelviz[serve]' ({err.name} is missing)"
         ) from err
+    _check_port(host, port)  # before the URL is printed: a URL of another server's port would open that server
     if atlas is None:
         atlas = tempfile.mkdtemp(prefix="kernelviz-atlas-")
         say(f"pictures are kept in {atlas} (pass --atlas DIR to keep them across runs)")

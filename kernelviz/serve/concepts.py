@@ -13,6 +13,7 @@ from ..core.activations import non_negative
 from ..core.layers import LayerInfo
 from ..core.names import get_module
 from ..data.collection import collection
+from ..data.imagenet import class_names
 from ..errors import KernelvizError, NotFoundError
 from ..files.images import load_image
 from ..files.write import figure_png
@@ -82,6 +83,10 @@ class ConceptsDesk:
         if self._classes is None:
             self._classes = collection(self.ex.images).classes or []
         return self._classes
+
+    def names(self) -> list[str]:
+        """The name shown for each class of :meth:`classes` (an ImageNet class's name for a WordNet-id folder)."""
+        return class_names(self.classes())
 
     def class_index(self, class_name: str | None) -> int | None:
         """The index of ``class_name`` among the classes (``None`` for all images)."""

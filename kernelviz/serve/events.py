@@ -33,7 +33,7 @@ EVENTS: dict[str, dict[str, str]] = {
         "filter": "the filter whose picture was written",
         "src": "the picture's URL",
         "value": "its final mean activation",
-        "dead": "whether the unit never responded",
+        "dead": "whether the optimizer could not raise the unit from noise",
     },
     "variant": {"layer": "the layer", "filter": "the filter", "variant": "the variant made", "src": "its URL"},
     "examples": {"layer": "the layer whose dataset examples were written"},

@@ -8,7 +8,7 @@ import io
 import os
 import tempfile
 from concurrent.futures import Future
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from ..errors import KernelvizError, NotFoundError
@@ -87,11 +87,15 @@ class Photos:
                 raise NotFoundError("unknown upload id")
             path = self.ex.folder.uploads / f"{upload}.png"
         elif pick is not None and self.ex.images is not None:
-            base = Path(self.ex.images).resolve()
+            # checked by its name, not where its links lead: a folder of links (the usual ImageNet layout) is the
+            # user's, and a name that climbs out of it (.., an absolute path) is refused
             if "\0" in pick:
                 raise NotFoundError("that image is not in the --images folder")
-            path = (base / pick).resolve()
-            if not path.is_relative_to(base) or path.suffix.lower() not in IMAGE_SUFFIXES:
+            parts = PurePosixPath(pick).parts
+            if "\\" in pick or not parts or parts[0] == "/" or ".." in parts:
+                raise KernelvizError("that image is not in the --images folder")
+            path = Path(self.ex.images).joinpath(*parts)
+            if path.suffix.lower() not in IMAGE_SUFFIXES:
                 raise KernelvizError("that image is not in the --images folder")
         else:
             raise KernelvizError("no image: upload one, or pick one from --images")

@@ -292,13 +292,12 @@ class Pictures:
         """Scan ``--images`` once for every filter of ``layer`` (atlas layout); ``None`` without images."""
         if self.images is None:
             return None
-        row = self.row(layer)
+        self.row(layer)
         images = self.images
 
         def run(emit: Emit) -> None:
             progress = self._listener(emit, task="examples", layer=layer)
-            write_examples(self.model, self.root, layer, list(range(row.channels)), images, 9,
-                           int(self.optim.size or 0), progress=progress)  # fmt: skip
+            write_examples(self.model, self.root, layer, images, 9, progress=progress)
             emit(event("examples", layer=layer))
 
         return self.worker.submit(("examples", layer), run)

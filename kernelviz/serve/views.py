@@ -9,6 +9,7 @@ URLs are built here (:func:`~kernelviz.serve.urls.path`: each segment percent-en
 from __future__ import annotations
 
 import json
+import os
 import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any
 from ..core.layers import LayerInfo, field_text, grid_text
 from ..sets.site import examples_view
 from ..sets.variants import VARIANTS
+from ..units.concepts import error_reading
 from .explorer import Explorer
 from .urls import API, PAGES, path
 
@@ -114,7 +116,9 @@ def layer_view(ex: Explorer, layer: str, page: int = 0, photo: Mapping[str, str]
         tile: dict[str, Any] = {"n": n, "link": link(PAGES["filter"], layer=layer, n=n), "done": n in done}
         if n in done:
             record = ex.folder.written_record(layer, n)
-            tile["value"] = f"mean {record['final_value']:.4g}" + (" (dead unit)" if record["dead_unit"] else "")
+            tile["value"] = f"mean {record['final_value']:.4g}" + (
+                " (not raised from noise)" if record["dead_unit"] else ""
+            )
             tile["src"] = ex.file_url(ex.folder.picture(layer, n))
         else:
             missing.append(n)
@@ -209,6 +213,7 @@ def filter_view(ex: Explorer, layer: str, n: int, photo: Mapping[str, str] | Non
             "mean": record["final_value"],
             "max": record.get("max_activation", float("nan")),
             "dead": bool(record.get("dead_unit")),
+            "pre": _past_cap(record),
             "curve": _curve([float(v) for v in record.get("curve") or []]),
             "settings": json.dumps({k: recorded[k] for k in keys if recorded.get(k) is not None}),
             "record": ex.file_url(ex.folder.record_file(layer, n)),
@@ -232,7 +237,9 @@ def filter_view(ex: Explorer, layer: str, n: int, photo: Mapping[str, str] | Non
     examples = ex.examples(layer)
     most = record.get("max_activation", float("nan")) if record else float("nan")
     view["examples"] = (
-        None if examples is None else examples_view(examples, n, most, src=lambda crop: ex.file_url(d / crop))
+        None
+        if examples is None
+        else examples_view(examples, n, most, src=lambda crop: ex.file_url(Path(os.path.normpath(d / crop))), thumb=112)
     )
     view["can_scan"] = ex.images is not None
     made = ex.variants(layer, n)
@@ -252,6 +259,15 @@ def filter_view(ex: Explorer, layer: str, n: int, photo: Mapping[str, str] | Non
         photo,
     )
     return view
+
+
+def _past_cap(record: dict[str, Any]) -> str | None:
+    """What a picture of a capped unit climbed (its pre-activation, the cap stopping no gradient there)."""
+    pre = record.get("pre_activation")
+    if not isinstance(pre, int | float):
+        return None
+    at_cap = " (the picture reaches the cap)" if record.get("at_cap") else ""
+    return f"climbed on its pre-activation, past the activation's cap: mean pre-activation {pre:.4g}{at_cap}"
 
 
 def _curve(history: list[float]) -> dict[str, Any] | None:
@@ -307,7 +323,7 @@ def concepts_view(ex: Explorer, layer: str, class_name: str | None = None) -> di
             "k": data["k"],
             "samples": data["samples"],
             "images": data["images"],
-            "error": f"{100 * data['reconstruction_error']:.1f}%",
+            "error": error_reading(float(data["reconstruction_error"]), int(data["k"]), bool(classes)),
             "target": data["target"],
             "method": data["importance_method"],
             "file": ex.file_url(d / "concepts.json"),
@@ -317,10 +333,7 @@ def concepts_view(ex: Explorer, layer: str, class_name: str | None = None) -> di
         "layer": layer,
         "output": "x".join(map(str, row.shape)),
         "all_link": link(PAGES["concepts"], layer=layer) if class_name else None,
-        "classes": [
-            {"name": c, "link": None if c == class_name else link(PAGES["concepts"], {"class": c}, layer=layer)}
-            for c in classes
-        ],
+        "classes": [{"name": c, "label": label} for c, label in zip(classes, ex.concepts.names(), strict=True)],
         "class_name": class_name,
         "images": None if ex.images is None else str(ex.images),
         "k": len(data["concepts"]) if data else 8,

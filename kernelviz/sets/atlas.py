@@ -265,17 +265,8 @@ def atlas(
         finished += len(group)
         report(progress, "filters", finished, total)
     if images is not None and not interrupted:  # one scan for every layer, shared out like the pictures
-        scan_to_atlas(
-            model,
-            root,
-            images,
-            [name for name, _, _ in plan],
-            k=k,
-            size=size,
-            shard=shard,
-            units={name: chosen for name, _, chosen in plan},
-            progress=progress,
-        )
+        # at the model's input size (not the pictures'), every unit of each layer; a matching scan is reused
+        scan_to_atlas(model, root, images, [name for name, _, _ in plan], k=k, shard=shard, progress=progress)
 
     if share.distributed:
         barrier()
@@ -292,16 +283,8 @@ def atlas(
 
 
 def write_examples(
-    model: nn.Module,
-    root: Path,
-    layer: str,
-    filters: list[int],
-    images: str | os.PathLike,
-    k: int,
-    size: int,
-    *,
-    progress: OnProgress | None = None,
+    model: nn.Module, root: Path, layer: str, images: str | os.PathLike, k: int, *, progress: OnProgress | None = None
 ) -> None:
-    """Scan ``images`` for one layer and write its ``examples.json`` (see
-    :func:`~kernelviz.sets.examples.scan_to_atlas`)."""
-    scan_to_atlas(model, root, images, [layer], k=k, size=size, units={layer: filters}, progress=progress)
+    """Scan ``images`` for one layer at the model's input size and write its ``examples.json`` (see
+    :func:`~kernelviz.sets.examples.scan_to_atlas`: a scan already made of the same images is reused)."""
+    scan_to_atlas(model, root, images, [layer], k=k, progress=progress)

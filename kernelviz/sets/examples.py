@@ -1,36 +1,65 @@
-"""Dataset examples in the atlas layout: one scan of an image collection, written as ``<layer>/examples.json`` and
-crops for every unit, resumable and shardable.
+"""Dataset examples in the atlas layout: one scan of an image collection, written as ``<layer>/examples.json`` for
+every unit, resumable, shardable and reused.
 
-The running scan is checkpointed to ``<model>/examples-scan/shard-<i>-of-<n>.pt`` (one file per shard: ``0-of-1``
-for a single process); once every shard's file is complete, whichever process finds it so merges them and
-writes the layers' ``examples.json`` (under ``torchrun`` the ranks' scans are merged by ``torch.distributed``
-and rank 0 writes). A layer's ``examples.json`` is written last, after its crops, and names the scan it comes
-from, so a rerun skips what is written and rewrites only what is missing or stale.
+The running scan is checkpointed to ``<model>/examples-scan/<scan-id>-shard-<i>-of-<n>.pt`` (``0-of-1`` for a single
+process); once every shard's file is complete, whichever process finds it so merges them and writes the layers'
+``examples.json`` (under ``torchrun`` the ranks' scans are merged by ``torch.distributed`` and rank 0 writes). A
+layer's ``examples.json`` is written last and names the scan it comes from, so a rerun skips what is written, restores
+what it names that went missing, and rewrites only what is stale. A complete scan of the same images at the same
+input size whose layers include those asked is reused instead of scanning again (``atlas --images`` after
+``examples``).
+
+Each image an example comes from is written once per atlas, at the model's input size, under
+``<model>/examples-images/`` (an entry's ``crop`` names it, its ``box`` the square to show of it): not one copy per
+unit and ranking. The box is the unit's *effective* receptive field around its strongest position (the square
+holding half of its input gradient, :func:`~kernelviz.units.examples.effective_field`): where it looks, which the
+theoretical field stops telling once it exceeds the input.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from ..core.distributed import Shard
 from ..core.guard import check_model
+from ..core.layers import asked_layers
+from ..core.models import model_meta
 from ..core.progress import OnProgress, report
-from ..data.collection import ImagesArg
+from ..data.collection import Collection as CollectionOfImages
+from ..data.collection import ImagesArg, collection
 from ..errors import KernelvizError
 from ..files.images import load_image
 from ..files.write import save_jpeg, save_json
-from ..units.examples import receptive_box
-from ..units.scan import RANKINGS, UnitScan, load_scan, merge_scans, scan_id, scan_units, shard_file
+from ..units.examples import effective_field, receptive_box, receptive_field
+from ..units.scan import (
+    RANKINGS,
+    UnitScan,
+    collection_key,
+    load_scan,
+    merge_scans,
+    scan_id,
+    scan_units,
+    shard_file,
+)
 from .folder import AtlasFolder
 
-__all__ = ["CROP_SIDE", "ScanReport", "merge_shards", "scan_dir", "scan_to_atlas", "write_scan"]
+__all__ = [
+    "CROP_SIDE",
+    "ScanReport",
+    "merge_shards",
+    "reusable_scan",
+    "scan_dir",
+    "scan_to_atlas",
+    "write_scan",
+]
 
 #: The longest side of a written crop (a larger receptive field is shrunk to it; the explorer shows them small).
 CROP_SIDE = 128
@@ -80,18 +109,18 @@ def scan_to_atlas(
     workers: int | None = None,
     shard: tuple[int, int] | None = None,
     every: int = 1024,
-    units: dict[str, Collection[int]] | None = None,
     progress: OnProgress | None = None,
 ) -> ScanReport:
     """Scan ``images`` once for every unit of ``layers`` (default: every convolution) and write each layer's
-    ``examples.json`` and crops in the model's atlas folder ``root`` (see the module's description).
+    ``examples.json`` in the model's atlas folder ``root`` (see the module's description); a complete scan of the
+    same images at the same size there, with these layers and at least ``k`` images per unit, is used instead.
 
     Args:
         root: the model's atlas folder (``OUT/<model>``).
+        size: the input side (default: the model's: a scan reads images as the network was trained on them).
         shard: ``(i, n)`` for one of n independent processes; default: under ``torchrun``, this rank.
         every: images between checkpoints.
-        units: per layer, the units to write (default: all; the scan ranks all of them anyway).
-        progress: reports stage ``"scan"``: the images of this process's share.
+        progress: reports stage ``"scan"`` (the images of this process's share), then ``"write"``.
 
     Returns:
         A :class:`ScanReport`.
@@ -103,10 +132,17 @@ def scan_to_atlas(
         scan_dir(root).mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise KernelvizError(f"cannot make the folder {scan_dir(root)}: {err.strerror or err}") from err
+    found = collection(images)
+    asked = [name for name, _ in asked_layers(model, size or model_meta(model).input_size, layers, "scan")]
+    if not share.distributed and shard is None:
+        reused = reusable_scan(model, root, found, asked, k, size)
+        if reused is not None:
+            written = write_scan(model, root, reused, asked, progress=progress)
+            return ScanReport(root, 0, len(reused.skipped), 0, written, reused)
     mine = scan_units(
         model,
-        images,
-        layers,
+        found,
+        asked,
         k=k,
         size=size,
         batch_size=batch_size,
@@ -117,13 +153,41 @@ def scan_to_atlas(
         progress=progress,
     )
     if share.distributed:  # the ranks' scans are merged already, on every rank
-        written = write_scan(model, root, mine, units, progress=progress) if share.rank == 0 else []
+        written = write_scan(model, root, mine, progress=progress) if share.rank == 0 else []
         return ScanReport(root, mine.scanned, len(mine.skipped), 0, written, mine, rank=share.rank)
     merged, left = merge_shards(root, mine.key, share.world)
     if merged is None:
         return ScanReport(root, mine.scanned, len(mine.skipped), left, [], mine)
-    written = write_scan(model, root, merged, units, progress=progress)
+    written = write_scan(model, root, merged, progress=progress)
     return ScanReport(root, mine.scanned, len(mine.skipped), 0, written, merged)
+
+
+def reusable_scan(
+    model: nn.Module, root: str | os.PathLike, found: CollectionOfImages, layers: Sequence[str], k: int,
+    size: int | None = None,
+) -> UnitScan | None:  # fmt: skip
+    """A complete scan in ``root``'s checkpoints of the same images through the same network at the same size
+    (:func:`~kernelviz.units.scan.collection_key`) that holds every layer of ``layers`` and at least ``k`` images per
+    unit, or ``None``."""
+    wanted = collection_key(model, found, size or model_meta(model).input_size)
+    groups: dict[tuple[str, int], list[Path]] = {}
+    for path in sorted(scan_dir(root).glob("*-shard-*-of-*.pt")):
+        made, _, rest = path.stem.partition("-shard-")
+        groups.setdefault((made, int(rest.rpartition("-of-")[2])), []).append(path)
+    for (_, shards), paths in groups.items():
+        try:
+            first = load_scan(paths[0])
+        except KernelvizError:
+            continue  # a damaged checkpoint is no scan to reuse
+        key = first.key
+        if any(key.get(name) != value for name, value in wanted.items()) or "readouts" in key:
+            continue
+        if not set(layers) <= set(key.get("layers", [])) or int(key.get("k", 0)) < k:
+            continue
+        merged, left = merge_shards(root, key, shards)
+        if merged is not None and not left:
+            return merged
+    return None
 
 
 def merge_shards(root: str | os.PathLike, key: dict[str, Any], shards: int) -> tuple[UnitScan | None, int]:
@@ -146,87 +210,125 @@ def _shard_complete(scan: UnitScan) -> bool:
     return all(b in scan.done for b in range(len(scan.batches)) if b % world == rank)
 
 
+#: The share of a position's input gradient its crop holds (:func:`~kernelviz.units.examples.effective_field`).
+FIELD_MASS = 0.5
+#: Natural images the effective field is measured on (the scan's first readable ones).
+FIELD_IMAGES = 4
+
+
 def write_scan(
     model: nn.Module,
     root: str | os.PathLike,
     scan: UnitScan,
-    units: dict[str, Collection[int]] | None = None,
+    layers: Sequence[str] | None = None,
     *,
     progress: OnProgress | None = None,
 ) -> list[str]:
-    """Write each layer's ``examples.json`` and crops from a whole scan (layers already written from the same scan
-    are skipped); returns the layers written.
+    """Write each layer's ``examples.json`` (every unit) from a whole scan, and the images it shows; returns the layers
+    written. A layer already written from the same scan is kept, and the images its record names that went missing
+    are written again.
 
     Per unit, ``examples.json`` holds ``filters`` (the top images by maximum: ``image``, ``value``, ``position``,
-    ``box``, ``crop``), ``mean`` (by mean activation: ``image``, ``value``, ``crop`` of the whole image),
-    ``bottom`` (by minimum, most negative first, cropped where it is lowest) and, for a class-labeled collection,
-    ``classes`` (``mean``: the classes of highest mean activation, ``[name, value]``; ``top``: how many of the top
-    images each class holds, ``[name, count]``); entries carry their ``class`` then.
-    ``progress`` reports stage ``"write"``: the images whose crops are written.
+    ``box``, ``crop``), ``mean`` (by mean activation: ``image``, ``value``, ``crop``), ``bottom`` (by minimum, most
+    negative first) and, for a class-labeled collection, ``classes`` (``mean``: the classes of highest mean
+    activation, ``[name, value]``; ``top``: how many of the top images each class holds, ``[name, count]``);
+    entries carry their ``class`` then. ``crop`` is the image at the model's input size, shared by every entry that
+    shows it (``../examples-images/<id>.jpg``); ``box`` the square of it to show: the unit's effective receptive
+    field around its strongest position (``field``: its side, and the theoretical one). ``ranked_by`` says what
+    ranks (``pre-activation`` at an activation flat past a cap: the entries then hold the ``score`` that ranked them
+    beside the capped ``value``), ``ties`` the units whose last ranked images share one score (file order then).
+
+    Args:
+        layers: the layers to write (default: all of the scan's).
+        progress: reports stage ``"write"``: the images written.
     """
     folder = AtlasFolder(Path(root))
     made = scan_id(scan.key)
-    todo = [name for name in scan.layers if (folder.examples(name) or {}).get("scan") != made]
-    if not todo:
-        return []
-    crops: dict[int, list[tuple[Path, tuple[int, int, int, int] | None]]] = {}  # image -> (file, box or whole)
-    pages = {}
-    for name in todo:
-        pages[name] = _layer_page(model, folder, scan, name, None if units is None else units.get(name), crops)
-    _write_crops(scan, crops, progress)
-    for name, page in pages.items():
-        save_json({**page, "scan": made}, folder.examples_file(name))
+    names = list(layers or scan.layers)
+    index = {str(f): i for i, f in enumerate(scan.files)}
+    todo, wanted = [], set()
+    for name in names:
+        before = folder.examples(name)
+        if before is None or before.get("scan") != made:
+            todo.append(name)
+            continue
+        for found in _entries(before):  # written from this scan: bring back the images it names that went missing
+            if not (folder.layer(name) / found["crop"]).is_file() and found["image"] in index:
+                wanted.add(index[found["image"]])
+    for name in todo:  # every image a ranking of these layers holds
+        layer = scan.layers[name]
+        for ranking in RANKINGS:
+            held = layer.ranking(ranking).images
+            wanted |= set(held[held >= 0].unique().tolist())
+    _write_images(scan, folder, sorted(wanted), progress)
+    skipped = {str(p) for p, _ in scan.skipped}
+    sample = [f for f in scan.files if str(f) not in skipped][:FIELD_IMAGES]
+    for name in todo:  # one page in memory at a time; each written after the images it shows
+        page = _layer_page(model, folder, scan, name, sample)
+        save_json({**page, "scan": made}, folder.examples_file(name), compact=True)  # 27 entries a unit: large
     return todo
 
 
-def _layer_page(
-    model: nn.Module,
-    folder: AtlasFolder,
-    scan: UnitScan,
-    name: str,
-    chosen: Collection[int] | None,
-    crops: dict[int, list[tuple[Path, tuple[int, int, int, int] | None]]],
-) -> dict[str, Any]:
-    """``examples.json`` of one layer; the crops it links to are added to ``crops``."""
+def _entries(page: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every entry of a layer's ``examples.json``, of every ranking."""
+    return [e for key in ("filters", "mean", "bottom") for found in page.get(key, {}).values() for e in found]
+
+
+def _layer_page(model: nn.Module, folder: AtlasFolder, scan: UnitScan, name: str, sample: list[Path]) -> dict[str, Any]:
+    """``examples.json`` of one layer (every unit)."""
     layer = scan.layers[name]
     side = scan.size
-    try:
-        box: Callable[[int, int], tuple[int, int, int, int]] = receptive_box(model, name, side)
-    except KernelvizError:  # no receptive field (a layer without positions): the whole image
-        box = lambda r, c: (0, 0, side, side)  # noqa: E731
-    width = layer.grid[1]
-    labels, classes = scan.labels, scan.classes
     page: dict[str, Any] = {
         "scanned": scan.scanned,
         "skipped": [str(p) for p, _ in scan.skipped],
         "k": scan.k,
         "size": side,
+        "ranked_by": layer.ranked_by,
+        "floor": layer.floor,
+        "cap": layer.cap,
         **{key: {} for key in ("filters", "mean", "bottom")},
+        "ties": {},
     }
+    box: Callable[[int, int], tuple[int, int, int, int]] | None = None
+    if layer.grid != (1, 1):
+        try:
+            field = receptive_field(model, name, side)
+            images = torch.stack([load_image(f, side) for f in sample]) if sample else None
+            effective = effective_field(model, name, images, FIELD_MASS) if images is not None else side
+            page["field"] = {"theoretical": field, "effective": effective, "mass": FIELD_MASS}
+            box = receptive_box(model, name, side, effective)
+        except KernelvizError:  # no receptive field (a layer without positions): the whole image
+            box = None
+    width = layer.grid[1]
+    labels, classes = scan.labels, scan.classes
     if classes is not None:
         page["classes"] = {}
-    for n in range(layer.units) if chosen is None else sorted(chosen):
+    layer_dir = folder.layer(name)
+    for n in range(layer.units):
         for ranking, key in zip(RANKINGS, ("filters", "mean", "bottom"), strict=True):
             r = layer.ranking(ranking)
             entries = []
             for j, i in enumerate(r.images[n].tolist()):
                 if i < 0:
                     break
+                source = folder.example_image(scan.files[i])
                 entry: dict[str, Any] = {"image": str(scan.files[i]), "value": float(r.values[n, j])}
-                crop = folder.example_crop(name, n, j, ranking)
+                if layer.ranked_by != "activation" and ranking != "mean":
+                    entry["score"] = float(r.scores[n, j])
                 if r.positions is not None:
                     row, col = divmod(int(r.positions[n, j]), width)
                     entry["position"] = [row, col]
-                    where = box(row, col)
-                    entry["box"] = list(where)
-                    crops.setdefault(i, []).append((crop, where))
-                else:
-                    crops.setdefault(i, []).append((crop, None))
-                entry["crop"] = crop.relative_to(folder.layer(name)).as_posix()
+                entry["box"] = list(box(*entry["position"])) if box is not None and "position" in entry else [
+                    0, 0, side, side
+                ]  # fmt: skip
+                entry["crop"] = os.path.relpath(source, layer_dir).replace(os.sep, "/")
                 if labels is not None and classes is not None:
-                    entry["class"] = classes[int(labels[i])]
+                    entry["class"] = scan.class_name(int(labels[i]))
                 entries.append(entry)
             page[key][str(n)] = entries
+        ties = layer.top.ties(n)
+        if ties > 1:
+            page["ties"][str(n)] = ties
         if classes is not None:
             page["classes"][str(n)] = {
                 "mean": [[c, v] for c, v in scan.top_classes(name, n, TOP_CLASSES)],
@@ -235,21 +337,14 @@ def _layer_page(
     return page
 
 
-def _write_crops(
-    scan: UnitScan,
-    crops: dict[int, list[tuple[Path, tuple[int, int, int, int] | None]]],
-    progress: OnProgress | None = None,
-) -> None:
-    """Decode each image once and write every crop cut from it (JPEG, longest side at most :data:`CROP_SIDE`)."""
+def _write_images(scan: UnitScan, folder: AtlasFolder, indices: list[int], progress: OnProgress | None) -> None:
+    """Write each image an example shows, once, at the scan's input side (JPEG), decoding each file once."""
 
-    def one(item: tuple[int, list[tuple[Path, tuple[int, int, int, int] | None]]]) -> None:
-        i, wanted = item
-        image = load_image(scan.files[i], scan.size)  # (3, size, size)
-        for path, box in wanted:
-            x0, y0, x1, y1 = box or (0, 0, scan.size, scan.size)
-            save_jpeg(image[:, y0:y1, x0:x1], path, CROP_SIDE)
+    def one(i: int) -> None:
+        save_jpeg(load_image(scan.files[i], scan.size), folder.example_image(scan.files[i]))
 
-    report(progress, "write", 0, len(crops))
+    missing = [i for i in indices if not folder.example_image(scan.files[i]).is_file()]
+    report(progress, "write", 0, len(missing))
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-        for done, _ in enumerate(pool.map(one, sorted(crops.items())), 1):
-            report(progress, "write", done, len(crops))
+        for done, _ in enumerate(pool.map(one, missing), 1):
+            report(progress, "write", done, len(missing))

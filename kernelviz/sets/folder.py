@@ -8,7 +8,8 @@ The atlas (:mod:`kernelviz.sets.atlas`), its static site (:mod:`kernelviz.sets.s
       manifest.json, index.html  what is done; the site's first page
       <layer>/NNNN.png, .json    filter NNNN's picture and its record (the record last: it marks it done)
       <layer>/sheet.png, index.html  (sheet_negative.png: the negative pictures' sheet)
-      <layer>/examples.json      dataset examples per filter, their crops in <layer>/examples/
+      <layer>/examples.json      dataset examples per filter (each showing a square of an image of
+                                 examples-images/, written once per atlas)
       <layer>/previews/NNNN.png  the explorer's quick previews (few steps, small: PREVIEW settings)
       <layer>/variants/          a filter's variants (NNNN_KIND.png, .json): the explorer's, and the negative
                                  pictures of an atlas made with negative=True (NNNN_negative)
@@ -22,6 +23,7 @@ damaged filter is removed, so that it is redone).
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,9 +135,11 @@ class AtlasFolder:
     def examples_file(self, layer: str) -> Path:
         return self.layer(layer) / "examples.json"
 
-    def example_crop(self, layer: str, n: int, j: int, ranking: str = "top") -> Path:
-        """The crop of filter ``n``'s ``j``-th example under ``ranking`` (``top``, ``mean``, ``bottom``)."""
-        return self.layer(layer) / "examples" / ranking / f"{n:04d}_{j}.jpg"
+    def example_image(self, image: str | Path) -> Path:
+        """Where the atlas keeps the image file ``image`` that dataset examples show (once, whatever the layers, units
+        and rankings that show it): ``examples-images/<a digest of its path>.jpg``."""
+        digest = hashlib.sha1(str(image).encode()).hexdigest()[:16]
+        return self.root / "examples-images" / f"{digest}.jpg"
 
     def preview(self, layer: str, n: int) -> Path:
         """Filter ``n``'s quick preview (the explorer's first look, until its picture is made)."""

@@ -17,7 +17,7 @@ from ..core.layers import LayerInfo, field_text
 from ..files.html import render
 from ..files.images import load_image
 from ..files.records import versions
-from ..files.write import atomic_write, save_figure, save_json
+from ..files.write import save_figure, save_json, write_bytes
 from ..units.examples import ratio_to_natural
 from .folder import AtlasFolder, picture_name, record_name
 
@@ -31,7 +31,7 @@ def link(path: str) -> str:
 
 
 def _write_text(path: Path, content: str) -> Path:
-    return atomic_write(path, lambda tmp: tmp.write_text(content, encoding="utf-8"))
+    return write_bytes(path, lambda buffer: buffer.write(content.encode("utf-8")))
 
 
 def _shape(row: LayerInfo) -> str:
@@ -39,7 +39,7 @@ def _shape(row: LayerInfo) -> str:
 
 
 def examples_view(
-    layer: dict[str, Any], n: int, max_activation: float, src: Callable[[str], str] = link
+    layer: dict[str, Any], n: int, max_activation: float, src: Callable[[str], str] = link, thumb: int = 56
 ) -> dict[str, Any]:
     """The dataset examples of filter ``n`` from a layer's ``examples.json``, as the data of the ``examples`` macro
     (``files/templates/examples.html``) that the static site and the live explorer both show: the top crops with
@@ -49,18 +49,21 @@ def examples_view(
     Args:
         layer: the layer's ``examples.json`` content.
         src: a crop's path relative to its layer's folder → its URL.
+        thumb: the side of a thumbnail on the page, in CSS pixels.
     """
     key = str(n)
     found = layer["filters"].get(key, [])
+    side = layer.get("size") or 224
     ratio = ratio_to_natural(max_activation, [e["value"] for e in found])
     rankings = [
-        {"name": name, "title": title, "found": _crops(layer.get(name, {}).get(key) or [], src)}
+        {"name": name, "title": title, "found": _crops(layer.get(name, {}).get(key) or [], src, side, thumb)}
         for name, title in (("mean", "highest mean activation"), ("bottom", "most negative (lowest minimum)"))
         if layer.get(name, {}).get(key)
     ]
     classes = layer.get("classes", {}).get(key)
     return {
-        "top": _crops(found, src),
+        "top": _crops(found, src, side, thumb),
+        "notes": _ranking_notes(layer, key, found),
         "ratio": f"{ratio:.2f}x" if ratio == ratio else "n/a",  # nan: no natural image excites the filter
         "rankings": rankings,
         "classes": {
@@ -72,15 +75,46 @@ def examples_view(
     }
 
 
-def _crops(found: list[dict[str, Any]], src: Callable[[str], str]) -> list[dict[str, str]]:
-    """Each crop with its activation (and class) under it; the image's file name on hover."""
+def _crops(found: list[dict[str, Any]], src: Callable[[str], str], side: int, thumb: int) -> list[dict[str, Any]]:
+    """Each example with its activation (and class) under it, the image's file name on hover. An example showing a
+    square of a shared image (``examples-images/``) is that square of it, scaled to the thumbnail (``frame``: the
+    thumbnail's size; ``view``: the image's displayed size and shift)."""
 
     def caption(e: dict[str, Any]) -> str:
         return f"{e['value']:.3g}" + (f" ({e['class']})" if "class" in e else "")
 
-    return [
-        {"src": src(e["crop"]), "caption": caption(e), "title": f"{Path(e['image']).name}: {caption(e)}"} for e in found
-    ]
+    def title(e: dict[str, Any]) -> str:  # what ranked it, when it is not the value shown
+        ranked = f", ranked by {e['score']:.4g} before the activation" if isinstance(e.get("score"), float) else ""
+        return f"{Path(e['image']).name}: {caption(e)}{ranked}"
+
+    shown = []
+    for e in found:
+        item: dict[str, Any] = {"src": src(e["crop"]), "caption": caption(e), "title": title(e), "frame": None,
+                                "view": None}  # fmt: skip
+        box = e.get("box")
+        if "examples-images/" in e["crop"] and isinstance(box, list) and len(box) == 4:
+            x0, y0, x1, y1 = (float(v) for v in box)
+            scale = thumb / max(x1 - x0, y1 - y0, 1.0)
+            item["frame"] = {"width": round((x1 - x0) * scale), "height": round((y1 - y0) * scale)}
+            item["view"] = {"size": round(side * scale), "left": round(-x0 * scale), "top": round(-y0 * scale)}
+        shown.append(item)
+    return shown
+
+
+def _ranking_notes(layer: dict[str, Any], key: str, found: list[dict[str, Any]]) -> list[str]:
+    """What to know of how a unit's examples were ranked: by the pre-activation past a cap (how many sit at the cap),
+    and ties (their order is file order)."""
+    notes = []
+    cap = layer.get("cap")
+    if layer.get("ranked_by") == "pre-activation":
+        at_cap = sum(1 for e in found if isinstance(cap, int | float) and e["value"] >= cap)
+        capped = f" ({at_cap} of {len(found)} at the activation's cap {cap:g})" if at_cap else ""
+        notes.append(f"ranked by the pre-activation, which the cap does not flatten{capped}")
+    ties = layer.get("ties", {}).get(key)
+    if isinstance(ties, int) and ties > 1 and found:
+        notes.append(f"{ties} of {len(found)} tied at {found[-1].get('score', found[-1]['value']):.4g}: among them, "
+                     "file order")  # fmt: skip
+    return notes
 
 
 def _card(
@@ -129,9 +163,9 @@ def write_index(root: Path, plan: list[tuple[str, LayerInfo, list[int]]], settin
         )
         save_figure(plot_grid(tiles, labels, title=title), folder.sheet(name), dpi=110)
         # the negative pictures (an atlas made with negative=True) beside the positive ones, and on their own sheet
-        negatives = {
-            n: folder.written_record(name, n, "negative") for n in chosen if folder.written(name, n, "negative")
-        }
+        # a damaged negative picture is removed (folder.record): the index goes without it, a rerun with
+        # negative=True makes it again
+        negatives = {n: r for n in chosen if (r := folder.record(name, n, "negative")) is not None}
         if negatives:
             low = [n for n in chosen if n in negatives]
             save_figure(

@@ -12,7 +12,8 @@ from pathlib import Path
 
 from torch import nn
 
-from ..core.models import model_meta
+from ..core.capture import activations
+from ..core.models import model_device, model_meta
 from ..core.progress import OnProgress
 from ..errors import NotFoundError
 from ..files.write import save_figure, save_json, save_png
@@ -89,8 +90,11 @@ def write_variant(
         save_json(record, path.with_suffix(".json"))
         return path
     result = visualize(model, -unit if kind == "negative" else unit, progress=progress, **changed.visualize_kwargs())
-    if kind == "negative":  # the record gives the activation reached, as --negative does
+    extra: dict[str, float] = {}
+    if kind == "negative":  # the record gives the activation reached and its minimum, as --negative does
         result = result.minimized()
+        x = meta.normalize(result.images.to(model_device(model)))
+        extra["min_activation"] = float(activations(model, x, [layer])[layer][0, n].amin())
     save_png(result.images[0], path)
-    save_json(result.record(0, meta, layer=layer, filter=n, variant=kind), path.with_suffix(".json"))
+    save_json(result.record(0, meta, layer=layer, filter=n, variant=kind, **extra), path.with_suffix(".json"))
     return path

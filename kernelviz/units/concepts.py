@@ -48,6 +48,8 @@ __all__ = [
     "concept_codes",
     "concept_importance",
     "concept_maps",
+    "describe",
+    "error_reading",
     "find_concepts",
     "fit_concepts",
     "sample_activations",
@@ -327,11 +329,13 @@ class Patch:
         path: the image file.
         value: the concept's largest code over the image's positions.
         position: ``(row, col)`` of it in the layer's grid.
+        caption: how the image is captioned (its class's name in a collection with classes, else its file name).
     """
 
     path: Path
     value: float
     position: tuple[int, int]
+    caption: str = ""
 
 
 @dataclass
@@ -503,7 +507,8 @@ def find_concepts(
         progress=renamed(progress, "coding"), readouts={layer: ConceptReadout(directions)},
     )  # fmt: skip
     patches = [
-        [Patch(path, value, pos) for path, value, pos in scan.examples(layer, j) if pos is not None] for j in range(k)
+        [Patch(path, value, pos, scan.caption(path)) for path, value, pos in scan.examples(layer, j) if pos is not None]
+        for j in range(k)
     ]
     readable = sorted(set(sampled.images.tolist()))
     chosen = [readable[i] for i in _evenly(len(readable), importance_images)]
@@ -542,6 +547,21 @@ def find_concepts(
         patches=patches,
         scan=scan,
         seed=seed,
+    )
+
+
+def error_reading(error: float, k: int, classes: bool = True) -> str:
+    """The reconstruction error in words: what it measures and, when it is high, what to do."""
+    said = (
+        f"reconstruction error {100 * error:.1f}%: the part of the activations (their norm) that the {k} concepts "
+        "leave unexplained"
+    )
+    if error < 0.5:
+        return said
+    per_class = "find them per class (--class), or " if classes else ""
+    return (
+        f"{said}; that is most of it, so they describe little of the layer over these images: {per_class}ask for "
+        "more (-k)"
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -10,8 +11,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..core.layers import check_filters, list_layers
-from ..core.models import model_meta
+from ..core.capture import StopForward
+from ..core.layers import LayerInfo, check_filters, list_layers
+from ..core.models import model_device, model_meta
 from ..core.names import resolve_layer
 from ..core.progress import OnProgress
 from ..data.collection import ImagesArg
@@ -19,7 +21,15 @@ from ..errors import KernelvizError
 from ..files.images import load_image
 from .scan import scan_units
 
-__all__ = ["Example", "ExampleScan", "find_examples", "ratio_to_natural", "receptive_box"]
+__all__ = [
+    "Example",
+    "ExampleScan",
+    "effective_field",
+    "find_examples",
+    "ratio_to_natural",
+    "receptive_box",
+    "receptive_field",
+]
 
 
 @dataclass(frozen=True)
@@ -33,6 +43,7 @@ class Example:
         box: ``(x0, y0, x1, y1)`` crop of the input (at the model's input size) that the
             strongest position sees: its receptive field, clipped to the image.
         crop: ``(3, h, w)`` that crop in ``[0, 1]``.
+        caption: how the image is captioned (its class's name in a collection with classes, else its file name).
     """
 
     path: Path
@@ -40,6 +51,7 @@ class Example:
     position: tuple[int, int]
     box: tuple[int, int, int, int]
     crop: torch.Tensor
+    caption: str = ""
 
 
 @dataclass
@@ -58,19 +70,36 @@ def ratio_to_natural(synthesized: float, natural: Sequence[float]) -> float:
     return synthesized / best if best > 0 else math.nan
 
 
-def receptive_box(model: nn.Module, layer: str, size: int) -> Callable[[int, int], tuple[int, int, int, int]]:
-    """A function mapping a position ``(row, col)`` of ``layer``'s grid to its input box ``(x0, y0, x1, y1)``.
-
-    Uses the layer's receptive field, stride and offset from :func:`~kernelviz.list_layers`,
-    clipped to the ``size`` x ``size`` input.
-    """
+def _field_row(model: nn.Module, layer: str, size: int) -> LayerInfo:
     path = resolve_layer(model, layer)
     rows = list_layers(model, size, include=[layer])
     # a shared module (EfficientNet's one ReLU6) runs at several depths: the run asked, by name, first
     row = next((r for r in rows if r.name == layer), None) or next((r for r in rows if r.path == path), None)
     if row is None or row.receptive_field is None or row.stride is None or row.offset is None:
         raise KernelvizError(f"layer {layer!r} has no spatial receptive field to crop")
-    rf, stride, offset = row.receptive_field, row.stride, row.offset
+    return row
+
+
+def receptive_field(model: nn.Module, layer: str, size: int) -> int:
+    """The side in input pixels of ``layer``'s theoretical receptive field (it may exceed the input ``size``).
+
+    Raises:
+        KernelvizError: the layer has no spatial receptive field (a fully connected layer).
+    """
+    return int(_field_row(model, layer, size).receptive_field or 0)
+
+
+def receptive_box(
+    model: nn.Module, layer: str, size: int, side: int | None = None
+) -> Callable[[int, int], tuple[int, int, int, int]]:
+    """A function mapping a position ``(row, col)`` of ``layer``'s grid to its input box ``(x0, y0, x1, y1)``.
+
+    Uses the layer's stride and offset from :func:`~kernelviz.list_layers`, and a square of its receptive field
+    (or of ``side`` pixels: the effective field, :func:`effective_field`) around the position's center, clipped to
+    the ``size`` x ``size`` input.
+    """
+    row = _field_row(model, layer, size)
+    rf, stride, offset = side or row.receptive_field or size, row.stride or 1, row.offset or 0
 
     def box(r: int, c: int) -> tuple[int, int, int, int]:
         cy, cx = offset + r * stride, offset + c * stride
@@ -121,6 +150,52 @@ def find_examples(
             assert pos is not None
             x0, y0, x1, y1 = box(*pos)
             crop = load_image(path, side)[:, y0:y1, x0:x1]
-            found.append(Example(path, value, pos, (x0, y0, x1, y1), crop))
+            found.append(Example(path, value, pos, (x0, y0, x1, y1), crop, scan.caption(path)))
         examples[f] = found
     return ExampleScan(examples=examples, scanned=scan.scanned, skipped=scan.skipped)
+
+
+def effective_field(model: nn.Module, layer: str, images: torch.Tensor, mass: float = 0.9) -> int:
+    """The side in input pixels of the effective receptive field of ``layer``: the smallest square around the input
+    point a central position of the layer sees most that holds ``mass`` of the input gradient of its activation
+    (Luo et al. 2016, "Understanding the effective receptive field"), averaged over ``images``.
+
+    The theoretical receptive field grows with every layer and soon exceeds the input (a crop at it is the whole
+    image); the gradient falls off fast from its center, so this square is far smaller: it is where the position
+    looks.
+
+    Args:
+        images: ``(B, 3, S, S)`` in ``[0, 1]``, natural images (the examples' own collection).
+        mass: the share of the absolute gradient the square holds.
+
+    Returns:
+        The side, at most ``S``.
+    """
+    from ..core.capture import capture
+    from ..core.guard import guarded
+
+    meta = model_meta(model)
+    side = images.shape[-1]
+    x = meta.normalize(images.to(model_device(model))).requires_grad_(True)
+    with guarded(model), torch.enable_grad(), capture(model, [layer], stop=True) as acts:
+        with contextlib.suppress(StopForward):
+            model(x)
+        a = acts[layer]
+        if a.dim() != 4:
+            raise KernelvizError(f"layer {layer!r} has no spatial grid: it has no effective receptive field")
+        h, w = a.shape[2:]
+        (grad,) = torch.autograd.grad(a[:, :, h // 2, w // 2].sum(), x)
+    heat = grad.abs().sum((0, 1)).double()  # (S, S)
+    total = float(heat.sum())
+    if total == 0:
+        return side
+    rows = list_layers(model, side, include=[layer])
+    row = next((r for r in rows if r.name == layer), None) or rows[-1]
+    stride, offset = row.stride or side / w, row.offset if row.offset is not None else side / 2
+    cy, cx = offset + (h // 2) * stride, offset + (w // 2) * stride  # the position's center in the input
+    for width in range(1, side + 1):  # the square of this side centered on the position (pixel i spans [i, i+1))
+        y0, x0 = math.floor(cy - width / 2 + 0.5), math.floor(cx - width / 2 + 0.5)
+        held = heat[max(0, y0) : max(0, y0 + width), max(0, x0) : max(0, x0 + width)]
+        if float(held.sum()) >= mass * total:
+            return min(width, row.receptive_field or width)
+    return side

@@ -17,6 +17,7 @@ collection is cut into batches first, and the batches are shared out).
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -28,16 +29,18 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
+from ..core.activations import Bounds, bounds
 from ..core.capture import StopForward, capture
 from ..core.distributed import Shard, gather
 from ..core.guard import check_model, guarded
 from ..core.layers import asked_layers
 from ..core.models import model_device, model_meta
+from ..core.names import INPUT_SUFFIX, get_module, split_input
 from ..core.progress import OnProgress, report
 from ..data.collection import Collection, ImagesArg, collection
 from ..data.stream import Reading, plan_batches, stream
 from ..errors import KernelvizError, NonFiniteObjectiveError, NotFoundError
-from ..files.write import atomic_write
+from ..files.write import write_bytes
 
 __all__ = [
     "RANKINGS",
@@ -45,6 +48,7 @@ __all__ = [
     "Ranking",
     "Readout",
     "UnitScan",
+    "collection_key",
     "load_scan",
     "merge_scans",
     "scan_id",
@@ -78,19 +82,35 @@ class Ranking:
 
     Attributes:
         values: ``(C, k)`` float32: the maximum over positions (``top``), the mean (``mean``) or the minimum
-            (``bottom``, most negative first).
+            (``bottom``, most negative first) of the layer's output: what is shown.
         images: ``(C, k)`` int64 indices into the scan's files; ``-1`` where fewer than ``k`` images were read.
         positions: ``(C, k)`` int64 flat position (``row * width + col``) of the maximum or minimum in the layer's
             grid; ``None`` for ``mean``.
+        scores: ``(C, k)`` float32: what ranks. The values themselves, but at an activation that is flat past a cap
+            or below a floor (ReLU6's 6 and 0: many images tie there) the same statistic of its input, the
+            pre-activation, which still tells them apart (:attr:`LayerScan.ranked_by`).
+        tiebreak: ``(C, k)`` float32: what ranks images of equal score: the mean over positions of what the score
+            is the extreme of (for the mean ranking, the maximum). Where an earlier activation saturates, a unit's
+            maximum is the same for every image that fills its field with the cap; the mean still differs.
     """
 
     values: torch.Tensor
     images: torch.Tensor
     positions: torch.Tensor | None
+    scores: torch.Tensor
+    tiebreak: torch.Tensor
 
     def to(self, device: torch.device | str) -> Ranking:
         pos = None if self.positions is None else self.positions.to(device)
-        return Ranking(self.values.to(device), self.images.to(device), pos)
+        return Ranking(self.values.to(device), self.images.to(device), pos, self.scores.to(device),
+                       self.tiebreak.to(device))  # fmt: skip
+
+    def ties(self, unit: int) -> int:
+        """How many of ``unit``'s ranked images share the score and tiebreak of the last one kept (2 or more: their
+        order is the collection's file order, and more images may tie with them; 0 or 1: none)."""
+        held = self.images[unit] >= 0
+        scores, tiebreak = self.scores[unit][held], self.tiebreak[unit][held]
+        return int(((scores == scores[-1]) & (tiebreak == tiebreak[-1])).sum()) if len(scores) else 0
 
 
 @dataclass
@@ -101,6 +121,10 @@ class LayerScan:
         grid: ``(H, W)`` of the layer's output (``(1, 1)`` for a layer without positions).
         class_sums: ``(C, n_classes)`` int64: per unit and class, the sum over the class's images of the unit's mean
             activation, in units of :data:`CLASS_QUANTUM`; ``None`` for an unlabeled collection.
+        ranked_by: ``"activation"``, or ``"pre-activation"`` at an activation flat past a cap or below a floor
+            (:func:`~kernelviz.core.activations.bounds`): the top and bottom rankings then order images by the
+            maximum and minimum of its input, and show the activation's own (capped) values.
+        floor, cap: the activation's flat floor and cap (``None``: none), for saying that a value sits there.
     """
 
     grid: tuple[int, int]
@@ -108,6 +132,9 @@ class LayerScan:
     mean: Ranking
     bottom: Ranking
     class_sums: torch.Tensor | None = None
+    ranked_by: str = "activation"
+    floor: float | None = None
+    cap: float | None = None
 
     @property
     def units(self) -> int:
@@ -126,7 +153,7 @@ class UnitScan:
     Attributes:
         files: the collection's files (image indices point here).
         labels: ``(N,)`` class of each file, or ``None``.
-        classes: class names, or ``None``.
+        classes: the classes (folder names), or ``None``.
         layers: ``{layer: LayerScan}`` in the order asked.
         k: images kept per unit and ranking.
         size: the input side the images were scanned at (boxes are in its pixels).
@@ -139,6 +166,7 @@ class UnitScan:
             merging scans made otherwise.
         shard: ``(i, n)``: the share of the batches this process scanned (``(0, 1)``: all; a merged scan keeps the
             first part's).
+        names: the name shown for each class (:attr:`~kernelviz.data.collection.Collection.names`), or ``None``.
     """
 
     files: list[Path]
@@ -154,6 +182,7 @@ class UnitScan:
     done: set[int] = field(default_factory=set)
     key: dict[str, Any] = field(default_factory=dict)
     shard: tuple[int, int] = (0, 1)
+    names: list[str] | None = None
 
     @property
     def complete(self) -> bool:
@@ -168,22 +197,39 @@ class UnitScan:
             raise KernelvizError("the collection has no classes (give a folder with one subfolder per class)")
         return scan.class_sums.double() * CLASS_QUANTUM / self.class_counts.double()
 
+    def class_name(self, c: int) -> str:
+        """The name shown for class ``c`` (:attr:`names`; the folder's name when there is none)."""
+        assert self.classes is not None
+        return (self.names or self.classes)[c]
+
+    def caption(self, path: str | os.PathLike) -> str:
+        """How an image of the collection is captioned: by its class's name when the collection has classes
+        (``toy terrier``), else by its file name."""
+        if self.labels is not None and self.classes is not None:
+            i = self._index.get(str(path))
+            if i is not None:
+                return self.class_name(int(self.labels[i]))
+        return Path(path).name
+
+    @functools.cached_property
+    def _index(self) -> dict[str, int]:
+        return {str(f): i for i, f in enumerate(self.files)}
+
     def top_classes(self, layer: str, unit: int, n: int = 5) -> list[tuple[str, float]]:
-        """The ``n`` classes with the highest mean activation of ``unit``, highest first."""
+        """The ``n`` classes with the highest mean activation of ``unit`` (by name), highest first."""
         means = self.class_means(layer)[unit]
         order = torch.sort(torch.nan_to_num(means, nan=-torch.inf), descending=True, stable=True).indices[:n]
-        assert self.classes is not None
-        return [(self.classes[int(c)], float(means[c])) for c in order]
+        return [(self.class_name(int(c)), float(means[c])) for c in order]
 
     def classes_in_top(self, layer: str, unit: int) -> list[tuple[str, int]]:
-        """How many of ``unit``'s top images (by maximum) each class holds, most first."""
+        """How many of ``unit``'s top images (by maximum) each class holds (by name), most first."""
         if self.labels is None or self.classes is None:
             raise KernelvizError("the collection has no classes (give a folder with one subfolder per class)")
         images = self.layers[layer].top.images[unit]
         labels = self.labels[images[images >= 0]]
         counts = torch.bincount(labels, minlength=len(self.classes))
         order = torch.sort(counts, descending=True, stable=True).indices
-        return [(self.classes[int(c)], int(counts[c])) for c in order if counts[c] > 0]
+        return [(self.class_name(int(c)), int(counts[c])) for c in order if counts[c] > 0]
 
     def examples(self, layer: str, unit: int, ranking: str = "top") -> list[tuple[Path, float, tuple[int, int] | None]]:
         """``(file, value, (row, col) or None)`` of ``unit``'s images under ``ranking``, best first."""
@@ -206,17 +252,22 @@ class UnitScan:
             layers[name] = {
                 "grid": list(s.grid),
                 "class_sums": s.class_sums,
+                "ranked_by": s.ranked_by,
+                "floor": s.floor,
+                "cap": s.cap,
                 **{
                     r: {
                         "values": s.ranking(r).values,
                         "images": s.ranking(r).images,
                         "positions": s.ranking(r).positions,
+                        "scores": s.ranking(r).scores,
+                        "tiebreak": s.ranking(r).tiebreak,
                     }
                     for r in RANKINGS
                 },
             }
         return {
-            "format": 1,
+            "format": 2,
             "files": [str(f) for f in self.files],
             "labels": self.labels,
             "classes": self.classes,
@@ -230,12 +281,13 @@ class UnitScan:
             "done": sorted(self.done),
             "key": self.key,
             "shard": list(self.shard),
+            "names": self.names,
         }
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> UnitScan:
         def ranking(saved: dict[str, Any]) -> Ranking:
-            return Ranking(saved["values"], saved["images"], saved["positions"])
+            return Ranking(saved["values"], saved["images"], saved["positions"], saved["scores"], saved["tiebreak"])
 
         layers = {
             name: LayerScan(
@@ -244,6 +296,9 @@ class UnitScan:
                 ranking(s["mean"]),
                 ranking(s["bottom"]),
                 s["class_sums"],
+                s["ranked_by"],
+                s["floor"],
+                s["cap"],
             )
             for name, s in state["layers"].items()
         }
@@ -261,12 +316,13 @@ class UnitScan:
             done=set(state["done"]),
             key=state["key"],
             shard=(int(state["shard"][0]), int(state["shard"][1])),
+            names=state["names"],
         )
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the scan to ``path`` atomically (a killed write leaves the previous file whole)."""
         state = self.state()
-        return atomic_write(path, lambda tmp: torch.save(state, tmp))
+        return write_bytes(path, lambda buffer: torch.save(state, buffer))
 
 
 def load_scan(path: str | os.PathLike) -> UnitScan:
@@ -280,8 +336,8 @@ def load_scan(path: str | os.PathLike) -> UnitScan:
         raise NotFoundError(f"scan file not found: {path}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-        if not isinstance(state, dict) or state.get("format") != 1:
-            raise ValueError("not a kernelviz scan")
+        if not isinstance(state, dict) or state.get("format") != 2:
+            raise ValueError("not a kernelviz scan of this version")
         return UnitScan.from_state(state)
     except Exception as err:  # any failure to read means the same to the user: scan again
         raise KernelvizError(f"cannot read the scan {path}: {err} (delete it to scan again)") from err
@@ -291,46 +347,54 @@ def load_scan(path: str | os.PathLike) -> UnitScan:
 def _merge(
     ranking: Ranking,
     units: torch.Tensor,
+    scores: torch.Tensor,
+    tiebreak: torch.Tensor,
     values: torch.Tensor,
     images: torch.Tensor,
     positions: torch.Tensor | None,
     lowest: bool,
 ) -> None:
-    """Merge entries ``(M,)`` (the unit, value, image and position of each) into ``ranking`` ``(C, k)`` in place: per
-    unit, the ``k`` highest values (lowest when ``lowest``), ties to the lower image index, empty slots last.
+    """Merge entries ``(M,)`` (the unit, score, tiebreak, value, image and position of each) into ``ranking``
+    ``(C, k)`` in place: per unit, the ``k`` highest scores (lowest when ``lowest``), equal scores by their tiebreak
+    the same way, then to the lower image index, empty slots last.
 
-    Three stable sorts (by image, by value, by unit) order every entry by unit, then value, then image;
-    :func:`torch.topk` would not say which of equal values it keeps.
+    Four stable sorts (by image, by tiebreak, by score, by unit) order every entry by unit, then score, then
+    tiebreak, then image; :func:`torch.topk` would not say which of equal scores it keeps.
     """
     c, k = ranking.values.shape
     own = torch.arange(c, device=units.device).repeat_interleave(k)  # (C * k,) the unit of each ranked slot
     u = torch.cat([own, units])
-    v = torch.cat([ranking.values.flatten(), values])
+    sc = torch.cat([ranking.scores.flatten(), scores])
+    tb = torch.cat([ranking.tiebreak.flatten(), tiebreak])
     i = torch.cat([ranking.images.flatten(), images])
-    order = i.sort(stable=True).indices  # empty slots (-1) come first here, but last by value (+-inf)
-    order = order[v[order].sort(descending=not lowest, stable=True).indices]
+    order = i.sort(stable=True).indices  # empty slots (-1) come first here, but last by score (+-inf)
+    order = order[tb[order].sort(descending=not lowest, stable=True).indices]
+    order = order[sc[order].sort(descending=not lowest, stable=True).indices]
     order = order[u[order].sort(stable=True).indices]
     counts = torch.bincount(u, minlength=c)  # every unit has at least its k slots
     first = counts.cumsum(0) - counts
     kept = order[(torch.arange(len(u), device=u.device) - first[u[order]]) < k]  # (C * k,) unit by unit
-    ranking.values.copy_(v[kept].view(c, k))
+    ranking.values.copy_(torch.cat([ranking.values.flatten(), values])[kept].view(c, k))
+    ranking.scores.copy_(sc[kept].view(c, k))
+    ranking.tiebreak.copy_(tb[kept].view(c, k))
     ranking.images.copy_(i[kept].view(c, k))
     if ranking.positions is not None and positions is not None:
         ranking.positions.copy_(torch.cat([ranking.positions.flatten(), positions])[kept].view(c, k))
 
 
-def _slots(ranking: Ranking) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """A ranking's slots as entries for :func:`_merge`: ``(units, values, images, positions)``, each ``(C * k,)``."""
+def _slots(ranking: Ranking) -> _Entries:
+    """A ranking's slots as entries for :func:`_merge`, each ``(C * k,)``."""
     c, k = ranking.values.shape
     units = torch.arange(c, device=ranking.values.device).repeat_interleave(k)
     pos = None if ranking.positions is None else ranking.positions.flatten()
-    return units, ranking.values.flatten(), ranking.images.flatten(), pos
+    flat = ranking.scores.flatten(), ranking.tiebreak.flatten(), ranking.values.flatten(), ranking.images.flatten()
+    return (units, *flat, pos)
 
 
 def _merge_rankings(rankings: Sequence[Ranking], lowest: bool) -> Ranking:
     first = rankings[0]
     pos = None if first.positions is None else first.positions.clone()
-    merged = Ranking(first.values.clone(), first.images.clone(), pos)
+    merged = Ranking(first.values.clone(), first.images.clone(), pos, first.scores.clone(), first.tiebreak.clone())
     for other in rankings[1:]:
         _merge(merged, *_slots(other), lowest=lowest)
     return merged
@@ -360,7 +424,7 @@ def merge_scans(scans: Sequence[UnitScan]) -> UnitScan:
         parts = [s.layers[name] for s in scans]
         merged = {r: _merge_rankings([p.ranking(r) for p in parts], lowest=r == "bottom") for r in RANKINGS}
         sums = None if layer.class_sums is None else torch.stack([p.class_sums for p in parts]).sum(0)  # type: ignore[misc]
-        layers[name] = LayerScan(layer.grid, merged["top"], merged["mean"], merged["bottom"], sums)
+        layers[name] = replace(layer, top=merged["top"], mean=merged["mean"], bottom=merged["bottom"], class_sums=sums)
     counts = None if first.class_counts is None else torch.stack([s.class_counts for s in scans]).sum(0)  # type: ignore[misc]
     skipped = sorted((p for s in scans for p in s.skipped), key=lambda item: first.files.index(item[0]))
     return replace(
@@ -382,6 +446,8 @@ class _Pending:
     def __init__(self, ranking: Ranking) -> None:
         size, device = ranking.values.numel(), ranking.values.device
         self.units = torch.empty(size, dtype=torch.int64, device=device)
+        self.scores = torch.empty(size, dtype=ranking.scores.dtype, device=device)
+        self.tiebreak = torch.empty(size, dtype=ranking.tiebreak.dtype, device=device)
         self.values = torch.empty(size, dtype=ranking.values.dtype, device=device)
         self.images = torch.empty(size, dtype=torch.int64, device=device)
         self.positions = torch.empty(size, dtype=torch.int64, device=device)
@@ -391,10 +457,18 @@ class _Pending:
         return len(self.units) - self.count
 
     def add(
-        self, units: torch.Tensor, values: torch.Tensor, images: torch.Tensor, positions: torch.Tensor | None
+        self,
+        units: torch.Tensor,
+        scores: torch.Tensor,
+        tiebreak: torch.Tensor,
+        values: torch.Tensor,
+        images: torch.Tensor,
+        positions: torch.Tensor | None,
     ) -> None:
         end = self.count + len(units)
         self.units[self.count : end] = units
+        self.scores[self.count : end] = scores
+        self.tiebreak[self.count : end] = tiebreak
         self.values[self.count : end] = values
         self.images[self.count : end] = images
         if positions is not None:
@@ -402,15 +476,27 @@ class _Pending:
         self.count = end
 
 
+#: Entries for :func:`_merge`: ``(units, scores, tiebreak, values, images, positions)``, each ``(M,)``.
+_Entries = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]
+
+
 class _Reducer:
     """The hook side of a scan: each layer's output, as it is computed, reduced to its maxima, minima and means,
     and the entries that may get into a ranking set aside.
 
-    An image gets into a unit's ranking only by beating the k-th best so far, so each batch keeps only those
+    An image gets into a unit's ranking only by beating the k-th best score so far, so each batch keeps only those
     entries (and finds only their positions); they are merged once they are as many as the ranking's slots, and
     before a checkpoint or the end (:meth:`flush`). A k-th best that is not updated yet is lower, so it lets
     through more entries, never fewer. The batch's images come after every image ranked (batches run in
-    order), so a value equal to the k-th best cannot get in.
+    order), so a score equal to the k-th best cannot get in.
+
+    At a layer ranked by its pre-activation (:attr:`LayerScan.ranked_by`), the input arrives first (``LAYER:input``,
+    read before the module runs) and is kept until the output: the maxima and minima of the input rank, those of the
+    output are shown, the position is the input's extreme.
+
+    A batch's entries and class sums are staged while its forward runs and committed once it has run through
+    (:meth:`commit`): a forward that fails part-way (on one image of the batch) leaves the rankings as they were
+    (:meth:`discard`), so the batch can be run again without the image.
     """
 
     def __init__(self, scan: UnitScan, device: torch.device, readouts: Mapping[str, Readout]) -> None:
@@ -419,45 +505,89 @@ class _Reducer:
         self.labels: torch.Tensor | None = None
         self.finite = torch.ones((), dtype=torch.bool, device=device)
         self.pending = {(name, r): _Pending(layer.ranking(r)) for name, layer in scan.layers.items() for r in RANKINGS}
+        self.pre: dict[str, torch.Tensor] = {}  # a layer's input, until its output comes
+        self.staged: list[tuple[str, str, _Entries]] = []  # (layer, ranking, entries) of the batch running
+        self.sums: list[tuple[str, torch.Tensor]] = []  # (layer, (B, C) fixed-point means) of the batch running
+
+    def begin(self, images: torch.Tensor, labels: torch.Tensor | None) -> None:
+        """A new batch: ``images`` ``(B,)`` file indices, ``labels`` their classes (or ``None``)."""
+        self.images, self.labels = images, labels
+        self.finite = torch.ones((), dtype=torch.bool, device=self.device)
+        self.discard()
+
+    def discard(self) -> None:
+        """Forget what the batch running staged (its forward failed)."""
+        self.staged.clear()
+        self.sums.clear()
+        self.pre.clear()
+
+    def commit(self) -> None:
+        """Add the batch's staged entries to the rankings and its class sums (its forward ran through)."""
+        for name, rank, entries in self.staged:
+            ranking = self.scan.layers[name].ranking(rank)
+            waiting = self.pending[(name, rank)]
+            if len(entries[0]) > waiting.room():
+                self._merge(name, rank)
+            if len(entries[0]) > waiting.room():  # more than the ranking holds (the first batches): merged at once
+                _merge(ranking, *entries, lowest=rank == "bottom")
+            else:
+                waiting.add(*entries)
+        for name, fixed in self.sums:
+            sums = self.scan.layers[name].class_sums
+            if sums is not None and self.labels is not None:
+                sums.index_add_(1, self.labels, fixed.T)
+        self.discard()
 
     def __call__(self, name: str, output: torch.Tensor) -> None:
+        base, at_input = split_input(name)
         x = output.detach()
         if x.dim() == 2:  # (B, C): a unit without positions
             x = x[:, :, None, None]
         if x.dim() != 4:
             raise KernelvizError(f"layer {name!r} gives {tuple(x.shape)} outputs: a scan reads (B, C, H, W) or (B, C)")
+        if at_input:  # a copy: an in-place activation is about to overwrite it
+            self.pre[base] = x.flatten(2).float().clone()  # (B, C, H*W)
+            return
         if name in self.readouts:
             x = self.readouts[name](x)
         flat = x.flatten(2).float()  # (B, C, H*W)
         high, low = flat.amax(2), flat.amin(2)  # (B, C) each; far faster than aminmax or max with indices
         mean = flat.sum(2) / flat.shape[2]  # (B, C)
         self.finite &= torch.isfinite(mean).all()  # a non-finite value anywhere in a map makes its sum so
-        self._collect(name, "top", high, flat)
-        self._collect(name, "bottom", low, flat)
-        self._collect(name, "mean", mean, None)
-        layer = self.scan.layers[name]
-        if layer.class_sums is not None and self.labels is not None:
-            fixed = torch.round(mean.double() / CLASS_QUANTUM).to(torch.int64)  # (B, C)
-            layer.class_sums.index_add_(1, self.labels, fixed.T)
+        pre = self.pre.pop(name, None)
+        ranked = flat if pre is None else pre  # what the extremes' scores, tiebreaks and positions come from
+        high_score, low_score = (high, low) if pre is None else (pre.amax(2), pre.amin(2))
+        spread = mean if pre is None else pre.sum(2) / pre.shape[2]  # (B, C): equal extremes told apart by it
+        self._collect(name, "top", high_score, spread, high, ranked)
+        self._collect(name, "bottom", low_score, spread, low, ranked)
+        self._collect(name, "mean", mean, high_score, mean, None)
+        if self.scan.layers[name].class_sums is not None and self.labels is not None:
+            self.sums.append((name, torch.round(mean.double() / CLASS_QUANTUM).to(torch.int64)))  # (B, C)
 
-    def _collect(self, name: str, rank: str, values: torch.Tensor, flat: torch.Tensor | None) -> None:
+    def _collect(
+        self,
+        name: str,
+        rank: str,
+        scores: torch.Tensor,
+        tiebreak: torch.Tensor,
+        values: torch.Tensor,
+        flat: torch.Tensor | None,
+    ) -> None:
         ranking = self.scan.layers[name].ranking(rank)
         lowest = rank == "bottom"
-        kth = ranking.values[:, -1]  # (C,): -inf (+inf for the lowest) while fewer than k images are ranked
-        rows, units = (values < kth if lowest else values > kth).nonzero(as_tuple=True)  # (M,) each
+        kth, kth_tie = ranking.scores[:, -1], ranking.tiebreak[:, -1]  # (C,): +-inf while fewer than k are ranked
+        if lowest:
+            beats = (scores < kth) | ((scores == kth) & (tiebreak < kth_tie))
+        else:
+            beats = (scores > kth) | ((scores == kth) & (tiebreak > kth_tie))
+        rows, units = beats.nonzero(as_tuple=True)  # (M,) each
         if rows.numel() == 0:
             return
         pos = None
         if flat is not None:
             pos = _first_extreme(flat[rows, units].view(-1, *self.scan.layers[name].grid), lowest)
-        entries = (units, values[rows, units], self.images[rows], pos)
-        waiting = self.pending[(name, rank)]
-        if len(rows) > waiting.room():
-            self._merge(name, rank)
-        if len(rows) > waiting.room():  # more than the ranking holds (the first batches): merged at once
-            _merge(ranking, *entries, lowest=lowest)
-        else:
-            waiting.add(*entries)
+        entries = (units, scores[rows, units], tiebreak[rows, units], values[rows, units], self.images[rows], pos)
+        self.staged.append((name, rank, entries))
 
     def _merge(self, name: str, rank: str) -> None:
         waiting = self.pending[(name, rank)]
@@ -466,7 +596,9 @@ class _Reducer:
         n = waiting.count
         ranking = self.scan.layers[name].ranking(rank)
         pos = waiting.positions[:n] if ranking.positions is not None else None
-        _merge(ranking, waiting.units[:n], waiting.values[:n], waiting.images[:n], pos, lowest=rank == "bottom")
+        _merge(ranking, waiting.units[:n], waiting.scores[:n], waiting.tiebreak[:n], waiting.values[:n],
+               waiting.images[:n], pos,
+               lowest=rank == "bottom")  # fmt: skip
         waiting.count = 0
 
     def flush(self) -> None:
@@ -486,17 +618,21 @@ def _first_extreme(maps: torch.Tensor, lowest: bool) -> torch.Tensor:
     return row * maps.shape[2] + col
 
 
-def _empty_layer(units: int, grid: tuple[int, int], k: int, classes: int | None, device: torch.device) -> LayerScan:
+def _empty_layer(plan: _Planned, k: int, classes: int | None, device: torch.device) -> LayerScan:
     def ranking(positions: bool, lowest: bool) -> Ranking:
         fill = torch.inf if lowest else -torch.inf
         return Ranking(
-            torch.full((units, k), fill, device=device),
-            torch.full((units, k), _EMPTY, dtype=torch.int64, device=device),
-            torch.full((units, k), 0, dtype=torch.int64, device=device) if positions else None,
+            torch.full((plan.units, k), fill, device=device),
+            torch.full((plan.units, k), _EMPTY, dtype=torch.int64, device=device),
+            torch.full((plan.units, k), 0, dtype=torch.int64, device=device) if positions else None,
+            torch.full((plan.units, k), fill, device=device),
+            torch.full((plan.units, k), fill, device=device),
         )
 
-    sums = None if classes is None else torch.zeros(units, classes, dtype=torch.int64, device=device)
-    return LayerScan(grid, ranking(True, False), ranking(False, False), ranking(True, True), sums)
+    sums = None if classes is None else torch.zeros(plan.units, classes, dtype=torch.int64, device=device)
+    ranked_by = "pre-activation" if plan.pre else "activation"
+    return LayerScan(plan.grid, ranking(True, False), ranking(False, False), ranking(True, True), sums, ranked_by,
+                     plan.floor, plan.cap)  # fmt: skip
 
 
 def _fingerprint(model: nn.Module) -> str:
@@ -505,11 +641,23 @@ def _fingerprint(model: nn.Module) -> str:
     return hashlib.sha1(repr(sums).encode()).hexdigest()[:16]
 
 
+@dataclass(frozen=True)
+class _Planned:
+    """How a layer is scanned: its units and grid, and whether its pre-activation ranks (``pre``; ``floor`` and
+    ``cap``: where its activation is flat)."""
+
+    units: int
+    grid: tuple[int, int]
+    pre: bool = False
+    floor: float | None = None
+    cap: float | None = None
+
+
 def _plan(
     model: nn.Module, size: int, layers: Sequence[str] | None, readouts: Mapping[str, Readout]
-) -> dict[str, tuple[int, tuple[int, int]]]:
-    """``{layer: (units, grid)}`` for the layers to scan (every convolution by default), a layer read out through a
-    :class:`Readout` having its units."""
+) -> dict[str, _Planned]:
+    """How each layer to scan (every convolution by default) is scanned; a layer read out through a
+    :class:`Readout` has its units (and no pre-activation)."""
     plan = {}
     for name, row in asked_layers(model, size, layers, "scan"):
         if len(row.shape) not in (1, 3):
@@ -517,7 +665,14 @@ def _plan(
                 f"layer {name!r} has output {row.shape}: a scan reads units of (C, H, W) or (C,) outputs"
             )
         grid = (row.shape[1], row.shape[2]) if len(row.shape) == 3 else (1, 1)
-        plan[name] = (readouts[name].units if name in readouts else row.shape[0], grid)
+        flat = bounds(get_module(model, row.path)) if row.kind == "activation" and name not in readouts else Bounds()
+        plan[name] = _Planned(
+            readouts[name].units if name in readouts else row.shape[0],
+            grid,
+            flat.flat,
+            flat.low if flat.flat_low else None,
+            flat.high if flat.flat_high else None,
+        )
     unknown = sorted(set(readouts) - set(plan))
     if unknown:
         raise KernelvizError(f"readouts given for layers not scanned: {', '.join(unknown)}")
@@ -585,16 +740,7 @@ def scan_units(
     plan = _plan(model, side, layers, readouts)
     share = Shard.of(shard)
     n = len(found.files)
-    key = {
-        "model": meta.name,
-        "weights": _fingerprint(model),
-        "layers": list(plan),
-        "k": k,
-        "size": side,
-        "batch_size": batch,
-        "files": hashlib.sha1("\n".join(map(str, found.files)).encode()).hexdigest(),
-        "count": n,
-    }
+    key = {**collection_key(model, found, side), "layers": list(plan), "k": k, "batch_size": batch}
     if readouts:
         key["readouts"] = {name: r.key for name, r in sorted(readouts.items())}
     classes = None if found.classes is None else len(found.classes)
@@ -606,13 +752,14 @@ def scan_units(
             files=found.files,
             labels=found.labels,
             classes=found.classes,
-            layers={name: _empty_layer(units, grid, k, classes, device) for name, (units, grid) in plan.items()},
+            layers={name: _empty_layer(planned, k, classes, device) for name, planned in plan.items()},
             k=k,
             size=side,
             class_counts=None if classes is None else torch.zeros(classes, dtype=torch.int64),
             batches=plan_batches(n, batch),
             key=key,
             shard=share.pair,
+            names=found.names,
         )
     else:
         scan.layers = {name: _moved(layer, device) for name, layer in scan.layers.items()}
@@ -633,7 +780,8 @@ def scan_units(
 
 def _moved(layer: LayerScan, device: torch.device) -> LayerScan:
     sums = None if layer.class_sums is None else layer.class_sums.to(device)
-    return LayerScan(layer.grid, layer.top.to(device), layer.mean.to(device), layer.bottom.to(device), sums)
+    return replace(layer, top=layer.top.to(device), mean=layer.mean.to(device), bottom=layer.bottom.to(device),
+                   class_sums=sums)  # fmt: skip
 
 
 def _resumed(checkpoint: str | os.PathLike | None, key: dict[str, Any], shard: tuple[int, int]) -> UnitScan | None:
@@ -678,25 +826,16 @@ class _Scanner:
         meta = model_meta(self.model)
         reduce = _Reducer(scan, self.device, self.readouts)
         since = 0
-        hooks = capture(self.model, list(scan.layers), stop=True, each=reduce)
+        inputs = [f"{name}{INPUT_SUFFIX}" for name, layer in scan.layers.items() if layer.ranked_by != "activation"]
+        hooks = capture(self.model, [*scan.layers, *inputs], stop=True, each=reduce)
         with guarded(self.model, keep_inplace=True), torch.no_grad(), hooks:
             for batch in stream(self.found, scan.batches, todo, self.reading, self.device):
                 scan.skipped.extend(batch.skipped)
-                if len(batch.readable):
-                    reduce.images = batch.readable.to(self.device)
-                    if scan.labels is not None and scan.class_counts is not None:
-                        labels = scan.labels[batch.readable]
-                        reduce.labels = labels.to(self.device)
-                        scan.class_counts += torch.bincount(labels, minlength=len(scan.class_counts))
-                    with contextlib.suppress(StopForward):  # raised once the deepest layer is reduced
-                        self.model(meta.normalize(batch.images))
-                    if not bool(reduce.finite):
-                        files = ", ".join(scan.files[int(i)].name for i in batch.readable[:3].tolist())
-                        raise NonFiniteObjectiveError(
-                            f"the model's activations are not finite on the batch of {files}...: check the model "
-                            "and its weights"
-                        )
-                scan.scanned += len(batch.readable)
+                failed = self._forward(reduce, meta, batch.images, batch.readable)
+                if failed is None:
+                    scan.scanned += len(batch.readable)
+                else:  # the model fails on some image of the batch: each alone, the failing ones skipped
+                    self._one_by_one(reduce, meta, batch.images, batch.readable, failed)
                 scan.done.add(batch.number)
                 done += len(batch.files)
                 since += len(batch.files)
@@ -709,10 +848,72 @@ class _Scanner:
         if self.checkpoint is not None and since:
             _checkpoint(scan, self.checkpoint)
 
+    def _forward(self, reduce: _Reducer, meta: Any, images: torch.Tensor, indices: torch.Tensor) -> Exception | None:
+        """Run ``images`` ``(b, 3, S, S)`` (files ``indices``) through the model and commit what they add to the
+        rankings; the exception the model raised, if it did (nothing committed then)."""
+        if not len(indices):
+            return None
+        scan = self.scan
+        labels = None if scan.labels is None else scan.labels[indices]
+        reduce.begin(indices.to(self.device), None if labels is None else labels.to(self.device))
+        try:
+            with contextlib.suppress(StopForward):  # raised once the deepest layer is reduced
+                self.model(meta.normalize(images))
+        except KernelvizError:
+            raise  # what the scan itself refuses (a layer it cannot read): no image's fault
+        except Exception as err:  # the model fails on this input; KeyboardInterrupt is not caught
+            reduce.discard()
+            return err
+        if not bool(reduce.finite):
+            files = ", ".join(scan.files[int(i)].name for i in indices[:3].tolist())
+            raise NonFiniteObjectiveError(
+                f"the model's activations are not finite on the batch of {files}...: check the model and its weights"
+            )
+        reduce.commit()
+        if labels is not None and scan.class_counts is not None:
+            scan.class_counts += torch.bincount(labels, minlength=len(scan.class_counts))
+        return None
+
+    def _one_by_one(
+        self, reduce: _Reducer, meta: Any, images: torch.Tensor, indices: torch.Tensor, failed: Exception
+    ) -> None:
+        """A batch the model failed on, one image at a time in order (the result is the batch's without the failing
+        images); each failing image is skipped and counted with why. When it fails on every image, the model
+        cannot run at all: that is an error, in one line naming the first file."""
+        scan = self.scan
+        errors = []
+        for j in range(len(indices)):
+            err = self._forward(reduce, meta, images[j : j + 1], indices[j : j + 1])
+            if err is None:
+                scan.scanned += 1
+            else:
+                errors.append(
+                    (scan.files[int(indices[j])], f"the model could not run on it ({type(err).__name__}: {err})")
+                )
+        if len(errors) == len(indices) and len(indices) > 1:
+            raise KernelvizError(
+                f"the model could not run on any image of the batch of {errors[0][0]} ({type(failed).__name__}: "
+                f"{failed}): check the model and the image size (--size)"
+            )
+        scan.skipped.extend(errors)
+
 
 def _checkpoint(scan: UnitScan, path: str | os.PathLike) -> None:
     on_cpu = replace(scan, layers={name: _moved(layer, torch.device("cpu")) for name, layer in scan.layers.items()})
     on_cpu.save(path)
+
+
+def collection_key(model: nn.Module, found: Collection, size: int) -> dict[str, Any]:
+    """What a scan's key says of the model and the collection: the model, a digest of its weights, the input side,
+    the files (a digest of their paths) and their count. Scans with the same collection key read the same images
+    through the same network (their layers, ``k`` and batches may differ)."""
+    return {
+        "model": model_meta(model).name,
+        "weights": _fingerprint(model),
+        "size": size,
+        "files": hashlib.sha1("\n".join(map(str, found.files)).encode()).hexdigest(),
+        "count": len(found.files),
+    }
 
 
 def scan_id(key: dict[str, Any]) -> str:

@@ -94,10 +94,18 @@ def test_one_scan_writes_every_unit_of_every_layer(cli, tmp_path):
             for found in page[r].values()
             for e in found
         ]
-        assert len(set(crops)) == len(crops) == units * 4 * 3
-        with Image.open(crops[0]) as im:  # a receptive-field crop of the top image, as a JPEG
-            x0, y0, x1, y1 = page["filters"]["0"][0]["box"]
-            assert im.format == "JPEG" and im.size == (x1 - x0, y1 - y0)
+        assert len(crops) == units * 4 * 3 and all(c.is_file() for c in crops)
+        shown = {e["image"] for r in ("filters", "mean", "bottom") for found in page[r].values() for e in found}
+        assert len({c.resolve() for c in crops}) == len(shown)  # each image shown is written once, not per entry
+        assert all(c.parent.name == "examples-images" for c in crops)
+        with Image.open(crops[0]) as im:  # the whole image at the model's input size, as a JPEG
+            assert im.format == "JPEG" and im.size == (page["size"], page["size"])
+        field = page["field"]
+        assert 0 < field["effective"] <= min(field["theoretical"], page["size"]) and field["mass"] == 0.5
+        for e in (e for found in page["filters"].values() for e in found):  # the square shown: the effective field
+            x0, y0, x1, y1 = e["box"]
+            assert 0 <= x0 < x1 <= page["size"] and 0 <= y0 < y1 <= page["size"]
+            assert max(x1 - x0, y1 - y0) <= field["effective"] + 1
     again = cli(*args, "-o", "out", "--quiet")
     assert "already written" in again.output and examples_of(tmp_path / "out") == pages
 
@@ -131,7 +139,8 @@ def test_the_atlas_site_shows_top_mean_bottom_and_classes(tmp_path):
     assert "highest mean activation" in page and "most negative" in page
     assert "classes of highest mean activation: " in page and "(striped)" in page
     data = json.loads((report.root / "conv2_1" / "examples.json").read_text())
-    assert sorted(data["filters"]) == ["0", "1"]  # the atlas's filters only
+    units = len(kernelviz.list_layers(tiny_vgg(), include=["conv2_1"])[0].shape and data["filters"])
+    assert sorted(data["filters"], key=int) == [str(n) for n in range(units)] and units > 2  # every unit: none lost
 
 
 @pytest.mark.parametrize("form", [["conv1_1"], ["conv1_1", "0", "extra"]])
@@ -204,3 +213,43 @@ def test_torchrun_ranks_write_the_examples_of_one_process(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "rank 1: the ranks' scans are merged" in proc.stdout
     assert examples_of(tmp_path / "one") == examples_of(tmp_path / "two")
+
+
+def test_the_atlas_reuses_an_examples_scan_scans_at_the_models_size_and_keeps_every_unit(tmp_path):
+    """`kernelviz examples` then `kernelviz atlas --images` on the same images: the atlas reuses the scan (no scan
+    stage, no new checkpoint), keeps every unit's examples (none orphaned), and an atlas that scans on its own does
+    so at the model's input size (32 here), not its pictures' (16)."""
+    images = labeled_folder(tmp_path / "images", per_class=3)
+    root = tmp_path / "out" / "tiny_vgg"
+    first = scan_to_atlas(tiny_vgg(), root, images, ["conv1_1", "conv2_1"], k=3, workers=0)
+    before = json.loads((root / "conv2_1" / "examples.json").read_text())
+    checkpoints = sorted((root / "examples-scan").iterdir())
+    stages: list[str] = []
+    kernelviz.atlas(tiny_vgg(), tmp_path / "out", layers=["conv2_1"], filters=2, images=images, k=2, steps=2,
+                    size=16, progress=lambda p: stages.append(p.stage))  # fmt: skip
+    assert "scan" not in stages and sorted((root / "examples-scan").iterdir()) == checkpoints  # reused
+    after = json.loads((root / "conv2_1" / "examples.json").read_text())
+    assert after == before and len(after["filters"]) == first.scan.layers["conv2_1"].units  # every unit kept
+    alone = kernelviz.atlas(tiny_vgg(), tmp_path / "alone", layers=["conv2_1"], filters=2, images=images, k=2,
+                            steps=2, size=16)  # fmt: skip
+    scanned = json.loads((alone.root / "conv2_1" / "examples.json").read_text())
+    assert scanned["size"] == 32 and len(scanned["filters"]) > 2  # the model's size; every unit
+
+
+def test_classes_are_named_not_numbered(tmp_path):
+    """Class folders named by WordNet id (as ImageNet's, with or without the name) are shown by the class's name;
+    other folders by their own name."""
+    from kernelviz.data.collection import collection
+
+    root = tmp_path / "images"
+    for folder in ("n01440764_tench", "n02087046", "my_own_class"):
+        (root / folder).mkdir(parents=True)
+        Image.fromarray(np.full((32, 32, 3), 100, dtype=np.uint8)).save(root / folder / "a.png")
+    found = collection(root)
+    assert found.classes == ["my_own_class", "n01440764_tench", "n02087046"]
+    assert found.names == ["my_own_class", "tench", "toy terrier"]
+    report = scan_to_atlas(tiny_vgg(), tmp_path / "out" / "tiny_vgg", root, ["conv1_1"], k=3, workers=0)
+    page = json.loads((report.root / "conv1_1" / "examples.json").read_text())
+    shown = {e["class"] for found_ in page["filters"].values() for e in found_}
+    assert shown == {"my_own_class", "tench", "toy terrier"}
+    assert {name for name, _ in page["classes"]["0"]["mean"]} == shown

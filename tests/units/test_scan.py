@@ -70,29 +70,41 @@ def brute_force(model: nn.Module, files: list[Path], layer: str) -> torch.Tensor
     return acts.flatten(2) if acts.dim() == 4 else acts[:, :, None]
 
 
-def expected(values: torch.Tensor, k: int, lowest: bool) -> tuple[np.ndarray, np.ndarray]:
-    """The top ``k`` of each column of ``values`` (N, C): highest first (lowest when ``lowest``), ties to the lower
-    image index (numpy's lexsort, independent of the code under test)."""
-    v = values.numpy()
-    order = np.stack([np.lexsort((np.arange(len(v)), v[:, c] if lowest else -v[:, c]))[:k] for c in range(v.shape[1])])
+def expected(values: torch.Tensor, tiebreak: torch.Tensor, k: int, lowest: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The top ``k`` of each column of ``values`` (N, C): highest first (lowest when ``lowest``), equal values by
+    ``tiebreak`` the same way, then to the lower image index (numpy's lexsort, independent of the code under
+    test)."""
+    v, t = values.numpy(), tiebreak.numpy()
+    sign = 1 if lowest else -1
+    order = np.stack(
+        [np.lexsort((np.arange(len(v)), sign * t[:, c], sign * v[:, c]))[:k] for c in range(v.shape[1])]
+    )
     return np.take_along_axis(v.T, order, 1), order
+
+
+#: The layer whose input ranks it (the ReLU: flat at 0 below its floor, where its input still tells images apart).
+RANKED_BY_INPUT = {"1": "0"}
 
 
 def assert_same_as_brute_force(model, scan, files, k):
     for layer in LAYERS:
         acts = brute_force(model, files, layer)  # (N, C, P)
+        ranks = brute_force(model, files, RANKED_BY_INPUT.get(layer, layer))  # what the extremes are ranked by
         got = scan.layers[layer]
-        for name, values, lowest in (
-            ("top", acts.amax(2), False),
-            ("mean", acts.mean(2), False),
-            ("bottom", acts.amin(2), True),
+        assert got.ranked_by == ("pre-activation" if layer in RANKED_BY_INPUT else "activation")
+        for name, scores, tiebreak, shown, lowest in (
+            ("top", ranks.amax(2), ranks.mean(2), acts.amax(2), False),
+            ("mean", acts.mean(2), ranks.amax(2), acts.mean(2), False),
+            ("bottom", ranks.amin(2), ranks.mean(2), acts.amin(2), True),
         ):
-            want_values, want_images = expected(values, k, lowest)
+            want_scores, want_images = expected(scores, tiebreak, k, lowest)
             ranking = got.ranking(name)
             assert ranking.images.numpy().tolist() == want_images.tolist(), (layer, name)
-            assert torch.equal(ranking.values, torch.from_numpy(want_values)), (layer, name)
+            assert torch.equal(ranking.scores, torch.from_numpy(want_scores)), (layer, name)
+            assert torch.equal(ranking.values, shown.T.gather(1, torch.from_numpy(want_images))), (layer, name)
             if ranking.positions is not None:
-                picked = acts[torch.from_numpy(want_images), torch.arange(acts.shape[1])[:, None]]  # (C, k, P)
+                source = ranks if name != "mean" else acts
+                picked = source[torch.from_numpy(want_images), torch.arange(acts.shape[1])[:, None]]  # (C, k, P)
                 where = picked.argmax(2) if name == "top" else picked.argmin(2)  # the first extreme position
                 assert torch.equal(ranking.positions, where), (layer, name)
 
@@ -113,8 +125,9 @@ def test_the_scan_finds_exactly_the_brute_force_rankings_of_every_unit(tmp_path)
             r = layer.ranking(name)
             r.images = torch.tensor([[index[scan.files[i]] for i in row] for row in r.images.tolist()])
     assert_same_as_brute_force(model, scan, files, 5)
-    dead = scan.layers["1"].top
-    assert torch.equal(dead.values[2], torch.zeros(5)) and dead.images[2].tolist() == [0, 1, 2, 3, 4]
+    dead = scan.layers["1"].top  # unit 2 never fires: its ReLU gives 0 on every image, its input still differs
+    assert torch.equal(dead.values[2], torch.zeros(5)) and bool((dead.scores[2] < 0).all())
+    assert dead.images[2].tolist() != [0, 1, 2, 3, 4]  # ranked by how near it comes to firing, not by file order
     assert all(torch.equal(p, weights[n]) for n, p in model.state_dict().items())
     assert all(m.inplace for m in model.modules() if isinstance(m, nn.ReLU))
 

@@ -91,7 +91,7 @@
             img.src = withToken(e.src);
             img.onload = markImagesLoaded;
             if (box) box.replaceWith(img);
-            tile.querySelector(".value").textContent = "mean " + e.value.toPrecision(4) + (e.dead ? " (dead unit)" : "");
+            tile.querySelector(".value").textContent = "mean " + e.value.toPrecision(4) + (e.dead ? " (not raised from noise)" : "");
             tile.setAttribute("data-done", "1");
             got += 1;
             body.setAttribute("data-missing-count", String(total - got));
