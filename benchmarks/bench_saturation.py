@@ -101,7 +101,7 @@ def main() -> None:
     print("| layer | units | top 9 all tied | of them constant | top 9 shared under reversed file order (mean of 9) |")
     print("|---|---|---|---|---|")
     for layer in layers:
-        (s1, p1), (s2, p2) = ranked(scans[0], layer), ranked(scans[1], layer)
+        (s1, p1), (_, p2) = ranked(scans[0], layer), ranked(scans[1], layer)
         tied = (s1 == s1[:, :1]).all(1)
         tiebreak = getattr(scans[0].layers[layer].top, "tiebreak", None)
         if tiebreak is not None:  # equal scores told apart by the mean are no tie

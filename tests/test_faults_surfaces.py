@@ -209,7 +209,7 @@ def test_the_explorers_negative_variant_keeps_the_atlass_negative_picture(tmp_pa
 
 # --- earlier surfaces -----------------------------------------------------------------------------------------------
 def test_count_depth_refuses_a_name_as_every_call_does():
-    with pytest.raises(KernelvizTypeError, match="model must be a torch.nn.Module"):
+    with pytest.raises(KernelvizTypeError, match=r"model must be a torch\.nn\.Module"):
         kernelviz.count_depth("vgg16")  # type: ignore[arg-type]
 
 

@@ -76,9 +76,7 @@ def expected(values: torch.Tensor, tiebreak: torch.Tensor, k: int, lowest: bool)
     test)."""
     v, t = values.numpy(), tiebreak.numpy()
     sign = 1 if lowest else -1
-    order = np.stack(
-        [np.lexsort((np.arange(len(v)), sign * t[:, c], sign * v[:, c]))[:k] for c in range(v.shape[1])]
-    )
+    order = np.stack([np.lexsort((np.arange(len(v)), sign * t[:, c], sign * v[:, c]))[:k] for c in range(v.shape[1])])
     return np.take_along_axis(v.T, order, 1), order
 
 
