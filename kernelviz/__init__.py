@@ -32,6 +32,8 @@ from .core.guard import guarded
 from .core.layers import LayerInfo, count_depth, list_layers
 from .core.models import ModelMeta, load_checkpoint, load_model, model_meta, set_model_meta
 from .core.names import layer_names, resolve_layer
+from .data.collection import Collection, collection
+from .data.labels import LabelSet, collection_labels
 from .errors import KernelvizError, KernelvizTypeError, NonFiniteObjectiveError, NotFoundError
 from .explain.faithfulness import faithfulness, sanity_check
 from .explain.heatmaps import METHODS, attribute, heatmap, predict
@@ -48,6 +50,7 @@ from .sets.atlas import atlas
 from .units.concepts import Concepts, concept_maps, find_concepts
 from .units.examples import find_examples
 from .units.scan import UnitScan, load_scan, merge_scans, scan_units
+from .units.statistics import Label, LayerUnits, UnitStats, unit_statistics
 from .units.trust import Trust, path_similarity
 
 # Drawing functions import matplotlib on first use, not with the package.
@@ -78,10 +81,14 @@ __all__ = [
     "dream",
     "photo_activation",
     "METHODS",
+    "Collection",
     "Concepts",
     "GridResult",
     "KernelvizError",
     "KernelvizTypeError",
+    "Label",
+    "LabelSet",
+    "LayerUnits",
     "LayerInfo",
     "ModelMeta",
     "NonFiniteObjectiveError",
@@ -89,6 +96,7 @@ __all__ = [
     "Objective",
     "OptimSettings",
     "UnitScan",
+    "UnitStats",
     "VisResult",
     "__version__",
     "activations",
@@ -96,6 +104,8 @@ __all__ = [
     "attribute",
     "capture",
     "channel",
+    "collection",
+    "collection_labels",
     "class_logit",
     "class_logprob",
     "concept_maps",
@@ -129,6 +139,7 @@ __all__ = [
     "scan_units",
     "set_model_meta",
     "transforms",
+    "unit_statistics",
     "visualize",
     *_PLOTS,
 ]

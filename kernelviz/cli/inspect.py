@@ -10,7 +10,7 @@ from ..explain.baselines import BASELINES
 from ..explain.heatmaps import DEFAULT_BASELINES, methods_help
 from .options import LOG, ModelSource, errors_to_click, model_options, refuse_given
 
-__all__ = ["heatmap_cmd", "layers_cmd", "maps_cmd", "weights_cmd"]
+__all__ = ["heatmap_cmd", "layers_cmd", "maps_cmd", "units_cmd", "weights_cmd"]
 
 
 @click.command("layers")
@@ -294,3 +294,32 @@ def weights_cmd(
         inputs=parse_filters(inputs) if inputs else None,
         log=LOG,
     )
+
+
+@click.command("units")
+@click.argument("folder", type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.option("--layer", "layers", multiple=True, help="A layer to show (repeat for several) [default: every layer].")
+@click.option(
+    "--sort",
+    type=click.Choice(["unit", "frequency", "auc", "label", "mean", "max"]),
+    default="unit",
+    show_default=True,
+    help="Order of a layer's units: by index, firing frequency, the AUC or name of its best label, mean, max.",
+)
+@click.option("--label", default=None, help="Instead: the units labelled like this (any layer), best AUC first.")
+@click.option("-n", "--top", type=click.IntRange(min=1), default=None, help="Rows at most [default: all].")
+@errors_to_click
+def units_cmd(folder: Path, layers: tuple[str, ...], sort: str, label: str | None, top: int | None) -> None:
+    """What each unit of a scanned collection is: its firing frequency, mean and max, dead or dense, and its best
+    label with its AUC, from the units.json that `kernelviz examples MODEL --images DIR -o OUT` writes (FOLDER:
+    OUT/<model>, or OUT). --label dog finds the units labelled so across layers.
+
+    A unit fires on an image when its maximum there is above 0; it is dense above 0 on 95% of the images or more.
+    Its labels are the collection's classes, the WordNet groups above ImageNet classes, and --labels FILE's labels
+    that it tells apart from the rest with an AUC of 0.9 or more (2 images or more) beyond chance (one-sided
+    Mann-Whitney p-value under 0.05 divided by the number of labels tested).
+    """
+    from ..jobs.inspect import units_table
+
+    for line in units_table(folder, list(layers) or None, sort=sort, label=label, top=top):
+        click.echo(line)

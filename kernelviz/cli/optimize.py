@@ -243,6 +243,13 @@ def atlas_cmd(
     "(OUT/<model>/<layer>/examples.json, the atlas layout).",
 )
 @click.option("--layers", default=None, help="Comma-separated layers to scan [default: every convolution].")
+@click.option(
+    "--labels",
+    "label_file",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="A CSV of image path and its labels (several per image): the units are labelled by them too (units.json).",
+)
 @workers_option
 @click.option("--shard", default=None, help="i/n: scan only the i-th of n shares (job arrays without torchrun).")
 @click.option(
@@ -263,6 +270,7 @@ def examples_cmd(
     k: int,
     output: Path | None,
     layers: str | None,
+    label_file: Path | None,
     workers: int | None,
     shard: str | None,
     every: int,
@@ -270,7 +278,7 @@ def examples_cmd(
     source: ModelSource,
     settings: OptimSettings,
 ) -> None:
-    """The images of a collection that excite units most.
+    """The images of a collection that excite units most, and what each unit is.
 
     \b
     kernelviz examples MODEL --images DIR -o OUT [--layers L1,L2] [-k K]
@@ -280,7 +288,10 @@ def examples_cmd(
         OUT/<model>/<layer>/examples.json and crops, which the atlas site and `kernelviz serve --atlas OUT`
         show. Resumable (rerun the same command), under `torchrun --nproc-per-node N` or with --shard i/n
         (the last shard to finish merges; rerun any shard's command to merge again). --batch-size sets the
-        images per forward pass (default 8 on a CPU, 64 on a GPU), --size the input side.
+        images per forward pass (default 8 on a CPU, 64 on a GPU), --size the input side. Each layer also gets
+        units.json: per unit its firing frequency, mean and max, a histogram of its per-image maxima, the images at
+        several quantiles of them, and its labels (the collection's classes, WordNet groups, --labels FILE) with
+        their AUC: `kernelviz units OUT` lists them.
 
     \b
     kernelviz examples MODEL LAYER FILTER --images DIR [-o SHEET.png]
@@ -294,8 +305,8 @@ def examples_cmd(
     if len(target) not in (0, 2):
         raise click.UsageError("give LAYER FILTER for one filter's sheet, or neither to scan every unit (-o OUT)")
     if target:
-        if layers or shard:
-            raise click.UsageError("--layers and --shard belong to the scan of every unit: drop LAYER FILTER")
+        if layers or shard or label_file:
+            raise click.UsageError("--layers, --shard and --labels belong to the scan of every unit: drop LAYER FILTER")
         _one_filter(model, target[0], _filter_index(target[1]), images, k, output, workers, source, settings)
         return
     if output is None:
@@ -326,6 +337,7 @@ def examples_cmd(
             workers=workers,
             shard=shard_pair,
             every=every,
+            label_file=label_file,
             progress=bars,
         )
     except KeyboardInterrupt:
@@ -334,11 +346,12 @@ def examples_cmd(
     finally:
         bars.close()
     scan = report.scan
-    click.echo(f"{report.root}: {scan.scanned} images scanned, {len(scan.skipped)} unreadable skipped")
+    done = "images scanned" if report.scanned else "images scanned before (that scan reused)"
+    click.echo(f"{report.root}: {scan.scanned} {done}, {len(scan.skipped)} unreadable skipped")
     if report.shards_left:
         click.echo(f"{report.shards_left} shard(s) of the scan still to finish; the last one merges them")
     for layer in report.layers_written:
-        click.echo(f"wrote {report.root / layer.replace('/', '_') / 'examples.json'}")
+        click.echo(f"wrote {report.root / layer.replace('/', '_') / 'examples.json'} and units.json")
     if report.rank:
         click.echo(f"rank {report.rank}: the ranks' scans are merged; rank 0 writes the examples")
     elif not report.shards_left and not report.layers_written:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import difflib
+import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -35,6 +37,7 @@ from ..files.write import save_figure, save_json, save_npy, write_each
 from .outputs import QUIET, Log, check_folder, check_writable, output_paths, unique_stems
 
 __all__ = [
+    "UNIT_SORTS",
     "LayerTable",
     "export_heatmaps",
     "export_kernels",
@@ -44,6 +47,7 @@ __all__ = [
     "kernel_figure",
     "layer_table",
     "maps_figure",
+    "units_table",
 ]
 
 
@@ -601,3 +605,95 @@ def image_summary(model: nn.Module, image: torch.Tensor, layers: Sequence[str], 
     preds = predict(model, image[None], 5)[0]
     means = strongest_channels(model, image, layers, k)
     return {"predictions": preds, "firing": means}
+
+
+#: How ``kernelviz units`` sorts a layer's units: the key of each choice, on a unit's record.
+UNIT_SORTS: dict[str, Callable[[dict[str, Any]], Any]] = {
+    "unit": lambda u: u["unit"],
+    "frequency": lambda u: (-u["frequency"], u["unit"]),
+    "auc": lambda u: (-(u["labels"][0]["auc"] if u["labels"] else 0.0), u["unit"]),
+    "label": lambda u: (u["labels"][0]["name"].lower() if u["labels"] else "\uffff", u["unit"]),
+    "mean": lambda u: (-u["mean"], u["unit"]),
+    "max": lambda u: (-u["max"], u["unit"]),
+}
+
+
+def units_table(
+    root: str | os.PathLike,
+    layers: Sequence[str] | None = None,
+    *,
+    sort: str = "unit",
+    label: str | None = None,
+    top: int | None = None,
+) -> list[str]:
+    """The units of an atlas folder's layers as text lines (what ``kernelviz units`` prints): per layer a table of
+    unit, frequency, mean, max, dead or dense, and its best label with its AUC, sorted by ``sort`` (a key of
+    :data:`UNIT_SORTS`), the first ``top`` rows; with ``label``, the units labelled so across the layers instead.
+
+    Raises:
+        NotFoundError: no ``units.json`` in the folder (or not for a layer asked), an unknown sort.
+    """
+    folder = _units_folder(Path(root))
+    if sort not in UNIT_SORTS:
+        raise NotFoundError(f"unknown sort {sort!r}: choose from {', '.join(UNIT_SORTS)}")
+    have = folder.unit_layers()
+    chosen = [layer.replace("/", "_") for layer in layers] if layers else have
+    missing = [layer for layer in chosen if layer not in have]
+    if missing:
+        raise NotFoundError(
+            f"no units.json for {', '.join(missing)} in {folder.root}: it has {', '.join(have)} "
+            "(kernelviz examples MODEL --images DIR -o OUT writes them)"
+        )
+    lines: list[str] = []
+    if label is not None:
+        found = folder.labelled(label, chosen)[:top]
+        if not found:
+            return [f"no unit is labelled like {label!r}{_near_labels(folder, label, chosen)}"]
+        lines.append(f"{len(found)} unit(s) labelled like {label!r}:")
+        lines += [
+            f"  {f['layer']}:{f['unit']}  {f['label']['name']} ({f['label']['kind']}, AUC {f['label']['auc']:.3f}, "
+            f"{f['label']['images']} images)  fires on {100 * f['frequency']:.0f}%"
+            for f in found
+        ]
+        return lines
+    for layer in chosen:
+        data = folder.units(layer)
+        assert data is not None
+        rows = sorted(data["units"], key=UNIT_SORTS[sort])[:top]
+        lines.append(f"{data['layer']}: {len(data['units'])} units over {data['images']} images")
+        lines.append(f"  {'unit':>5}  {'fires':>6}  {'mean':>8}  {'max':>8}  {'':5}  label (AUC, images)")
+        for u in rows:
+            state = "dead" if u["dead"] else "dense" if u["dense"] else ""
+            best = u["labels"][0] if u["labels"] else None
+            named = f"{best['name']} ({best['auc']:.3f}, {best['images']})" if best else "-"
+            numbers = f"{100 * u['frequency']:>5.1f}%  {u['mean']:>8.3g}  {u['max']:>8.3g}"
+            lines.append(f"  {u['unit']:>5}  {numbers}  {state:5}  {named}")
+    return lines
+
+
+def _near_labels(folder: Any, text: str, layers: Sequence[str]) -> str:
+    """The labels of ``layers``' units closest to ``text`` as a hint (``"; its units have labels like ..."``), or
+    why none can match."""
+    names = {
+        x["name"] for layer in layers for u in (folder.units(layer) or {"units": []})["units"] for x in u["labels"]
+    }
+    if not names:
+        return (" (no unit of these layers has a label: the collection has no classes, WordNet groups or --labels "
+                "FILE labels that a unit tells apart with an AUC of 0.9 or more)")  # fmt: skip
+    close = difflib.get_close_matches(text, sorted(names), n=5, cutoff=0.5) or sorted(names)[:5]
+    return f"; labels of these units include: {', '.join(close)}"
+
+
+def _units_folder(root: Path) -> Any:  # -> AtlasFolder
+    """The atlas folder of one model: ``root`` itself, or its one model folder (``OUT`` of ``-o OUT``)."""
+    from ..sets.folder import AtlasFolder
+
+    if AtlasFolder(root).unit_layers():
+        return AtlasFolder(root)
+    inside = [p for p in root.iterdir() if p.is_dir() and AtlasFolder(p).unit_layers()] if root.is_dir() else []
+    if len(inside) == 1:
+        return AtlasFolder(inside[0])
+    raise NotFoundError(
+        f"no units.json in {root}: give the folder kernelviz examples wrote (OUT/<model>)"
+        + (f"; it holds several models: {', '.join(p.name for p in inside)}" if inside else "")
+    )

@@ -40,7 +40,7 @@ from .explorer import Explorer
 from .pages import page
 from .photos import MAX_UPLOAD
 from .urls import API, PAGES
-from .views import concepts_view, filter_view, image_view, layer_view, message_view, model_view
+from .views import concepts_view, filter_view, image_view, layer_view, message_view, model_view, units_view
 
 __all__ = ["COOKIE", "create_app"]
 
@@ -181,6 +181,9 @@ def create_app(explorer: Explorer, token: str | None) -> Starlette:
             raise KernelvizError("no --images folder was given to the server")
         return JSONResponse({"queued": True})
 
+    async def units(request: Request) -> Response:
+        return shown(request, "units", units_view(explorer, request.query_params.get("label", "")))
+
     async def concepts(request: Request) -> Response:
         q = request.query_params
         return shown(request, "concepts", concepts_view(explorer, request.path_params["layer"], q.get("class") or None))
@@ -290,6 +293,7 @@ def create_app(explorer: Explorer, token: str | None) -> Starlette:
         Route(PAGES["image"], answered(image), methods=["GET", "POST"]),
         Route(PAGES["files"], answered(files)),
         Route(PAGES["concepts"], answered(concepts)),
+        Route(PAGES["units"], answered(units)),
         Route(API["concepts"], answered(find_concepts), methods=["POST"]),
         Route(API["concept_maps"], answered(concept_maps)),
         Route(API["compute"], answered(compute), methods=["POST"]),

@@ -14,7 +14,7 @@ from .urls import PAGES, api_json
 __all__ = ["page"]
 
 #: The pages there are (each a template of the same name).
-PAGES_SHOWN = ("model", "layer", "filter", "concepts", "image", "message")
+PAGES_SHOWN = ("model", "layer", "filter", "concepts", "image", "units", "message")
 
 
 def page(name: str, view: Mapping[str, Any], token: str = "") -> str:

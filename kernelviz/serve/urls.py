@@ -21,6 +21,7 @@ PAGES = {
     "filter": "/filter/{layer:path}/{n:str}",
     "image": "/image",
     "concepts": "/concepts/{layer:path}",
+    "units": "/units",
     "files": "/files/{path:path}",
     "static": "/static",
 }

@@ -16,13 +16,22 @@ from pathlib import Path
 from typing import Any
 
 from ..core.layers import LayerInfo, field_text, grid_text
-from ..sets.site import examples_view
+from ..sets.site import examples_view, unit_view
 from ..sets.variants import VARIANTS
 from ..units.concepts import error_reading
 from .explorer import Explorer
 from .urls import API, PAGES, path
 
-__all__ = ["PER_PAGE", "concepts_view", "filter_view", "image_view", "layer_view", "message_view", "model_view"]
+__all__ = [
+    "PER_PAGE",
+    "concepts_view",
+    "filter_view",
+    "image_view",
+    "layer_view",
+    "message_view",
+    "model_view",
+    "units_view",
+]
 
 #: Filters per layer page.
 PER_PAGE = 48
@@ -81,7 +90,25 @@ def model_view(ex: Explorer) -> dict[str, Any]:
         "root": str(ex.root),
         "aliased": table.aliased,  # a module column only where some name is not its path (VGG's conv3_2)
         "rows": rows,
+        "labelled": bool(ex.folder.unit_layers()),  # units.json written: units can be searched by label
+        "search": PAGES["units"],
     }
+
+
+def units_view(ex: Explorer, label: str) -> dict[str, Any]:
+    """The units labelled like ``label`` over every layer with a ``units.json``, best AUC first."""
+    found = ex.folder.labelled(label) if label.strip() else []
+    return {
+        **_frame(ex, f"{ex.meta.name}: units labelled {label}", "units"),
+        "label": label,
+        "search": PAGES["units"],
+        "found": [
+            {"layer": f["layer"], "unit": f["unit"], "link": link(PAGES["filter"], layer=f["layer"], n=f["unit"]),
+             "name": f["label"]["name"], "kind": f["label"]["kind"], "auc": f"{f['label']['auc']:.3f}",
+             "images": f["label"]["images"], "frequency": f"{100 * f['frequency']:.0f}%"}
+            for f in found
+        ],
+    }  # fmt: skip
 
 
 def _photo_form(
@@ -133,6 +160,16 @@ def layer_view(ex: Explorer, layer: str, page: int = 0, photo: Mapping[str, str]
         }
         for p in range((row.channels + PER_PAGE - 1) // PER_PAGE)
     ]
+    units = ex.folder.units(layer)
+    unit_rows = []
+    for u in [] if units is None else units["units"]:
+        best = u["labels"][0] if u["labels"] else None
+        unit_rows.append(
+            {"n": u["unit"], "link": link(PAGES["filter"], layer=layer, n=u["unit"]), "frequency": u["frequency"],
+             "mean": u["mean"], "max": u["max"], "state": "dead" if u["dead"] else "dense" if u["dense"] else "",
+             "label": best["name"] if best else "", "auc": best["auc"] if best else None,
+             "labels": " ".join(x["name"] for x in u["labels"])}
+        )  # fmt: skip
     source = ex.wiring.computed_from(layer)
     origin = None if source is None else {"name": source, "link": link(PAGES["layer"], {"page": page}, layer=source)}
     after = ex.concepts.after(layer)
@@ -154,6 +191,8 @@ def layer_view(ex: Explorer, layer: str, page: int = 0, photo: Mapping[str, str]
         "missing": len(missing),
         "shown": last - first,
         "tiles": tiles,
+        "units": unit_rows,
+        "units_images": None if units is None else units["images"],
         "photo_picker": _photo_form(
             ex,
             "photo-picture",
@@ -240,6 +279,12 @@ def filter_view(ex: Explorer, layer: str, n: int, photo: Mapping[str, str] | Non
         None
         if examples is None
         else examples_view(examples, n, most, src=lambda crop: ex.file_url(Path(os.path.normpath(d / crop))), thumb=112)
+    )
+    units = ex.folder.units(layer)
+    view["stats"] = (
+        None
+        if units is None
+        else unit_view(units, n, src=lambda crop: ex.file_url(Path(os.path.normpath(d / crop))), thumb=112)
     )
     view["can_scan"] = ex.images is not None
     made = ex.variants(layer, n)

@@ -18,6 +18,8 @@ theoretical field stops telling once it exceeds the input.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -35,6 +37,7 @@ from ..core.models import model_meta
 from ..core.progress import OnProgress, report
 from ..data.collection import Collection as CollectionOfImages
 from ..data.collection import ImagesArg, collection
+from ..data.labels import LabelSet, collection_labels
 from ..errors import KernelvizError
 from ..files.images import load_image
 from ..files.write import save_jpeg, save_json
@@ -49,6 +52,7 @@ from ..units.scan import (
     scan_units,
     shard_file,
 )
+from ..units.statistics import ALPHA, BEST, BINS, DENSE, LABEL_FLOOR, LABEL_IMAGES, QUANTILES, unit_statistics
 from .folder import AtlasFolder
 
 __all__ = [
@@ -109,17 +113,21 @@ def scan_to_atlas(
     workers: int | None = None,
     shard: tuple[int, int] | None = None,
     every: int = 1024,
+    label_file: str | os.PathLike | None = None,
     progress: OnProgress | None = None,
 ) -> ScanReport:
     """Scan ``images`` once for every unit of ``layers`` (default: every convolution) and write each layer's
-    ``examples.json`` in the model's atlas folder ``root`` (see the module's description); a complete scan of the
-    same images at the same size there, with these layers and at least ``k`` images per unit, is used instead.
+    ``examples.json`` and ``units.json`` in the model's atlas folder ``root`` (see the module's description); a
+    complete scan of the same images at the same size there, with these layers and at least ``k`` images per unit,
+    is used instead.
 
     Args:
         root: the model's atlas folder (``OUT/<model>``).
         size: the input side (default: the model's: a scan reads images as the network was trained on them).
         shard: ``(i, n)`` for one of n independent processes; default: under ``torchrun``, this rank.
         every: images between checkpoints.
+        label_file: a CSV of image paths and their labels (:mod:`kernelviz.data.labels`), besides the collection's
+            classes and their WordNet groups: the units are labelled by them too.
         progress: reports stage ``"scan"`` (the images of this process's share), then ``"write"``.
 
     Returns:
@@ -133,11 +141,12 @@ def scan_to_atlas(
     except OSError as err:
         raise KernelvizError(f"cannot make the folder {scan_dir(root)}: {err.strerror or err}") from err
     found = collection(images)
+    labels = collection_labels(found, label_file)  # a bad label file fails before any work
     asked = [name for name, _ in asked_layers(model, size or model_meta(model).input_size, layers, "scan")]
     if not share.distributed and shard is None:
         reused = reusable_scan(model, root, found, asked, k, size)
         if reused is not None:
-            written = write_scan(model, root, reused, asked, progress=progress)
+            written = write_scan(model, root, reused, asked, labels=labels, progress=progress)
             return ScanReport(root, 0, len(reused.skipped), 0, written, reused)
     mine = scan_units(
         model,
@@ -153,12 +162,12 @@ def scan_to_atlas(
         progress=progress,
     )
     if share.distributed:  # the ranks' scans are merged already, on every rank
-        written = write_scan(model, root, mine, progress=progress) if share.rank == 0 else []
+        written = write_scan(model, root, mine, labels=labels, progress=progress) if share.rank == 0 else []
         return ScanReport(root, mine.scanned, len(mine.skipped), 0, written, mine, rank=share.rank)
     merged, left = merge_shards(root, mine.key, share.world)
     if merged is None:
         return ScanReport(root, mine.scanned, len(mine.skipped), left, [], mine)
-    written = write_scan(model, root, merged, progress=progress)
+    written = write_scan(model, root, merged, labels=labels, progress=progress)
     return ScanReport(root, mine.scanned, len(mine.skipped), 0, written, merged)
 
 
@@ -222,11 +231,16 @@ def write_scan(
     scan: UnitScan,
     layers: Sequence[str] | None = None,
     *,
+    labels: LabelSet | None = None,
     progress: OnProgress | None = None,
 ) -> list[str]:
-    """Write each layer's ``examples.json`` (every unit) from a whole scan, and the images it shows; returns the layers
-    written. A layer already written from the same scan is kept, and the images its record names that went missing
-    are written again.
+    """Write each layer's ``examples.json`` and ``units.json`` (every unit) from a whole scan, and the images they
+    show; returns the layers written. A layer already written from the same scan is kept, and the images its records
+    name that went missing are written again.
+
+    ``units.json`` holds each unit's statistics and labels (:func:`~kernelviz.units.statistics.unit_statistics`:
+    frequency, mean, max, dead, dense, a histogram of its per-image scores, the images at several quantiles of them,
+    its best labels with their AUC), its images shown like the examples'.
 
     Per unit, ``examples.json`` holds ``filters`` (the top images by maximum: ``image``, ``value``, ``position``,
     ``box``, ``crop``), ``mean`` (by mean activation: ``image``, ``value``, ``crop``), ``bottom`` (by minimum, most
@@ -240,6 +254,7 @@ def write_scan(
 
     Args:
         layers: the layers to write (default: all of the scan's).
+        labels: the labels of the collection's images (default: its classes and their WordNet groups).
         progress: reports stage ``"write"``: the images written.
     """
     folder = AtlasFolder(Path(root))
@@ -247,26 +262,73 @@ def write_scan(
     names = list(layers or scan.layers)
     index = {str(f): i for i, f in enumerate(scan.files)}
     todo, wanted = [], set()
+    labels = labels if labels is not None else _scan_labels(scan)
+    labelled = _labels_key(labels)
     for name in names:
-        before = folder.examples(name)
-        if before is None or before.get("scan") != made:
-            todo.append(name)
+        before, units = folder.examples(name), folder.units(name)
+        stale = units is None or units.get("scan") != made or units.get("labelled") != labelled
+        if before is None or before.get("scan") != made or (stale and scan.scores is not None):
+            todo.append(name)  # the scan, the labels or how units are labelled changed: written again
             continue
-        for found in _entries(before):  # written from this scan: bring back the images it names that went missing
+        named = [*_entries(before), *(_unit_entries(units) if units is not None else [])]
+        for found in named:  # bring back the images they name that went missing
             if not (folder.layer(name) / found["crop"]).is_file() and found["image"] in index:
                 wanted.add(index[found["image"]])
-    for name in todo:  # every image a ranking of these layers holds
+    statistics = {}
+    for name in todo:  # every image a ranking or a quantile of these layers holds
         layer = scan.layers[name]
         for ranking in RANKINGS:
             held = layer.ranking(ranking).images
             wanted |= set(held[held >= 0].unique().tolist())
+        if scan.scores is not None:
+            statistics[name] = unit_statistics(scan, name, labels)
+            wanted |= {i for u in statistics[name].units for _, found in u.quantiles for i, _ in found}
     _write_images(scan, folder, sorted(wanted), progress)
     skipped = {str(p) for p, _ in scan.skipped}
     sample = [f for f in scan.files if str(f) not in skipped][:FIELD_IMAGES]
     for name in todo:  # one page in memory at a time; each written after the images it shows
         page = _layer_page(model, folder, scan, name, sample)
+        if name in statistics:  # the units' record first: examples.json names the scan that wrote both
+            shown = _shown(folder, scan, name)
+            record = {**statistics[name].to_json(shown), "size": scan.size, "scan": made, "labelled": labelled}
+            save_json(record, folder.units_file(name), compact=True)
         save_json({**page, "scan": made}, folder.examples_file(name), compact=True)  # 27 entries a unit: large
     return todo
+
+
+def _labels_key(labels: LabelSet) -> str:
+    """A digest of ``labels`` and of the rules that label units by them (:mod:`~kernelviz.units.statistics`): a
+    ``units.json`` made otherwise is written again."""
+    rules = [LABEL_FLOOR, LABEL_IMAGES, ALPHA, BEST, DENSE, list(QUANTILES), BINS]
+    text = json.dumps([labels.ids, labels.names, labels.kinds, labels.members, rules], separators=(",", ":"))
+    return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+
+def _scan_labels(scan: UnitScan) -> LabelSet:
+    """The labels of a scan's images: its classes and their WordNet groups."""
+    return collection_labels(CollectionOfImages(scan.files, scan.labels, scan.classes))
+
+
+def _shown(folder: AtlasFolder, scan: UnitScan, layer: str) -> Callable[[int], dict[str, Any]]:
+    """How ``units.json`` shows an image: its path, the shared copy of it, its class."""
+    layer_dir = folder.layer(layer)
+
+    def shown(i: int) -> dict[str, Any]:
+        entry: dict[str, Any] = {
+            "image": str(scan.files[i]),
+            "crop": os.path.relpath(folder.example_image(scan.files[i]), layer_dir).replace(os.sep, "/"),
+            "box": [0, 0, scan.size, scan.size],
+        }
+        if scan.labels is not None and scan.classes is not None:
+            entry["class"] = scan.class_name(int(scan.labels[i]))
+        return entry
+
+    return shown
+
+
+def _unit_entries(units: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every example image of a layer's ``units.json``."""
+    return [e for u in units.get("units", []) for q in u.get("quantiles", []) for e in q.get("examples", [])]
 
 
 def _entries(page: dict[str, Any]) -> list[dict[str, Any]]:

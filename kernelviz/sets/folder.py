@@ -74,6 +74,11 @@ def _typed(data: Any, types: dict[str, type | tuple[type, ...]]) -> bool:
     )
 
 
+def _numbers(values: Any) -> bool:
+    """Whether ``values`` is a list of numbers (not booleans)."""
+    return isinstance(values, list) and all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
+
+
 def _same_setting(key: str, in_record: Any, asked: Any) -> bool:
     """Whether a picture's recorded setting is the atlas setting ``asked`` (a record keeps the size as [H, W] and
     the precision as resolved)."""
@@ -134,6 +139,10 @@ class AtlasFolder:
 
     def examples_file(self, layer: str) -> Path:
         return self.layer(layer) / "examples.json"
+
+    def units_file(self, layer: str) -> Path:
+        """The layer's units' statistics and labels (:func:`~kernelviz.sets.examples.write_scan`)."""
+        return self.layer(layer) / "units.json"
 
     def example_image(self, image: str | Path) -> Path:
         """Where the atlas keeps the image file ``image`` that dataset examples show (once, whatever the layers, units
@@ -219,6 +228,51 @@ class AtlasFolder:
             for ranked in rankings
         ) and isinstance(data.get("classes", {}), dict)
         return data if whole else None
+
+    def units(self, layer: str) -> dict[str, Any] | None:
+        """The layer's ``units.json`` (per unit its frequency, mean, max, dead, dense, histogram, quantile examples
+        and labels) when made and whole, every field a page reads of the type it needs; else ``None``."""
+        data = _read(self.units_file(layer))
+        if not _typed(data, {"layer": str, "images": int, "units": list}):
+            return None
+        number: tuple[type, ...] = (int, float)
+        fields: dict[str, type | tuple[type, ...]] = {
+            "unit": int, "frequency": number, "mean": number, "max": number, "dead": bool, "dense": bool,
+            "histogram": dict, "quantiles": list, "labels": list,
+        }  # fmt: skip
+        label: dict[str, type | tuple[type, ...]] = {"id": str, "name": str, "kind": str, "auc": number, "images": int}
+        example: dict[str, type | tuple[type, ...]] = {"image": str, "crop": str, "value": number}
+        for u in data["units"]:
+            if not _typed(u, fields) or not all(_typed(x, label) for x in u["labels"]):
+                return None
+            hist = u["histogram"]
+            if not (_numbers(hist.get("edges")) and _numbers(hist.get("counts"))):
+                return None
+            if not all(isinstance(q, dict) and all(_typed(e, example) for e in q.get("examples", [])) for q in
+                       u["quantiles"]):  # fmt: skip
+                return None
+        return data
+
+    def unit_layers(self) -> list[str]:
+        """The layers whose ``units.json`` is written (folder names, sorted)."""
+        return sorted(p.parent.name for p in self.root.glob("*/units.json"))
+
+    def labelled(self, text: str, layers: list[str] | None = None) -> list[dict[str, Any]]:
+        """The units whose labels hold ``text`` (in a label's name or id, any case), over ``layers`` (default: every
+        layer with a ``units.json``): ``{"layer", "unit", "label": {...}, "frequency"}``, by AUC, best first."""
+        wanted = text.strip().lower()
+        found = []
+        for layer in layers if layers is not None else self.unit_layers():
+            data = self.units(layer)
+            if data is None:
+                continue
+            for u in data["units"]:
+                exact = [x for x in u["labels"] if wanted in (x["name"].lower(), x["id"].lower())]
+                near = [x for x in u["labels"] if wanted in x["name"].lower()]
+                if exact or near:  # a label named so goes before one that only holds the text ("dog", "hot dog")
+                    found.append({"layer": data["layer"], "unit": u["unit"], "label": (exact or near)[0],
+                                  "exact": bool(exact), "frequency": u["frequency"]})  # fmt: skip
+        return sorted(found, key=lambda f: (not f["exact"], -f["label"]["auc"], f["layer"], f["unit"]))
 
     # --- concepts ----------------------------------------------------------------------------------
     def concepts_dir(self, layer: str, class_index: int | None = None) -> Path:

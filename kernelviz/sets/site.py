@@ -8,6 +8,7 @@ built here (each path segment percent-encoded) before the template escapes them 
 from __future__ import annotations
 
 import json
+import math
 import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
@@ -21,7 +22,7 @@ from ..files.write import save_figure, save_json, write_bytes
 from ..units.examples import ratio_to_natural
 from .folder import AtlasFolder, picture_name, record_name
 
-__all__ = ["examples_view", "link", "write_index"]
+__all__ = ["examples_view", "link", "unit_view", "write_index"]
 
 
 def link(path: str) -> str:
@@ -75,6 +76,64 @@ def examples_view(
     }
 
 
+def unit_view(
+    units: dict[str, Any], n: int, src: Callable[[str], str] = link, thumb: int = 56
+) -> dict[str, Any] | None:
+    """Unit ``n``'s statistics and labels from a layer's ``units.json`` (:func:`~kernelviz.sets.examples.write_scan`),
+    as the data of the ``unit_stats`` macro: frequency, dead, dense, mean and max, its label and best labels, a
+    histogram of its per-image maxima drawn as bars, the images around quantiles of them. ``None``: no such unit."""
+    unit = next((u for u in units["units"] if u["unit"] == n), None)
+    if unit is None:
+        return None
+    side = units.get("size") or 224
+    labels = [
+        {"name": label["name"], "kind": label["kind"], "auc": f"{label['auc']:.3f}", "images": label["images"],
+         "p": f"{label['p']:.2g}" if isinstance(label.get("p"), (int, float)) and math.isfinite(label["p"]) else None}
+        for label in unit["labels"]
+    ]  # fmt: skip
+    quantiles = [
+        {"label": f"{round(100 * q['q'])}th percentile" if q["q"] < 1 else "maximum",
+         "found": _crops(q["examples"], src, side, thumb)}
+        for q in unit["quantiles"]
+    ]  # fmt: skip
+    return {
+        "images": units["images"],
+        "frequency": f"{100 * unit['frequency']:.1f}%",
+        "dead": unit["dead"],
+        "dense": unit["dense"],
+        "dense_share": f"{100 * units.get('dense_threshold', 0.95):.0f}%",
+        "mean": f"{unit['mean']:.3g}",
+        "max": f"{unit['max']:.3g}",
+        "label": labels[0] if labels else None,
+        "labels": labels,
+        "floor": units.get("label_floor"),
+        "least": units.get("label_images"),
+        "alpha": units.get("alpha"),
+        "tested": units.get("labels_tested"),
+        "histogram": _histogram_svg(unit["histogram"], units.get("ranked_by", "activation")),
+        "quantiles": quantiles,
+    }
+
+
+def _histogram_svg(histogram: dict[str, Any], ranked_by: str, width: int = 380, height: int = 80) -> dict[str, Any]:
+    """A histogram's bars in SVG units (the template draws them): a bar per bin, its count on hover."""
+    edges, counts = histogram["edges"], histogram["counts"]
+    most = max(counts) if counts else 0
+    step = width / max(1, len(counts))
+    bars = [
+        {"x": round(i * step, 1), "w": round(max(step - 1, 1), 1), "h": round(height * c / most, 1) if most else 0,
+         "y": round(height - (height * c / most if most else 0), 1),
+         "title": f"{c} image{'s' if c != 1 else ''} from {edges[i]:.3g} to {edges[i + 1]:.3g}"}
+        for i, c in enumerate(counts)
+    ]  # fmt: skip
+    low, high = edges[0], edges[-1]
+    zero = round(width * (0 - low) / (high - low), 1) if low < 0 < high else None
+    what = "per-image maximum" + (" of the pre-activation" if ranked_by == "pre-activation" else "")
+    shown = zero if zero is not None and 30 < zero < width - 40 else None  # its "0" not over the ends' values
+    return {"width": width, "height": height, "bars": bars, "low": f"{low:.3g}", "high": f"{high:.3g}", "zero": zero,
+            "zero_label": shown, "what": what, "most": most}  # fmt: skip
+
+
 def _crops(found: list[dict[str, Any]], src: Callable[[str], str], side: int, thumb: int) -> list[dict[str, Any]]:
     """Each example with its activation (and class) under it, the image's file name on hover. An example showing a
     square of a shared image (``examples-images/``) is that square of it, scaled to the thumbnail (``frame``: the
@@ -118,9 +177,14 @@ def _ranking_notes(layer: dict[str, Any], key: str, found: list[dict[str, Any]])
 
 
 def _card(
-    n: int, rec: dict[str, Any], examples: dict[str, Any] | None, negative: tuple[str, dict[str, Any]] | None = None
+    n: int,
+    rec: dict[str, Any],
+    examples: dict[str, Any] | None,
+    negative: tuple[str, dict[str, Any]] | None = None,
+    units: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """One filter's card; ``negative``: its negative picture's link (relative to the layer page) and record."""
+    """One filter's card; ``negative``: its negative picture's link (relative to the layer page) and record;
+    ``units``: the layer's ``units.json``."""
     return {
         "n": n,
         "picture": link(picture_name(n)),
@@ -132,6 +196,7 @@ def _card(
         if negative is None
         else {"picture": negative[0], "mean": negative[1]["final_value"], "min": negative[1].get("min_activation")},
         "examples": None if examples is None else examples_view(examples, n, rec.get("max_activation", float("nan"))),
+        "stats": None if units is None else unit_view(units, n),
     }
 
 
@@ -190,6 +255,7 @@ def write_index(root: Path, plan: list[tuple[str, LayerInfo, list[int]]], settin
             }
         )
         layer_dir = folder.layer(name)
+        units = folder.units(name)
         cards = [
             _card(
                 n,
@@ -198,6 +264,7 @@ def write_index(root: Path, plan: list[tuple[str, LayerInfo, list[int]]], settin
                 (link(folder.picture(name, n, "negative").relative_to(layer_dir).as_posix()), negatives[n])
                 if n in negatives
                 else None,
+                units,
             )
             for n in chosen
         ]

@@ -41,6 +41,7 @@ from ..data.collection import Collection, ImagesArg, collection
 from ..data.stream import Reading, plan_batches, stream
 from ..errors import KernelvizError, NonFiniteObjectiveError, NotFoundError
 from ..files.write import write_bytes
+from .scores import ScoreStore
 
 __all__ = [
     "RANKINGS",
@@ -125,6 +126,10 @@ class LayerScan:
             (:func:`~kernelviz.core.activations.bounds`): the top and bottom rankings then order images by the
             maximum and minimum of its input, and show the activation's own (capped) values.
         floor, cap: the activation's flat floor and cap (``None``: none), for saying that a value sits there.
+        fires: ``(C,)`` int64: on how many images the unit's maximum is above 0.
+        mean_sums: ``(C,)`` int64: the sum over images of the unit's mean activation, in units of
+            :data:`CLASS_QUANTUM` (fixed point: the same sum in any order).
+        peak: ``(C,)`` float32: the unit's largest activation over every image.
     """
 
     grid: tuple[int, int]
@@ -135,6 +140,9 @@ class LayerScan:
     ranked_by: str = "activation"
     floor: float | None = None
     cap: float | None = None
+    fires: torch.Tensor | None = None
+    mean_sums: torch.Tensor | None = None
+    peak: torch.Tensor | None = None
 
     @property
     def units(self) -> int:
@@ -167,6 +175,8 @@ class UnitScan:
         shard: ``(i, n)``: the share of the batches this process scanned (``(0, 1)``: all; a merged scan keeps the
             first part's).
         names: the name shown for each class (:attr:`~kernelviz.data.collection.Collection.names`), or ``None``.
+        scores: every unit's score on every image read (:class:`~kernelviz.units.scores.ScoreStore`): the
+            per-image maximum that ranks it; on disk beside a checkpoint, else in memory.
     """
 
     files: list[Path]
@@ -183,11 +193,17 @@ class UnitScan:
     key: dict[str, Any] = field(default_factory=dict)
     shard: tuple[int, int] = (0, 1)
     names: list[str] | None = None
+    scores: ScoreStore | None = field(default=None, repr=False)
 
     @property
     def complete(self) -> bool:
         """Whether every batch of the collection is in this result."""
         return len(self.done) == len(self.batches)
+
+    def read_rows(self) -> list[int]:
+        """The indices of the images this result has read: its batches', less the files skipped."""
+        skipped = {str(p) for p, _ in self.skipped}
+        return sorted(i for b in self.done for i in self.batches[b] if str(self.files[i]) not in skipped)
 
     def class_means(self, layer: str) -> torch.Tensor:
         """``(C, n_classes)`` float64: each unit's mean activation averaged over the images of each class (``nan`` for
@@ -228,8 +244,9 @@ class UnitScan:
         images = self.layers[layer].top.images[unit]
         labels = self.labels[images[images >= 0]]
         counts = torch.bincount(labels, minlength=len(self.classes))
-        order = torch.sort(counts, descending=True, stable=True).indices
-        return [(self.class_name(int(c)), int(counts[c])) for c in order if counts[c] > 0]
+        held = counts.nonzero().flatten()  # ascending: ties stay in class order under the stable sort
+        order = held[torch.sort(counts[held], descending=True, stable=True).indices]
+        return [(self.class_name(c), n) for c, n in zip(order.tolist(), counts[order].tolist(), strict=True)]
 
     def examples(self, layer: str, unit: int, ranking: str = "top") -> list[tuple[Path, float, tuple[int, int] | None]]:
         """``(file, value, (row, col) or None)`` of ``unit``'s images under ``ranking``, best first."""
@@ -255,6 +272,9 @@ class UnitScan:
                 "ranked_by": s.ranked_by,
                 "floor": s.floor,
                 "cap": s.cap,
+                "fires": s.fires,
+                "mean_sums": s.mean_sums,
+                "peak": s.peak,
                 **{
                     r: {
                         "values": s.ranking(r).values,
@@ -299,6 +319,9 @@ class UnitScan:
                 s["ranked_by"],
                 s["floor"],
                 s["cap"],
+                s["fires"],
+                s["mean_sums"],
+                s["peak"],
             )
             for name, s in state["layers"].items()
         }
@@ -338,7 +361,11 @@ def load_scan(path: str | os.PathLike) -> UnitScan:
         state = torch.load(path, map_location="cpu", weights_only=True)
         if not isinstance(state, dict) or state.get("format") != 2:
             raise ValueError("not a kernelviz scan of this version")
-        return UnitScan.from_state(state)
+        scan = UnitScan.from_state(state)
+        folder = score_folder(path, scan.key)
+        if scan.key.get("scores", True) and folder.is_dir():  # else no scores: statistics then say to scan again
+            scan.scores = ScoreStore(folder, {n: s.units for n, s in scan.layers.items()}, len(scan.files))
+        return scan
     except Exception as err:  # any failure to read means the same to the user: scan again
         raise KernelvizError(f"cannot read the scan {path}: {err} (delete it to scan again)") from err
 
@@ -424,9 +451,21 @@ def merge_scans(scans: Sequence[UnitScan]) -> UnitScan:
         parts = [s.layers[name] for s in scans]
         merged = {r: _merge_rankings([p.ranking(r) for p in parts], lowest=r == "bottom") for r in RANKINGS}
         sums = None if layer.class_sums is None else torch.stack([p.class_sums for p in parts]).sum(0)  # type: ignore[misc]
-        layers[name] = replace(layer, top=merged["top"], mean=merged["mean"], bottom=merged["bottom"], class_sums=sums)
+        layers[name] = replace(
+            layer,
+            top=merged["top"],
+            mean=merged["mean"],
+            bottom=merged["bottom"],
+            class_sums=sums,
+            fires=torch.stack([p.fires for p in parts]).sum(0),  # type: ignore[misc]
+            mean_sums=torch.stack([p.mean_sums for p in parts]).sum(0),  # type: ignore[misc]
+            peak=torch.stack([p.peak for p in parts]).amax(0),  # type: ignore[misc]
+        )
     counts = None if first.class_counts is None else torch.stack([s.class_counts for s in scans]).sum(0)  # type: ignore[misc]
     skipped = sorted((p for s in scans for p in s.skipped), key=lambda item: first.files.index(item[0]))
+    scores = None
+    if first.scores is not None and all(s.scores is not None for s in scans):
+        scores = first.scores.merged([(s.scores, s.read_rows()) for s in scans])  # type: ignore[misc]
     return replace(
         first,
         layers=layers,
@@ -434,6 +473,7 @@ def merge_scans(scans: Sequence[UnitScan]) -> UnitScan:
         skipped=skipped,
         class_counts=counts,
         done=done,
+        scores=scores,
     )
 
 
@@ -508,6 +548,7 @@ class _Reducer:
         self.pre: dict[str, torch.Tensor] = {}  # a layer's input, until its output comes
         self.staged: list[tuple[str, str, _Entries]] = []  # (layer, ranking, entries) of the batch running
         self.sums: list[tuple[str, torch.Tensor]] = []  # (layer, (B, C) fixed-point means) of the batch running
+        self.stats: list[tuple[str, torch.Tensor, torch.Tensor, torch.Tensor]] = []  # (layer, max, mean, score)
 
     def begin(self, images: torch.Tensor, labels: torch.Tensor | None) -> None:
         """A new batch: ``images`` ``(B,)`` file indices, ``labels`` their classes (or ``None``)."""
@@ -519,6 +560,7 @@ class _Reducer:
         """Forget what the batch running staged (its forward failed)."""
         self.staged.clear()
         self.sums.clear()
+        self.stats.clear()
         self.pre.clear()
 
     def commit(self) -> None:
@@ -536,6 +578,14 @@ class _Reducer:
             sums = self.scan.layers[name].class_sums
             if sums is not None and self.labels is not None:
                 sums.index_add_(1, self.labels, fixed.T)
+        for name, high, mean, score in self.stats:
+            layer = self.scan.layers[name]
+            assert layer.fires is not None and layer.mean_sums is not None and layer.peak is not None
+            layer.fires += (high > 0).sum(0)
+            layer.mean_sums += torch.round(mean.double() / CLASS_QUANTUM).to(torch.int64).sum(0)
+            torch.maximum(layer.peak, high.amax(0), out=layer.peak)
+            if self.scan.scores is not None:
+                self.scan.scores.write(name, self.images, score)
         self.discard()
 
     def __call__(self, name: str, output: torch.Tensor) -> None:
@@ -561,6 +611,7 @@ class _Reducer:
         self._collect(name, "top", high_score, spread, high, ranked)
         self._collect(name, "bottom", low_score, spread, low, ranked)
         self._collect(name, "mean", mean, high_score, mean, None)
+        self.stats.append((name, high, mean, high_score))
         if self.scan.layers[name].class_sums is not None and self.labels is not None:
             self.sums.append((name, torch.round(mean.double() / CLASS_QUANTUM).to(torch.int64)))  # (B, C)
 
@@ -631,8 +682,10 @@ def _empty_layer(plan: _Planned, k: int, classes: int | None, device: torch.devi
 
     sums = None if classes is None else torch.zeros(plan.units, classes, dtype=torch.int64, device=device)
     ranked_by = "pre-activation" if plan.pre else "activation"
+    counts = torch.zeros(plan.units, dtype=torch.int64, device=device)
     return LayerScan(plan.grid, ranking(True, False), ranking(False, False), ranking(True, True), sums, ranked_by,
-                     plan.floor, plan.cap)  # fmt: skip
+                     plan.floor, plan.cap, counts, counts.clone(),
+                     torch.full((plan.units,), -torch.inf, device=device))  # fmt: skip
 
 
 def _fingerprint(model: nn.Module) -> str:
@@ -693,6 +746,7 @@ def scan_units(
     every: int = 1024,
     progress: OnProgress | None = None,
     readouts: Mapping[str, Readout] | None = None,
+    scores: bool = True,
 ) -> UnitScan:
     """Stream an image collection through ``model`` once and rank the images for every unit of ``layers``.
 
@@ -721,6 +775,9 @@ def scan_units(
         progress: reports stage ``"scan"``: images done of this process's share.
         readouts: ``{layer: readout}``: rank what the :class:`Readout` makes of the layer's output (the units of
             the result are its units), e.g. the codes of :class:`~kernelviz.units.concepts.Concepts`.
+        scores: keep every unit's score on every image (:attr:`UnitScan.scores`: 4 bytes per image and unit, on
+            disk beside a checkpoint), which :func:`~kernelviz.units.statistics.unit_statistics` needs for
+            histograms, quantile examples and labels; ``False``: only the rankings and the running sums.
 
     Returns:
         A :class:`UnitScan` (for a ``shard``, that share's: :func:`merge_scans` joins the shards).
@@ -743,10 +800,16 @@ def scan_units(
     key = {**collection_key(model, found, side), "layers": list(plan), "k": k, "batch_size": batch}
     if readouts:
         key["readouts"] = {name: r.key for name, r in sorted(readouts.items())}
+    if not scores:
+        key["scores"] = False
     classes = None if found.classes is None else len(found.classes)
     if checkpoint is not None and Path(checkpoint).is_dir():
         checkpoint = shard_file(checkpoint, key, share.pair)
     scan = _resumed(checkpoint, key, share.pair)
+    store = None
+    if scores:
+        store = ScoreStore(None if checkpoint is None else score_folder(checkpoint, key),
+                           {name: planned.units for name, planned in plan.items()}, n)  # fmt: skip
     if scan is None:
         scan = UnitScan(
             files=found.files,
@@ -763,11 +826,12 @@ def scan_units(
         )
     else:
         scan.layers = {name: _moved(layer, device) for name, layer in scan.layers.items()}
+    scan.scores = store
     scanner = _Scanner(model, scan, found, reading, device, readouts, checkpoint=checkpoint, every=every,
                        progress=progress)  # fmt: skip
     scanner.run(share)
     scan.layers = {name: _moved(layer, torch.device("cpu")) for name, layer in scan.layers.items()}
-    if share.distributed:
+    if share.distributed:  # scores on disk are shared by the ranks; in memory they travel with the scans
         scan = merge_scans(gather(scan))
     if scan.scanned == 0 and (share.distributed or shard is None):
         named = "; ".join(f"{p.name} ({why.rpartition(': ')[2] or why})" for p, why in scan.skipped[:3])
@@ -779,9 +843,12 @@ def scan_units(
 
 
 def _moved(layer: LayerScan, device: torch.device) -> LayerScan:
-    sums = None if layer.class_sums is None else layer.class_sums.to(device)
+    def moved(t: torch.Tensor | None) -> torch.Tensor | None:
+        return None if t is None else t.to(device)
+
     return replace(layer, top=layer.top.to(device), mean=layer.mean.to(device), bottom=layer.bottom.to(device),
-                   class_sums=sums)  # fmt: skip
+                   class_sums=moved(layer.class_sums), fires=moved(layer.fires), mean_sums=moved(layer.mean_sums),
+                   peak=moved(layer.peak))  # fmt: skip
 
 
 def _resumed(checkpoint: str | os.PathLike | None, key: dict[str, Any], shard: tuple[int, int]) -> UnitScan | None:
@@ -795,6 +862,11 @@ def _resumed(checkpoint: str | os.PathLike | None, key: dict[str, Any], shard: t
         raise KernelvizError(
             f"{checkpoint} holds a scan made with other settings ({', '.join(differ)}): use another output folder, "
             "or delete it to scan again"
+        )
+    if key.get("scores", True) and before.scores is None:
+        raise KernelvizError(
+            f"the per-image scores of {checkpoint} are missing ({score_folder(checkpoint, key)}): delete the "
+            "checkpoint to scan again"
         )
     return before
 
@@ -841,10 +913,14 @@ class _Scanner:
                 since += len(batch.files)
                 if self.checkpoint is not None and (since >= self.every or scan.complete):
                     reduce.flush()
+                    if scan.scores is not None:
+                        scan.scores.flush()  # the rows first: the checkpoint says their batches are done
                     _checkpoint(scan, self.checkpoint)
                     since = 0
                 report(self.progress, "scan", done, total)
         reduce.flush()
+        if scan.scores is not None:
+            scan.scores.flush()
         if self.checkpoint is not None and since:
             _checkpoint(scan, self.checkpoint)
 
@@ -919,6 +995,12 @@ def collection_key(model: nn.Module, found: Collection, size: int) -> dict[str, 
 def scan_id(key: dict[str, Any]) -> str:
     """A short digest of what a scan was made with (its :attr:`UnitScan.key`)."""
     return hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def score_folder(checkpoint: str | os.PathLike, key: dict[str, Any]) -> Path:
+    """Where the per-image scores of the scan made with ``key`` are kept, beside its checkpoint ``checkpoint``: one
+    folder for every shard of the scan (``<scan-id>-scores``)."""
+    return Path(checkpoint).parent / f"{scan_id(key)}-scores"
 
 
 def shard_file(folder: str | os.PathLike, key: dict[str, Any], shard: tuple[int, int]) -> Path:

@@ -415,7 +415,9 @@ def test_variants_and_dataset_examples_on_the_filter_page(served):
     page = client.get("/filter/conv2_1/2").text
     assert page.count('alt="example"') == 3 * 3 and "synthesized / best natural max" in page  # top, mean, bottom
     best = ex.examples("conv2_1")["filters"]["2"][0]["value"]
-    assert page.count("<figcaption>") == 9 and f"<figcaption>{best:.3g}</figcaption>" in page  # values shown
+    quantiles = page.count('alt="quantile example"')  # the unit's statistics: images around its quantiles
+    assert quantiles > 0 and "fires on" in page
+    assert page.count("<figcaption>") == 9 + quantiles and f"<figcaption>{best:.3g}</figcaption>" in page  # values
     assert "highest mean activation" in page and "most negative" in page
     crop = page.split('alt="example"')[0].rsplit('src="', 1)[1].split('"')[0]
     assert client.get(crop).status_code == 200

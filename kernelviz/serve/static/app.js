@@ -114,6 +114,37 @@
     }
   }
 
+  // A layer page's table of units (units.json): a click on a column sorts by it (again: the other way), the box
+  // keeps the units whose labels hold what is typed.
+  var unitsTable = document.getElementById("units-table");
+  if (unitsTable) {
+    var tbody = unitsTable.querySelector("tbody");
+    var rows = Array.prototype.slice.call(tbody.querySelectorAll("tr"));
+    var sortedBy = null, ascending = true;
+    Array.prototype.forEach.call(unitsTable.querySelectorAll("th[data-key]"), function (th) {
+      th.style.cursor = "pointer";
+      th.addEventListener("click", function () {
+        var key = th.getAttribute("data-key");
+        ascending = sortedBy === key ? !ascending : (key === "n" || key === "label" || key === "state");
+        sortedBy = key;
+        rows.sort(function (a, b) {
+          var x = a.getAttribute("data-" + key), y = b.getAttribute("data-" + key);
+          var nx = parseFloat(x), ny = parseFloat(y);
+          var order = (!isNaN(nx) && !isNaN(ny)) ? nx - ny : x.localeCompare(y);
+          return ascending ? order : -order;
+        });
+        rows.forEach(function (row) { tbody.appendChild(row); });
+      });
+    });
+    var filterBox = document.getElementById("units-filter");
+    if (filterBox) filterBox.addEventListener("input", function () {
+      var wanted = filterBox.value.trim().toLowerCase();
+      rows.forEach(function (row) {
+        row.style.display = !wanted || row.getAttribute("data-labels").toLowerCase().indexOf(wanted) >= 0 ? "" : "none";
+      });
+    });
+  }
+
   // A small picture of a unit that was not made when the page was drawn, once its "done" event arrives.
   function showThumb(e) {
     Array.prototype.forEach.call(document.querySelectorAll("div.thumb[data-filter]"), function (slot) {
