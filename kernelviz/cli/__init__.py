@@ -17,7 +17,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only: the CLI never opens a window
 
 from .concepts import concepts_cmd
-from .inspect import heatmap_cmd, layers_cmd, maps_cmd, units_cmd, weights_cmd
+from .inspect import ablate_cmd, heatmap_cmd, layers_cmd, maps_cmd, units_cmd, weights_cmd
 from .optimize import atlas_cmd, examples_cmd, filter_cmd, grid_cmd
 from .photo import accentuate_cmd, caricature_cmd, dream_cmd
 from .serve import serve_cmd
@@ -42,6 +42,7 @@ for _command in (
     atlas_cmd,
     examples_cmd,
     units_cmd,
+    ablate_cmd,
     concepts_cmd,
     caricature_cmd,
     dream_cmd,

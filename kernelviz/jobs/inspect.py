@@ -671,6 +671,54 @@ def units_table(
     return lines
 
 
+def ablation_lines(found: Any, top: int = 5) -> list[str]:  # found: kernelviz.units.ablation.Ablation
+    """What ``kernelviz ablate`` prints of an :class:`~kernelviz.units.ablation.Ablation`: what was done, the
+    accuracy before and after, the images that changed their top-1, and tables of the ``top`` classes most hurt and
+    most helped and of the groups and labels that moved most."""
+    from .specs import format_filters
+
+    what = f"unit{'s' if len(found.units) > 1 else ''} {format_filters(found.units)} of {found.layer}"
+    if found.mode == "scale":
+        head = f"{what} times {found.factor:g} over {found.images} images"
+    else:
+        head = f"{'zeroed' if found.mode == 'zero' else 'held at their means:'} {what} over {found.images} images"
+    lines = [
+        head + (f" ({len(found.skipped)} unreadable skipped)" if found.skipped else ""),
+        f"classes: {found.matching}",
+        f"accuracy {100 * found.accuracy[0]:.1f}% -> {100 * found.accuracy[1]:.1f}%; "
+        f"{found.changed} images changed their top-1",
+    ]
+
+    def table(title: str, rows: list[Any]) -> None:
+        if not rows:
+            return
+        lines.append(f"{title}:")
+        lines.append(f"  {'':28}  {'images':>6}  {'accuracy':>15}  {'probability':>15}")
+        for o in rows:
+            acc = f"{100 * o.accuracy[0]:.0f}% -> {100 * o.accuracy[1]:.0f}%"
+            prob = f"{o.probability[0]:.3f} -> {o.probability[1]:.3f}"
+            lines.append(f"  {o.name[:28]:28}  {o.images:>6}  {acc:>15}  {prob:>15}")
+
+    table("most hurt", found.hurt(top))
+    table("most helped", found.helped(top))
+    moved = [o for o in found.groups if o.images and o.change]
+    table("groups that moved most", sorted(moved, key=lambda o: -abs(o.change))[:top])
+    table("labels", sorted([o for o in found.labels if o.images], key=lambda o: o.change)[:top])
+    return lines
+
+
+def ablate_units(net: nn.Module, layer: str, units: Sequence[int], images: str | os.PathLike, **options: Any) -> Any:
+    """``kernelviz ablate``'s computation: :func:`~kernelviz.units.ablation.ablate` (the options are its own)."""
+    from ..units.ablation import ablate
+
+    return ablate(net, layer, units, images, **options)
+
+
+def save_ablation(found: Any, model: str, output: str | os.PathLike) -> Path:
+    """Write an :class:`~kernelviz.units.ablation.Ablation`'s record (``model``: how the model was named) as JSON."""
+    return save_json({"model": model, **found.to_json()}, output)
+
+
 def _near_labels(folder: Any, text: str, layers: Sequence[str]) -> str:
     """The labels of ``layers``' units closest to ``text`` as a hint (``"; its units have labels like ..."``), or
     why none can match."""

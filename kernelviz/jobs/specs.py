@@ -14,7 +14,15 @@ import torch
 
 from ..errors import KernelvizError
 
-__all__ = ["MAX_FILTERS", "parse_filter_choice", "parse_filters", "parse_numbers", "parse_shard", "runtime_device"]
+__all__ = [
+    "MAX_FILTERS",
+    "format_filters",
+    "parse_filter_choice",
+    "parse_filters",
+    "parse_numbers",
+    "parse_shard",
+    "runtime_device",
+]
 
 #: The most filter indices one list may name: far above any layer's width (VGG-16's widest has 4,096 units),
 #: far below what a Python list of them costs (a range such as 0-99999999999 would exhaust memory).
@@ -58,6 +66,17 @@ def parse_filters(values: str | Iterable[str]) -> list[int]:
             else:
                 raise KernelvizError(f"cannot read filter {part!r}: use numbers and ranges such as 0-15 17")
     return list(dict.fromkeys(out))
+
+
+def format_filters(filters: Iterable[int]) -> str:
+    """``[0, 1, 2, 5, 7, 8]`` → ``"0-2,5,7-8"``: the inverse of :func:`parse_filters` (sorted)."""
+    runs: list[list[int]] = []
+    for n in sorted(set(filters)):
+        if runs and n == runs[-1][1] + 1:
+            runs[-1][1] = n
+        else:
+            runs.append([n, n])
+    return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
 
 
 def parse_numbers(value: str | None, what: str) -> tuple[float, ...] | None:
