@@ -69,6 +69,7 @@ def main() -> None:
               "| other photos: accuracy | other photos: probability of their class |")  # fmt: skip
         print("|---|---|---|---|---|---|---|---|")
         own = own_outputs(measure)
+        measured = collection_labels(measure)
         random_runs = {k: ablate(model, LAYER, random_units[k], measure, workers=args.workers) for k in ks}
         for g, (wnid, name) in enumerate(GROUPS.items()):
             for k in ks:
@@ -77,7 +78,7 @@ def main() -> None:
                                       ("random", random_runs[k])):  # fmt: skip
                     group = next(o for o in found_k.groups if o.id == wnid)
                     inside = torch.zeros(len(measure.files), dtype=torch.bool)
-                    inside[torch.tensor(labels_of(measure, wnid))] = True
+                    inside[torch.tensor(measured.members[measured.ids.index(wnid)])] = True
                     others = ~inside & (found_k.top1[0] >= 0)
                     hit = [float((found_k.top1[j][others] == own[others]).float().mean()) for j in (0, 1)]
                     prob = [float(found_k.own[j][others].mean()) for j in (0, 1)]
@@ -87,12 +88,6 @@ def main() -> None:
                         f"| {hit[0]:.0%} -> {hit[1]:.0%} | {prob[0]:.3f} -> {prob[1]:.3f} |",
                         flush=True,
                     )
-
-
-def labels_of(found: Collection, wnid: str) -> list[int]:
-    """The indices of ``found``'s photos under the WordNet group ``wnid``."""
-    labels = collection_labels(found)
-    return labels.members[labels.ids.index(wnid)]
 
 
 def own_outputs(found: Collection) -> torch.Tensor:

@@ -228,23 +228,21 @@ def ablated_logits(
         mode: ``zero``, ``mean`` (``means``: ``(len(units),)`` the values to hold them at) or ``scale`` (times
             ``factor``).
     """
-    _check_mode(mode, factor, means, len(units))
+    _check_mode(mode, factor)
+    if mode == "mean" and (means is None or means.shape != (len(units),)):
+        raise KernelvizError(f"mode 'mean' needs one mean per unit ({len(units)})")
     with guarded(model), torch.no_grad():
-        before = output_tensor(model(x))
-        with edited(model, layer, _editor(units, mode, factor, means)):
-            after = output_tensor(model(x))
-    return before, after
+        return _both(model, layer, _editor(units, mode, factor, means), x)
 
 
-def _check_mode(mode: str, factor: float | None, means: torch.Tensor | None, units: int) -> None:
+def _check_mode(mode: str, factor: float | None) -> None:
+    """Refuse an unknown mode, a ``scale`` without a finite factor, a factor given to another mode."""
     if mode not in MODES:
         raise KernelvizError(f"unknown mode {mode!r}: choose from {', '.join(MODES)}")
     if mode == "scale" and (factor is None or not math.isfinite(factor)):
         raise KernelvizError(f"mode 'scale' needs a finite factor (got {factor})")
     if mode != "scale" and factor is not None:
         raise KernelvizError(f"a factor goes with mode 'scale', not {mode!r}")
-    if mode == "mean" and (means is None or means.shape != (units,)):
-        raise KernelvizError(f"mode 'mean' needs one mean per unit ({units})")
 
 
 # --- classes ----------------------------------------------------------------------------------------------------
@@ -345,7 +343,7 @@ def ablate(
     bad = [u for u in chosen if not 0 <= u < count]
     if bad:
         raise KernelvizError(f"unit {bad[0]} out of range: {name} has {count} units (0-{count - 1})")
-    _check_mode(mode, factor, torch.zeros(len(chosen)) if mode == "mean" else None, len(chosen))
+    _check_mode(mode, factor)
     found = collection(images)
     labels = collection_labels(found, label_file)  # a bad label file fails before any work
     batches = plan_batches(len(found.files), int(reading.batch_size or 1))
