@@ -1,109 +1,97 @@
-"""Path similarity of pictures on a trained network: are they processed like their natural examples?
+"""The path check calibrated on real photos: how often it flags natural images, default and plain-pixel pictures.
 
-    python benchmarks/bench_trust.py [--units 8] [--images 240] [--layers _blocks.2._project_conv,...]
+    python benchmarks/bench_trust.py [--sample ../shared/data/imagenet-sample] [--units 8] [--steps 128]
+        [--layers _blocks.2._project_conv,...] [--calibrate-units 24] [--no-pictures] [--out trust.json]
 
-On the ImageNet-trained EfficientNet-Lite0 and a collection cut from the bundled photos
-(:func:`kernelviz.zoo.photo_collection`), per layer: each unit's top 8 natural examples (a scan), 32 random
-images of the collection, the unit's picture at the defaults and the article's plain pixel picture (pixel
-parameterization, no transforms); :func:`kernelviz.units.trust.path_similarity` at the layers below. Prints per
-layer the mean rank correlations (picture, pixel picture, natural and random references, averaged over the
-layers below and the units), the mean overall score (0: like a random image, 1: like a natural example) and how
-many units each kind of picture gets flagged at :data:`~kernelviz.units.trust.FLAG_BELOW`; then every unit's
-overall score.
+On the ImageNet-trained EfficientNet-Lite0 and the ImageNet sample (800 photos, one per class), per layer,
+:func:`kernelviz.units.trust.collection_check`: the photos cut in two by their sorted order; on the even half each
+of ``--calibrate-units`` units (units 0 to ``--units``-1 first, the rest drawn) gets its top 8 examples and 32
+random photos; every example scored as the picture against the unit's other 7 (leave-one-out natural controls)
+sets the threshold that at most 5% of them fall below; the top 8 photos of each unit in the odd half, scored as
+pictures, give the held-out false-positive rate; the random photos, scored as pictures, the AUROC (how well the
+check tells natural from random images). Then the pictures of units 0 to ``--units``-1 at the defaults and the
+article's plain pixel picture (pixel parameterization, no transforms): how many are flagged, and the specificity
+(the share of unit pairs a, b where a's picture scores higher against a's examples than b's picture does).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import random
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-import torch
-
 import kernelviz
-from kernelviz.files.images import image_files, load_image
 from kernelviz.units.scan import scan_units
-from kernelviz.units.trust import FLAG_BELOW, path_similarity
-from kernelviz.zoo import COLOR_PHOTOS, efficientnet_lite0, photo_collection
+from kernelviz.units.trust import MIN_AUROC, collection_check
+from kernelviz.zoo import efficientnet_lite0
 
-LAYERS = "_blocks.2._project_conv,_blocks.5._project_conv,_blocks.9._project_conv,_blocks.13._project_conv"
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_units import sample_folder
+
+LAYERS = "_blocks.2._project_conv,_blocks.5._project_conv,_blocks.9._project_conv,_blocks.13._project_conv,_swish#2"
+SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "imagenet-sample"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sample", type=Path, default=SAMPLE)
     parser.add_argument("--units", type=int, default=8)
-    parser.add_argument("--images", type=int, default=240)
+    parser.add_argument("--calibrate-units", type=int, default=24)
     parser.add_argument("--layers", default=LAYERS)
     parser.add_argument("--steps", type=int, default=kernelviz.DEFAULTS.steps)
-    parser.add_argument("--out", type=Path, default=None, help="also write every unit's Trust records as JSON")
-    parser.add_argument(
-        "--distinct",
-        action="store_true",
-        help="natural examples from distinct photos: each unit's best crop of each source photo (at most one per "
-        "photo), so the natural reference is not crops of one photo compared with each other",
-    )
+    parser.add_argument("--no-pictures", action="store_true", help="only the calibration")
+    parser.add_argument("--out", type=Path, default=None, help="also write every picture's Trust record as JSON")
     args = parser.parse_args()
     model = efficientnet_lite0()
     layers = args.layers.split(",")
     units = list(range(args.units))
+    records: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        folder = photo_collection(Path(tmp) / "photos", args.images)
-        scan = scan_units(model, folder, layers, k=64 if args.distinct else 8)
-        files = image_files(folder)
-        randoms = torch.stack([load_image(f, 224) for f in random.Random(0).sample(files, 32)])
-        print(f"EfficientNet-Lite0, {len(files)} images cut from the bundled photos; {args.units} units per layer")
-        print("layer                    picture  pixel   natural random | score: picture pixel | flagged: pic pixel")
-        lowest: dict[str, list[tuple[int, float, float]]] = {}
-        records: dict[str, list[dict]] = {}
+        folder = sample_folder(args.sample, Path(tmp))
+        start = time.perf_counter()
+        scan = scan_units(model, folder, layers, k=1)
+        print(f"EfficientNet-Lite0, {len(scan.files)} ImageNet photos scanned in {time.perf_counter() - start:.0f} s")
+        print(
+            "| layer | AUROC natural vs random | threshold | natural controls flagged | held-out natural flagged "
+            "| default pictures flagged | pixel pictures flagged | specificity: default | pixel |"
+        )
+        print("|---|---|---|---|---|---|---|---|---|")
         for layer in layers:
             start = time.perf_counter()
-            pictures = kernelviz.layer_grid(model, layer, units, steps=args.steps, batch_size=8).images
-            pixels = kernelviz.layer_grid(
-                model, layer, units, steps=args.steps, batch_size=8, param="pixel", transforms=None
-            ).images
-            rows = []
-            for i, n in enumerate(units):
-                found = [path for path, _, _ in scan.examples(layer, n)]
-                if args.distinct:  # image i of the collection is cut from photo i % 9: the best crop of each
-                    best: dict[int, Path] = {}
-                    for path in found:
-                        best.setdefault(int(path.stem) % len(COLOR_PHOTOS), path)
-                    found = list(best.values())[:8]
-                examples = torch.stack([load_image(path, 224) for path in found[:8]])
-                rows.append(
-                    (
-                        path_similarity(model, layer, n, pictures[i], examples, randoms),
-                        path_similarity(model, layer, n, pixels[i], examples, randoms),
-                    )
-                )
-
-            def mean(values: list[float]) -> float:
-                kept = [v for v in values if v == v]  # not nan
-                return statistics.fmean(kept) if kept else float("nan")
-
-            pic = mean([mean(t.picture) for t, _ in rows])
-            pix = mean([mean(p.picture) for _, p in rows])
-            nat = mean([mean(t.natural) for t, _ in rows])
-            ran = mean([mean(t.random) for t, _ in rows])
-            s_pic = mean([t.overall for t, _ in rows])
-            s_pix = mean([p.overall for _, p in rows])
-            f_pic, f_pix = sum(t.flagged for t, _ in rows), sum(p.flagged for _, p in rows)
-            print(
-                f"{layer:24s} {pic:7.3f} {pix:7.3f} {nat:7.3f} {ran:7.3f} | {s_pic:13.2f} {s_pix:5.2f} | "
-                f"{f_pic:8d} {f_pix:5d}   ({time.perf_counter() - start:.0f} s)",
-                flush=True,
-            )
-            records[layer] = [{"default": t.to_json(), "pixel": p.to_json()} for t, p in rows]
-            lowest[layer] = [(n, t.overall, p.overall) for n, (t, p) in zip(units, rows, strict=True)]
-        if args.out is not None:
-            args.out.write_text(json.dumps(records, indent=1))
-        print(f"\noverall score per unit (flagged below {FLAG_BELOW}): picture / pixel picture")
-        for layer, values in lowest.items():
-            print(f"{layer:24s} " + "  ".join(f"{n}: {a:.2f}/{b:.2f}" for n, a, b in values))
+            check = collection_check(model, layer, units, scan, calibrate_units=args.calibrate_units)
+            cal = check.calibration
+            assert cal is not None
+            row = [
+                f"`{layer}`",
+                f"{cal.auroc:.2f}{'' if cal.tells_apart else ' (weak: below ' + str(MIN_AUROC) + ')'}",
+                f"{cal.threshold:.2f}",
+                f"{cal.flagged:.1%} of {cal.controls}",
+                f"{cal.held_out_flagged:.1%} of {cal.held_out}" if cal.held_out_flagged is not None else "-",
+            ]
+            records[layer] = {"calibration": cal.to_json()}
+            if not args.no_pictures:
+                kinds = {
+                    "default": kernelviz.layer_grid(model, layer, units, steps=args.steps, batch_size=8).images,
+                    "pixel": kernelviz.layer_grid(
+                        model, layer, units, steps=args.steps, batch_size=8, param="pixel", transforms=None
+                    ).images,
+                }
+                for kind, images in kinds.items():
+                    trusts = [check.check(n, images[i]) for i, n in enumerate(units)]
+                    scored = [t for t in trusts if t.scored]
+                    flagged = sum(t.flagged for t in scored)
+                    median = statistics.median([t.overall for t in scored]) if scored else float("nan")
+                    row.append(f"{flagged} / {len(scored)} (median score {median:.2f})")
+                    records[layer][kind] = [t.to_json() for t in trusts]
+                for images in kinds.values():
+                    row.append(f"{check.specificity({n: images[i] for i, n in enumerate(units)}):.2f}")
+            print("| " + " | ".join(row) + " |", f"({time.perf_counter() - start:.0f} s)", flush=True)
+    if args.out is not None:
+        args.out.write_text(json.dumps(records, indent=1))
 
 
 if __name__ == "__main__":

@@ -47,12 +47,13 @@ from .optvis.photo import accentuate, caricature_of, dream, photo_activation
 from .optvis.render import VisResult, visualize
 from .optvis.settings import DEFAULTS, OptimSettings
 from .sets.atlas import atlas
-from .units.ablation import Ablation, Outcome, ablate, ablated_logits
+from .units.ablation import Ablation, Outcome, ablate, ablated_logits, scaling_curve
 from .units.concepts import Concepts, concept_maps, find_concepts
 from .units.examples import find_examples
+from .units.importance import Importance, unit_importance
 from .units.scan import UnitScan, load_scan, merge_scans, scan_units
 from .units.statistics import Label, LayerUnits, UnitStats, unit_statistics
-from .units.trust import Trust, path_similarity
+from .units.trust import Calibration, PathCheck, Trust, collection_check, path_similarity
 
 # Drawing functions import matplotlib on first use, not with the package.
 _PLOTS = ("overlay", "plot_concepts", "plot_examples", "plot_feature_maps", "plot_grid", "plot_heatmap", "plot_kernels")
@@ -76,24 +77,27 @@ except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0"
 
 __all__ = [
-    "DEFAULTS",
-    "METHODS",
     "Ablation",
+    "Calibration",
     "Collection",
     "Concepts",
+    "DEFAULTS",
     "GridResult",
+    "Importance",
     "KernelvizError",
     "KernelvizTypeError",
     "Label",
     "LabelSet",
     "LayerInfo",
     "LayerUnits",
+    "METHODS",
     "ModelMeta",
     "NonFiniteObjectiveError",
     "NotFoundError",
     "Objective",
     "OptimSettings",
     "Outcome",
+    "PathCheck",
     "Trust",
     "UnitScan",
     "UnitStats",
@@ -111,6 +115,7 @@ __all__ = [
     "class_logit",
     "class_logprob",
     "collection",
+    "collection_check",
     "collection_labels",
     "concept_maps",
     "count_depth",
@@ -141,9 +146,11 @@ __all__ = [
     "predict",
     "resolve_layer",
     "sanity_check",
+    "scaling_curve",
     "scan_units",
     "set_model_meta",
     "transforms",
+    "unit_importance",
     "unit_statistics",
     "visualize",
     *_PLOTS,

@@ -13,6 +13,7 @@ from .options import (
     LOG,
     Bars,
     ModelSource,
+    check_options,
     errors_to_click,
     model_options,
     optimize_options,
@@ -47,6 +48,7 @@ __all__ = ["atlas_cmd", "examples_cmd", "filter_cmd", "grid_cmd"]
     is_flag=True,
     help="Minimize instead: the picture each filter responds to least (most inhibiting); the record says so.",
 )
+@check_options
 @model_options
 @errors_to_click
 def filter_cmd(
@@ -56,6 +58,7 @@ def filter_cmd(
     output: Path | None,
     init_image: Path | None,
     negative: bool,
+    check: Path | None,
     source: ModelSource,
     settings: OptimSettings,
 ) -> None:
@@ -65,6 +68,9 @@ def filter_cmd(
     the filter's mean response is as large as it can be. FILTERS are indices
     and ranges: 17, 0-15, 3,5. Writes a PNG and a JSON sidecar per filter.
 
+    With --images DIR --check, each picture is path-checked against its filter's
+    natural examples in DIR (calibrated there); a flagged picture gets a warning.
+
     Example: kernelviz filter vgg16 conv3_2 17
     """
     from ..jobs.optimize import synthesize_filters
@@ -72,9 +78,18 @@ def filter_cmd(
 
     indices = parse_filters(filters)
     net = source.load(model)
-    with Bars({"optimize": f"{layer} ({len(indices)} filters)"}) as bar:
+    with Bars(_stages(f"{layer} ({len(indices)} filters)", check)) as bar:
         report = synthesize_filters(
-            net, layer, indices, settings, output=output, init=init_image, progress=bar, log=LOG, negative=negative
+            net,
+            layer,
+            indices,
+            settings,
+            output=output,
+            init=init_image,
+            progress=bar,
+            log=LOG,
+            negative=negative,
+            check=check,
         )
     if report.interrupted:
         click.echo("interrupted: the images written hold the state reached", err=True)
@@ -104,6 +119,7 @@ def filter_cmd(
     is_flag=True,
     help="Minimize instead: the picture each filter responds to least (most inhibiting); the record says so.",
 )
+@check_options
 @optimize_options
 @model_options
 @errors_to_click
@@ -115,17 +131,19 @@ def grid_cmd(
     individual: Path | None,
     cols: int | None,
     negative: bool,
+    check: Path | None,
     source: ModelSource,
     settings: OptimSettings,
 ) -> None:
-    """Every requested filter of LAYER on one labelled contact sheet, optimized in batches."""
+    """Every requested filter of LAYER on one labelled contact sheet, optimized in batches (--images DIR --check:
+    each picture path-checked, as `kernelviz filter`)."""
     from ..jobs.optimize import grid_sheet
     from ..jobs.specs import parse_filters
 
     indices = parse_filters(filters) if filters else None
     net = source.load(model)
     count = "all" if indices is None else len(indices)
-    with Bars({"optimize": f"{layer} ({count} filters)"}) as bar:
+    with Bars(_stages(f"{layer} ({count} filters)", check)) as bar:
         report = grid_sheet(
             net,
             layer,
@@ -137,9 +155,15 @@ def grid_cmd(
             progress=bar,
             log=LOG,
             negative=negative,
+            check=check,
         )
     if report.interrupted:
         sys.exit(130)
+
+
+def _stages(optimize: str, check: Path | None) -> dict[str, str]:
+    """The progress bars of a picture command: the path check's scan first when there is one."""
+    return {**({"scan": "path check: scanning --images"} if check is not None else {}), "optimize": optimize}
 
 
 @click.command("atlas")
@@ -166,6 +190,12 @@ def grid_cmd(
     is_flag=True,
     help="Also each filter's negative picture (minimized: what inhibits it most), beside the positive one.",
 )
+@click.option(
+    "--check",
+    is_flag=True,
+    help="With --images: path-check every picture against its filter's natural examples (calibrated on the "
+    'images); each record gets "trust", each card a badge.',
+)
 @optimize_options
 @model_options
 @errors_to_click
@@ -179,6 +209,7 @@ def atlas_cmd(
     shard: str | None,
     quiet: bool,
     negative: bool,
+    check: bool,
     source: ModelSource,
     settings: OptimSettings,
 ) -> None:
@@ -192,13 +223,16 @@ def atlas_cmd(
     from ..jobs.specs import parse_filter_choice, parse_shard, runtime_device
     from ..sets.atlas import atlas
 
+    if check and images is None:
+        raise click.UsageError("--check needs --images DIR: the natural images to check the pictures against")
     chosen = parse_filter_choice(filters)
     shard_pair = parse_shard(shard)
     check_folder(output)
     net = source.load(model, runtime_device(source.device))
     rank, world = os.environ.get("RANK"), os.environ.get("WORLD_SIZE")
     tag = f"[{rank}/{world}] " if rank is not None and world not in (None, "1") else ""
-    bars = Bars({"filters": f"{tag}filters", "scan": f"{tag}scanning", "write": f"{tag}writing crops"},
+    bars = Bars({"filters": f"{tag}filters", "scan": f"{tag}scanning", "write": f"{tag}writing crops",
+                 "check": f"{tag}path check (layers)"},
                 enabled=not quiet, line=int(rank) if tag and rank else None)  # fmt: skip
     with bars:
         report = atlas(
@@ -212,7 +246,12 @@ def atlas_cmd(
             shard=shard_pair,
             progress=bars,
             negative=negative,
+            check=check,
         )
+    for line in report.flagged:
+        click.echo(f"warning: {line}", err=True)
+    if report.checked:
+        click.echo(f'path check: {len(report.flagged)} of {report.checked} pictures flagged (each record\'s "trust")')
     click.echo(
         f"{report.root}: {report.computed} filters computed, {report.skipped} already done, "
         f"{report.remaining} left in the whole atlas"
@@ -250,6 +289,12 @@ def atlas_cmd(
     default=None,
     help="A CSV of image path and its labels (several per image): the units are labelled by them too (units.json).",
 )
+@click.option(
+    "--importance",
+    is_flag=True,
+    help="Also what each unit matters for: the classes (groups, labels) whose probability it carries most, "
+    "estimated to first order (gradient x activation) in one more pass per layer; into units.json.",
+)
 @workers_option
 @click.option("--shard", default=None, help="i/n: scan only the i-th of n shares (job arrays without torchrun).")
 @click.option(
@@ -271,6 +316,7 @@ def examples_cmd(
     output: Path | None,
     layers: str | None,
     label_file: Path | None,
+    importance: bool,
     workers: int | None,
     shard: str | None,
     every: int,
@@ -302,6 +348,8 @@ def examples_cmd(
     """
     if images is None:
         raise click.UsageError("--images is required: the folder (or list file) of images to scan")
+    if importance and target:
+        raise click.UsageError("--importance belongs to the scan of every unit: drop LAYER FILTER")
     if len(target) not in (0, 2):
         raise click.UsageError("give LAYER FILTER for one filter's sheet, or neither to scan every unit (-o OUT)")
     if target:
@@ -356,6 +404,14 @@ def examples_cmd(
         click.echo(f"rank {report.rank}: the ranks' scans are merged; rank 0 writes the examples")
     elif not report.shards_left and not report.layers_written:
         click.echo("every layer's examples.json was already written from this scan")
+    if importance and not report.shards_left and not report.rank:
+        from ..sets.examples import write_importance
+
+        with Bars({"importance": "what each unit matters for"}, enabled=not quiet) as bar:
+            done_layers = write_importance(net, root, list(scan.layers), images, label_file=label_file,
+                                           batch_size=settings.batch_size, workers=workers, progress=bar)  # fmt: skip
+        for layer in done_layers:
+            click.echo(f"wrote what each unit of {layer} matters for into its units.json (first-order estimate)")
 
 
 def _filter_index(text: str) -> int:

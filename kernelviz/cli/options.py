@@ -6,6 +6,7 @@ import functools
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 import click
@@ -210,6 +211,34 @@ def optimize_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     for option in reversed(_OPTIMIZE_OPTIONS):
         wrapper = option(wrapper)
     return wrapper
+
+
+def check_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``--images DIR --check``: path-check the pictures against natural images, handed to the command as
+    ``check`` (the images, or ``None``)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        images, check = kwargs.pop("check_images"), kwargs.pop("check")
+        if check and images is None:
+            raise click.UsageError("--check needs --images DIR: the natural images to check the pictures against")
+        if images is not None and not check:
+            raise click.UsageError("--images is what --check compares the pictures with: add --check")
+        return fn(*args, check=images, **kwargs)
+
+    wrapper = click.option(
+        "--check",
+        is_flag=True,
+        help="Path-check each picture (Geirhos et al., 2024) against its filter's natural examples in --images, "
+        'calibrated there so that at most 5% of natural images are flagged; the record gets "trust".',
+    )(wrapper)
+    return click.option(
+        "--images",
+        "check_images",
+        type=click.Path(path_type=Path),
+        default=None,
+        help="Folder (or list file) of natural images for --check.",
+    )(wrapper)
 
 
 def given_settings(settings: OptimSettings) -> dict[str, Any]:

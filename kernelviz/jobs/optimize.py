@@ -13,13 +13,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import Any
 
+import torch
 from torch import nn
 
 from ..core.layers import check_filters, choose_filters
 from ..core.models import ModelMeta, model_meta, model_slug
 from ..core.progress import OnProgress
-from ..data.collection import collection
+from ..data.collection import ImagesArg, collection
+from ..errors import KernelvizError
 from ..explain.maps import feature_maps
 from ..files.images import load_image
 from ..files.records import provenance
@@ -28,21 +31,23 @@ from ..optvis.batch import GridResult, layer_grid
 from ..optvis.render import VisResult
 from ..optvis.settings import DEFAULTS, OptimSettings
 from ..units.examples import find_examples, ratio_to_natural
+from ..units.trust import PathCheck, collection_check
 from .outputs import QUIET, Log, check_writable, output_paths
 
-__all__ = ["ExamplesReport", "GridReport", "dataset_examples", "grid_sheet", "synthesize_filters"]
+__all__ = ["ExamplesReport", "GridReport", "dataset_examples", "grid_sheet", "path_check", "synthesize_filters"]
 
 
 def _filter_stem(model: nn.Module, layer: str, n: int, negative: bool = False) -> str:
     return f"{model_slug(model_meta(model).name)}_{layer}_{n:04d}{'_negative' if negative else ''}"
 
 
-def _saver(result: VisResult, i: int, meta: ModelMeta, layer: str, n: int) -> Callable[[Path], Path]:
-    """Writes image ``i`` of ``result`` (filter ``n`` of ``layer``) and its record to a given path."""
+def _saver(result: VisResult, i: int, meta: ModelMeta, layer: str, n: int, **fields: Any) -> Callable[[Path], Path]:
+    """Writes image ``i`` of ``result`` (filter ``n`` of ``layer``) and its record (with ``fields``) to a given
+    path."""
     objective = f"{'-' if result.extra.get('negative') else ''}channel({layer}:{n})"
 
     def save(path: Path) -> Path:
-        return result.save(path, i, meta, layer=layer, filter=n, objective=objective)
+        return result.save(path, i, meta, layer=layer, filter=n, objective=objective, **fields)
 
     return save
 
@@ -63,6 +68,45 @@ def _notices(log: Log, result: VisResult, i: int, layer: str, n: int) -> None:
             f"{record['final_value']:.4g}); it was climbed past the cap on its pre-activation (mean "
             f"{record['pre_activation']:.4g})"
         )
+
+
+def path_check(
+    model: nn.Module,
+    layer: str,
+    filters: Sequence[int],
+    images: ImagesArg | None,
+    *,
+    progress: OnProgress | None = None,
+    log: Log = QUIET,
+    negative: bool = False,
+) -> PathCheck | None:
+    """The path check of ``filters``' pictures, calibrated on ``images`` (``None``: no check), with a line on how
+    it was calibrated (:func:`~kernelviz.units.trust.collection_check`)."""
+    if images is None:
+        return None
+    if negative:
+        raise KernelvizError(
+            "the path check compares a picture with the natural images that excite its unit most: a negative "
+            "(minimized) picture has nothing to be compared with there; drop --check or --negative"
+        )
+    check = collection_check(model, layer, filters, images, progress=progress)
+    cal = check.calibration
+    assert cal is not None
+    held = "" if cal.held_out_flagged is None else f", {cal.held_out_flagged:.0%} of {cal.held_out} held-out ones"
+    log.info(
+        f"path check of {layer}: flagged below {cal.threshold:.2f}, which catches {cal.flagged:.0%} of "
+        f"{cal.controls} natural controls{held}; natural vs random images told apart with AUROC {cal.auroc:.2f}"
+    )
+    return check
+
+
+def _checked(check: PathCheck | None, log: Log, n: int, picture: torch.Tensor) -> dict[str, Any]:
+    """The record's ``"trust"`` entry of filter ``n``'s picture, its line on the terminal (a warning when flagged)."""
+    if check is None:
+        return {}
+    trust = check.check(n, picture)
+    (log.warn if trust.flagged else log.info)(f"{'warning: ' if trust.flagged else ''}{check.layer}: {trust.message()}")
+    return {"trust": trust.to_json()}
 
 
 @dataclass
@@ -89,6 +133,7 @@ def synthesize_filters(
     progress: OnProgress | None = None,
     log: Log = QUIET,
     negative: bool = False,
+    check: ImagesArg | None = None,
 ) -> GridReport:
     """The picture of each filter of ``layer``: a PNG and its JSON record per filter.
 
@@ -103,6 +148,8 @@ def synthesize_filters(
         log: where to report written files, units not raised from noise, and pictures at an activation's cap.
         negative: the picture each filter responds to least (default name ``..._NNNN_negative.png``; the record
             says ``"negative": true`` and its ``final_value`` is the mean activation reached).
+        check: a collection of natural images: path-check each picture against its filter's natural examples
+            there (:func:`path_check`), the record's ``"trust"``, a warning for a flagged picture.
     """
     meta = model_meta(model)
     settings = settings.for_model(meta.input_size)
@@ -113,10 +160,12 @@ def synthesize_filters(
     paths = output_paths(output, [_filter_stem(model, layer, n, negative) for n in indices])
     check_writable(paths)
     where = dict(zip(indices, paths, strict=True))
+    checker = path_check(model, layer, indices, check, progress=progress, log=log, negative=negative)
 
     def save(group: list[int], result: VisResult) -> None:
         for i, n in enumerate(group):
-            _saver(result, i, meta, layer, n)(where[n])
+            trust = _checked(checker, log, n, result.images[i])
+            _saver(result, i, meta, layer, n, **trust)(where[n])
             log.info(f"wrote {where[n]} (final mean activation {float(result.final[i]):.4g})")
             if not negative:
                 _notices(log, result, i, layer, n)
@@ -137,6 +186,7 @@ def grid_sheet(
     progress: OnProgress | None = None,
     log: Log = QUIET,
     negative: bool = False,
+    check: ImagesArg | None = None,
 ) -> GridReport:
     """Every requested filter of ``layer`` (default: all) on one labelled contact sheet, with its JSON.
 
@@ -145,6 +195,8 @@ def grid_sheet(
         individual: also write each filter's PNG and JSON record into this folder.
         cols: tiles per row; default about square.
         negative: the pictures the filters respond to least (minimized; the sheet and records say so).
+        check: a collection of natural images: path-check each picture (:func:`path_check`): the sheet's record
+            gets ``"trust": {filter: ...}``, the individual records their ``"trust"``, a flagged tile its mark.
     """
     from ..plot.grid import plot_grid
 
@@ -156,17 +208,22 @@ def grid_sheet(
     single = {n: f"{_filter_stem(model, layer, n, negative)}.png" for n in indices}
     singles = [individual / single[n] for n in indices] if individual else []
     check_writable([path, *singles])
+    checker = path_check(model, layer, indices, check, progress=progress, log=log, negative=negative)
+    trusts: dict[int, dict[str, Any]] = {}
 
     def save(group: list[int], result: VisResult) -> None:
         for i, n in enumerate(group):
+            trust = _checked(checker, log, n, result.images[i])
+            trusts.update({n: trust["trust"]} if trust else {})
             if individual is not None:
-                _saver(result, i, meta, layer, n)(individual / single[n])
+                _saver(result, i, meta, layer, n, **trust)(individual / single[n])
             if not negative:
                 _notices(log, result, i, layer, n)
 
     grid = layer_grid(model, layer, indices, settings, on_batch=save, progress=progress, negative=negative)
+    flagged = {n for n, t in trusts.items() if t["flagged"]}
     labels = [
-        f"{n}{' (dead)' if d else ''}\n{float(v):.3g}"
+        f"{n}{' (dead)' if d else ''}{' (flagged)' if n in flagged else ''}\n{float(v):.3g}"
         for n, v, d in zip(grid.filters, grid.final, grid.dead, strict=True)
     ]
     title = (
@@ -184,6 +241,7 @@ def grid_sheet(
         settings=grid.settings,
         interrupted=grid.interrupted,
         negative=negative,
+        **({"trust": {str(n): t for n, t in trusts.items()}} if checker is not None else {}),
     )
     fig = plot_grid(grid.images, labels, title=title, cols=cols)
     write_each(partial(save_figure, fig, path), partial(save_json, record, path.with_suffix(".json")))

@@ -181,6 +181,19 @@ def create_app(explorer: Explorer, token: str | None) -> Starlette:
             raise KernelvizError("no --images folder was given to the server")
         return JSONResponse({"queued": True})
 
+    async def trust(request: Request) -> Response:
+        data = await json_body(request)
+        if explorer.request_trust(str(data.get("layer", "")), _int(str(data.get("filter", "")), "filter")) is None:
+            raise KernelvizError("no --images folder was given to the server")
+        return JSONResponse({"queued": True})
+
+    async def ablation(request: Request) -> Response:
+        data = await json_body(request)
+        layer, n = str(data.get("layer", "")), _int(str(data.get("filter", "")), "filter")
+        if explorer.request_ablation(layer, n, str(data.get("kind", ""))) is None:
+            raise KernelvizError("no --images folder was given to the server")
+        return JSONResponse({"queued": True})
+
     async def units(request: Request) -> Response:
         return shown(request, "units", units_view(explorer, request.query_params.get("label", "")))
 
@@ -250,10 +263,16 @@ def create_app(explorer: Explorer, token: str | None) -> Starlette:
             digest = await asyncio.to_thread(explorer.photos.save_upload, data)
             return RedirectResponse(f"{PAGES['image']}?upload={digest}", status_code=303)
         query = dict(request.query_params)  # the image, and the view's choices (method, target, layer...)
-        analysis = None
+        analysis, scaled = None, None
         if "upload" in query or "pick" in query:
             analysis = await _wait(explorer.photos.analyse(image_file(request)))
-        return shown(request, "image", image_view(explorer, analysis, query))
+            if query.get("scale_layer") and query.get("scale_unit"):  # a unit scaled from 0 to 4x on this photo
+                try:
+                    unit = _int(query["scale_unit"], "unit")
+                    scaled = await _wait(explorer.photos.scaled(image_file(request), query["scale_layer"], unit))
+                except KernelvizError as err:
+                    scaled = {"error": str(err)}
+        return shown(request, "image", image_view(explorer, analysis, query, scaled))
 
     async def image_png(request: Request) -> Response:
         return FileResponse(image_file(request))
@@ -299,6 +318,8 @@ def create_app(explorer: Explorer, token: str | None) -> Starlette:
         Route(API["compute"], answered(compute), methods=["POST"]),
         Route(API["variant"], answered(variant), methods=["POST"]),
         Route(API["examples"], answered(examples), methods=["POST"]),
+        Route(API["trust"], answered(trust), methods=["POST"]),
+        Route(API["ablate"], answered(ablation), methods=["POST"]),
         Route(API["kernel"], answered(kernel)),
         Route(API["events"], events),
         Route(API["status"], answered(status)),

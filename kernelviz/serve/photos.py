@@ -18,6 +18,7 @@ from ..files.write import figure_png, save_png
 from ..jobs.inspect import heatmap_figure, image_summary, maps_figure
 from ..jobs.photo import KINDS, photo_figure
 from ..optvis.settings import ACCENTUATE, DREAM
+from ..units.ablation import scaling_curve
 from .events import event
 from .worker import Emit
 
@@ -118,6 +119,15 @@ class Photos:
         layers = [r.name for r in self.ex.depth_units()]
         key = ("analyse", str(path), os.path.getmtime(path))
         return self.ex.worker.submit(key, lambda emit: image_summary(self.ex.model, self._image(path), layers))
+
+    def scaled(self, path: Path, layer: str, unit: int) -> Future:
+        """The image's class probabilities as unit ``unit`` of ``layer`` is scaled from 0 to 4 times
+        (:func:`~kernelviz.units.ablation.scaling_curve`)."""
+        self.ex.check_filter(layer, unit)
+        return self.ex.worker.submit(
+            ("scaled", str(path), layer, unit),
+            lambda emit: scaling_curve(self.ex.model, layer, unit, self._image(path)),
+        )
 
     def heatmap_png(self, path: Path, method: str, target: str | None, filter: str | None) -> Future:
         """The overlay of one heatmap method on the image, as PNG bytes."""

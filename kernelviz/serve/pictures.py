@@ -15,6 +15,7 @@ which owns the model; this class only chooses what to ask and turns progress int
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -27,14 +28,17 @@ from ..core.models import model_device, model_meta, model_slug
 from ..core.progress import OnProgress, Progress
 from ..errors import KernelvizError, NotFoundError, out_of_range
 from ..explain.wiring import Wiring
-from ..files.write import figure_png
+from ..files.images import load_image
+from ..files.write import figure_png, save_json
 from ..jobs.inspect import LayerTable, kernel_figure, layer_table
 from ..optvis.batch import auto_batch_size
 from ..optvis.render import StopOptimization
 from ..optvis.settings import DEFAULTS, PREVIEW_BATCH, OptimSettings, preview_settings
-from ..sets.atlas import write_examples, write_filters, write_previews
+from ..sets.atlas import write_examples, write_filters, write_previews, write_trust
 from ..sets.folder import AtlasFolder, atlas_settings
 from ..sets.variants import VARIANTS, write_variant
+from ..units.ablation import ablate
+from ..units.trust import PathCheck, collection_check, unit_examples
 from .events import event
 from .urls import PAGES
 from .urls import path as url_path
@@ -43,7 +47,10 @@ from .worker import Emit, Preempted, Worker
 if TYPE_CHECKING:
     from torch import nn
 
-__all__ = ["VARIANTS", "Pictures"]
+__all__ = ["ABLATIONS", "VARIANTS", "Pictures"]
+
+#: What the filter page's ablation buttons do: ``(mode, factor)`` of :func:`~kernelviz.ablate`.
+ABLATIONS = {"zero": ("zero", None), "x4": ("scale", 4.0)}
 
 
 @dataclass
@@ -80,6 +87,7 @@ class Pictures:
         self.preview: OptimSettings | None = preview_settings(self.optim)
         self.recorded = atlas_settings(self.optim, self.meta)
         self.folder.check_settings(self.recorded)  # refuses an atlas made with other settings
+        self._checks: dict[str, PathCheck] = {}  # each layer's path check, calibrated once
 
     def _settings(self) -> OptimSettings:
         """The settings given, else those of the atlas in the folder, else the defaults; with a batch size."""
@@ -301,6 +309,71 @@ class Pictures:
             emit(event("examples", layer=layer))
 
         return self.worker.submit(("examples", layer), run)
+
+    def request_trust(self, layer: str, n: int) -> Future | None:
+        """Path-check filter ``n``'s picture against its natural examples in ``--images`` and write it into its
+        record (``"trust"``); the layer's check is calibrated once, on the units with a picture and others drawn
+        (:func:`~kernelviz.units.trust.collection_check`). ``None`` without images."""
+        if self.images is None:
+            return None
+        self.check_filter(layer, n)
+        images = self.images
+
+        def run(emit: Emit) -> bool:
+            if self.folder.record(layer, n) is None:
+                raise KernelvizError(f"filter {n} of {layer} has no picture yet: nothing to check")
+            check = self._checks.get(layer)
+            if check is None or n not in check.units:
+                emit(event("progress", task="trust", layer=layer, filters=[n], stage="scan", step=0, steps=1))
+                listen = self._listener(emit, task="trust", layer=layer, filters=[n])
+                scan = write_examples(self.model, self.root, layer, images, 9, progress=listen)
+                if scan is None:
+                    raise KernelvizError(f"the scan of {layer} is not whole: nothing to check against")
+                if check is None:
+                    made = [m for m in self.done(layer) if m != n]
+                    check = collection_check(self.model, layer, [n, *made[:23]], scan)
+                    self._checks[layer] = check
+                else:
+                    check.add(n, unit_examples(self.model, scan, layer, [n])[0][n])
+            trust = check.check(n, load_image(self.folder.picture(layer, n)))
+            write_trust(self.root, layer, n, trust)
+            emit(event("trust", layer=layer, filter=n, flagged=trust.flagged))
+            return trust.flagged
+
+        return self.worker.submit(("trust", layer, n), run)
+
+    def request_ablation(self, layer: str, n: int, kind: str) -> Future | None:
+        """Switch filter ``n`` off (``kind`` ``"zero"``) or amplify it 4 times (``"x4"``) over ``--images`` and keep
+        what the network gained and lost (:func:`~kernelviz.ablate`) beside the layer; ``None`` without images."""
+        if self.images is None:
+            return None
+        self.check_filter(layer, n)
+        if kind not in ABLATIONS:
+            raise NotFoundError(f"unknown ablation {kind!r}: choose from {', '.join(ABLATIONS)}")
+        images = self.images
+
+        def run(emit: Emit) -> str:
+            mode, factor = ABLATIONS[kind]
+            listen = self._listener(emit, task="ablate", layer=layer, filters=[n])
+            found = ablate(self.model, layer, [n], images, mode=mode, factor=factor, progress=listen)
+            path = self.folder.ablation_file(layer, n, kind)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            save_json(found.to_json(), path)
+            emit(event("ablate", layer=layer, filter=n, ablation=kind))
+            return str(path)
+
+        return self.worker.submit(("ablate", layer, n, kind), run)
+
+    def ablations(self, layer: str, n: int) -> dict[str, dict[str, Any]]:
+        """Filter ``n``'s ablations made so far, by kind (``zero``, ``x4``)."""
+        found = {}
+        for kind in ABLATIONS:
+            path = self.folder.ablation_file(layer, n, kind)
+            try:
+                found[kind] = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue
+        return found
 
     def kernel_png(self, layer: str, n: int) -> Future:
         """Filter ``n``'s kernel on its 16 strongest input channels, as PNG bytes."""

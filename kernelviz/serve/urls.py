@@ -30,6 +30,8 @@ API = {
     "compute": "/api/compute",
     "variant": "/api/variant",
     "examples": "/api/examples",
+    "trust": "/api/trust",
+    "ablate": "/api/ablate",
     "kernel": "/api/kernel/{layer:path}/{n:str}.png",
     "events": "/api/events",
     "status": "/api/status/{layer:path}",

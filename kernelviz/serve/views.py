@@ -9,6 +9,7 @@ URLs are built here (:func:`~kernelviz.serve.urls.path`: each segment percent-en
 from __future__ import annotations
 
 import json
+import math
 import os
 import urllib.parse
 from collections.abc import Mapping
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.layers import LayerInfo, field_text, grid_text
-from ..sets.site import examples_view, unit_view
+from ..sets.site import examples_view, trust_view, unit_view
 from ..sets.variants import VARIANTS
 from ..units.concepts import error_reading
 from .explorer import Explorer
@@ -111,6 +112,17 @@ def units_view(ex: Explorer, label: str) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def _carried(unit: dict[str, Any]) -> dict[str, Any]:
+    """The class a unit carries most and the estimated drop of its probability (``units.json`` with importance)."""
+    found = unit.get("matters_for")
+    classes = found.get("classes") if isinstance(found, dict) else None
+    best = classes[0] if isinstance(classes, list) and classes and isinstance(classes[0], dict) else None
+    drop = best.get("drop") if best else None
+    if best is None or not isinstance(drop, int | float) or not isinstance(best.get("name"), str):
+        return {"matters": "", "carried": None}
+    return {"matters": best["name"], "carried": float(drop)}
+
+
 def _photo_form(
     ex: Explorer, slot: str, fields: Mapping[str, object], kinds: Mapping[str, str], button: str, about: str,
     chosen: Mapping[str, str] | None = None, layers: list[dict[str, str]] | None = None,
@@ -168,8 +180,10 @@ def layer_view(ex: Explorer, layer: str, page: int = 0, photo: Mapping[str, str]
             {"n": u["unit"], "link": link(PAGES["filter"], layer=layer, n=u["unit"]), "frequency": u["frequency"],
              "mean": u["mean"], "max": u["max"], "state": "dead" if u["dead"] else "dense" if u["dense"] else "",
              "label": best["name"] if best else "", "auc": best["auc"] if best else None,
-             "labels": " ".join(x["name"] for x in u["labels"])}
+             "labels": " ".join(x["name"] for x in u["labels"]), **_carried(u)}
         )  # fmt: skip
+    if any(u["carried"] is not None for u in unit_rows):  # what each unit matters for: the units that carry most first
+        unit_rows.sort(key=lambda u: -u["carried"] if u["carried"] is not None else math.inf)
     source = ex.wiring.computed_from(layer)
     origin = None if source is None else {"name": source, "link": link(PAGES["layer"], {"page": page}, layer=source)}
     after = ex.concepts.after(layer)
@@ -193,6 +207,7 @@ def layer_view(ex: Explorer, layer: str, page: int = 0, photo: Mapping[str, str]
         "tiles": tiles,
         "units": unit_rows,
         "units_images": None if units is None else units["images"],
+        "units_matter": any(u["carried"] is not None for u in unit_rows),
         "photo_picker": _photo_form(
             ex,
             "photo-picture",
@@ -287,6 +302,10 @@ def filter_view(ex: Explorer, layer: str, n: int, photo: Mapping[str, str] | Non
         else unit_view(units, n, src=lambda crop: ex.file_url(Path(os.path.normpath(d / crop))), thumb=112)
     )
     view["can_scan"] = ex.images is not None
+    # the path check, always on with --images: a picture not checked yet is checked when its page opens
+    view["trust"] = trust_view(record.get("trust")) if record else None
+    view["check_pending"] = ex.images is not None and record is not None and "trust" not in record
+    view["ablations"] = _ablations(ex, layer, n)
     made = ex.variants(layer, n)
     view["variants"] = [
         {"kind": kind, "what": what, "src": ex.file_url(made[kind]) if kind in made else None,
@@ -388,8 +407,12 @@ def concepts_view(ex: Explorer, layer: str, class_name: str | None = None) -> di
     }
 
 
-def image_view(ex: Explorer, analysis: dict[str, Any] | None, query: Mapping[str, str]) -> dict[str, Any]:
-    """Upload or pick a photo; then its top-5, a heatmap, feature maps and the filters that fire most."""
+def image_view(
+    ex: Explorer, analysis: dict[str, Any] | None, query: Mapping[str, str], scaled: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Upload or pick a photo; then its top-5, a heatmap, feature maps, the filters that fire most, and its
+    prediction as a chosen unit is scaled from 0 to 4x (``scaled``: :func:`~kernelviz.units.ablation.scaling_curve`,
+    or ``{"error": ...}``)."""
     view: dict[str, Any] = {
         **_frame(ex, f"{ex.meta.name}: image", "image"),
         "picks": ex.photos.picks(),
@@ -431,6 +454,9 @@ def image_view(ex: Explorer, analysis: dict[str, Any] | None, query: Mapping[str
             for v in [urllib.parse.urlencode({"layer": layer, "class": c or ""})]
         ],
         "firing": firing,
+        "scale_layer": query.get("scale_layer", ""),
+        "scale_unit": query.get("scale_unit", ""),
+        "scaled": _scaled(scaled),
         "photo_picker": _photo_form(
             ex,
             "caricature",
@@ -445,6 +471,54 @@ def image_view(ex: Explorer, analysis: dict[str, Any] | None, query: Mapping[str
         ),
     }  # fmt: skip
     return view
+
+
+def _scaled(found: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A scaling curve as a table: one row per class, one column per factor, each cell a probability (and a bar)."""
+    if found is None:
+        return None
+    if "error" in found:
+        return {"error": found["error"]}
+    return {
+        "layer": found["layer"],
+        "unit": found["unit"],
+        "factors": [f"{f:g}x" for f in found["factors"]],
+        "rows": [
+            {"name": c["name"], "index": c["index"],
+             "cells": [{"p": f"{p:.3f}", "width": round(60 * p)} for p in c["p"]]}
+            for c in found["classes"]
+        ],
+    }  # fmt: skip
+
+
+def _ablations(ex: Explorer, layer: str, n: int) -> list[dict[str, Any]]:
+    """Filter ``n``'s ablations over ``--images`` (switched off, amplified 4x), as the page shows them."""
+    words = {"zero": "switched off", "x4": "amplified 4x"}
+    shown = []
+    for kind, data in ex.ablations(layer, n).items():
+        try:
+            classes = data["classes"]
+
+            def row(name: str, classes: dict[str, Any] = classes) -> dict[str, Any]:
+                c = classes.get(name) or next(v for v in classes.values() if v.get("name") == name)
+                return {"name": name, "before": f"{c['probability'][0]:.3f}", "after": f"{c['probability'][1]:.3f}",
+                        "images": c["images"]}  # fmt: skip
+
+            shown.append(
+                {
+                    "kind": kind,
+                    "what": words.get(kind, kind),
+                    "images": data["images"],
+                    "accuracy": [f"{100 * a:.1f}%" for a in data["accuracy"]],
+                    "changed": data["changed"],
+                    "matching": data["matching"],
+                    "hurt": [row(name) for name in data["hurt"][:5]],
+                    "helped": [row(name) for name in data["helped"][:5]],
+                }
+            )
+        except (KeyError, TypeError, IndexError, ValueError, StopIteration):  # damaged: not shown, made on request
+            continue
+    return shown
 
 
 def _kind_words(row: LayerInfo) -> str:

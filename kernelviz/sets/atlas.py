@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +27,12 @@ from ..core.models import model_device, model_meta, model_slug
 from ..core.progress import OnProgress, report
 from ..errors import KernelvizError
 from ..explain.maps import feature_maps
-from ..files.write import save_png
+from ..files.images import load_image
+from ..files.write import save_json, save_png
 from ..optvis.batch import auto_batch_size, layer_grid
 from ..optvis.settings import DEFAULTS, OptimSettings
+from ..units.scan import UnitScan
+from ..units.trust import Trust, collection_check
 from .examples import scan_to_atlas
 from .folder import AtlasFolder, atlas_settings
 from .site import write_index
@@ -55,6 +58,10 @@ class AtlasReport:
     remaining: int
     index_written: bool
     interrupted: bool = False
+    #: with ``check``: one line per flagged picture (``LAYER: filter N's picture is processed unlike ...``)
+    flagged: list[str] = field(default_factory=list)
+    #: with ``check``: pictures path-checked
+    checked: int = 0
 
 
 def _remove_stale_temporaries(root: Path) -> None:
@@ -185,6 +192,7 @@ def atlas(
     shard: tuple[int, int] | None = None,
     progress: OnProgress | None = None,
     negative: bool = False,
+    check: bool = False,
     **changes: Any,
 ) -> AtlasReport:
     """Write (or resume) an atlas of ``model`` under ``out/<model>/``.
@@ -206,6 +214,9 @@ def atlas(
         negative: also each filter's negative picture (what it responds to least, minimized in the same batch as
             its positive one), kept beside it: on the layer pages, in a second contact sheet, as the explorer's
             ``negative`` variant.
+        check: path-check every picture against its filter's natural examples in ``images``
+            (:func:`~kernelviz.units.trust.collection_check`, calibrated there): each record gets ``"trust"``, each
+            card on the layer pages a badge and the numbers (progress stage ``"check"``: layers done).
         **changes: settings to change (``steps=128``, ``size=160``...).
 
     Returns:
@@ -214,6 +225,13 @@ def atlas(
         whichever shard finishes last.
     """
     meta = model_meta(check_model(model))
+    if check and images is None:
+        raise KernelvizError("the path check needs images: give the natural images to check the pictures against")
+    if check and shard is not None:
+        raise KernelvizError(
+            "the path check runs in one process (or under torchrun): make the shards without it, then run the atlas "
+            "once more without --shard (everything made is reused) to check"
+        )
     settings = (settings or DEFAULTS).with_(**changes).for_model(meta.input_size)
     size = int(settings.size or 0)
     root = Path(out) / model_slug(meta.name)
@@ -248,6 +266,7 @@ def atlas(
     todo = [(name, group) for name, group in mine if not all((name, n) in kept_of[m] for n in group for m in kinds)]
     skipped = len(kept)
     computed, interrupted = 0, False
+    checked, flagged = 0, list[str]()
     total, finished = sum(len(g) for _, g in todo), 0
     report(progress, "filters", 0, total)
     for name, group in todo:
@@ -266,7 +285,9 @@ def atlas(
         report(progress, "filters", finished, total)
     if images is not None and not interrupted:  # one scan for every layer, shared out like the pictures
         # at the model's input size (not the pictures'), every unit of each layer; a matching scan is reused
-        scan_to_atlas(model, root, images, [name for name, _, _ in plan], k=k, shard=shard, progress=progress)
+        scanned = scan_to_atlas(model, root, images, [name for name, _, _ in plan], k=k, shard=shard, progress=progress)
+        if check and (not share.distributed or share.rank == 0):
+            checked, flagged = check_pictures(model, root, plan, scanned.scan, progress=progress)
 
     if share.distributed:
         barrier()
@@ -279,12 +300,50 @@ def atlas(
         written = True
     if share.distributed:
         barrier()
-    return AtlasReport(root, computed, skipped, remaining, written, interrupted)
+    return AtlasReport(root, computed, skipped, remaining, written, interrupted, flagged, checked)
+
+
+def check_pictures(
+    model: nn.Module,
+    root: Path,
+    plan: Sequence[tuple[str, Any, list[int]]],
+    scan: UnitScan,
+    *,
+    progress: OnProgress | None = None,
+) -> tuple[int, list[str]]:
+    """Path-check the pictures of ``plan`` written under the atlas ``root`` against their natural examples in
+    ``scan`` (which kept its scores), and write each one's ``"trust"`` into its record.
+
+    Returns:
+        ``(pictures checked, one line per flagged picture)``.
+    """
+    folder = AtlasFolder(root)
+    report(progress, "check", 0, len(plan))
+    checked, flagged = 0, []
+    for i, (name, _, chosen) in enumerate(plan):
+        checker = collection_check(model, name, chosen, scan)
+        for n in chosen:
+            picture = load_image(folder.picture(name, n))  # at the size it was made
+            trust = checker.check(n, picture)
+            write_trust(root, name, n, trust)
+            checked += 1
+            flagged += [f"{name}: {trust.message()}"] if trust.flagged else []
+        report(progress, "check", i + 1, len(plan))
+    return checked, flagged
+
+
+def write_trust(root: Path, layer: str, n: int, trust: Trust) -> None:
+    """Write filter ``n``'s path check into its record (as ``"trust"``), atomically."""
+    folder = AtlasFolder(root)
+    record = folder.written_record(layer, n)
+    record["trust"] = trust.to_json()
+    save_json(record, folder.record_file(layer, n))
 
 
 def write_examples(
     model: nn.Module, root: Path, layer: str, images: str | os.PathLike, k: int, *, progress: OnProgress | None = None
-) -> None:
+) -> UnitScan | None:
     """Scan ``images`` for one layer at the model's input size and write its ``examples.json`` (see
-    :func:`~kernelviz.sets.examples.scan_to_atlas`: a scan already made of the same images is reused)."""
-    scan_to_atlas(model, root, images, [layer], k=k, progress=progress)
+    :func:`~kernelviz.sets.examples.scan_to_atlas`: a scan already made of the same images is reused); returns
+    the scan."""
+    return scan_to_atlas(model, root, images, [layer], k=k, progress=progress).scan

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -62,6 +63,7 @@ __all__ = [
     "reusable_scan",
     "scan_dir",
     "scan_to_atlas",
+    "write_importance",
     "write_scan",
 ]
 
@@ -410,3 +412,46 @@ def _write_images(scan: UnitScan, folder: AtlasFolder, indices: list[int], progr
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
         for done, _ in enumerate(pool.map(one, missing), 1):
             report(progress, "write", done, len(missing))
+
+
+def write_importance(
+    model: nn.Module,
+    root: str | os.PathLike,
+    layers: Sequence[str],
+    images: ImagesArg,
+    *,
+    label_file: str | os.PathLike | None = None,
+    batch_size: int | None = None,
+    workers: int | None = None,
+    progress: OnProgress | None = None,
+) -> list[str]:
+    """Add to each layer's ``units.json`` what each unit matters for: per unit ``"matters_for"`` (the classes,
+    WordNet groups and labels whose probability it carries most, :func:`~kernelviz.units.importance.unit_importance`:
+    a first-order estimate, which the record says), per layer ``"importance"`` (what the values are, how folders
+    were matched to outputs). A layer whose ``units.json`` holds it for the same scan and labels is kept; one without
+    ``units.json`` (no scan written yet) is skipped. Returns the layers written.
+
+    Args:
+        progress: reports stage ``"importance"`` (images done, per layer).
+    """
+    from ..units.importance import unit_importance
+
+    folder = AtlasFolder(Path(root))
+    written = []
+    for name in layers:
+        units = folder.units(name)
+        if units is None:
+            continue
+        key = {"scan": units.get("scan"), "labelled": units.get("labelled")}
+        if units.get("importance", {}).get("of") == key:
+            continue
+        found = unit_importance(model, name, images, label_file=None if label_file is None else str(label_file),
+                                batch_size=batch_size, workers=workers, progress=progress)  # fmt: skip
+        for u in units["units"]:
+            u["matters_for"] = found.unit_json(u["unit"])
+            carried = found.carried(u["unit"])
+            u["carried"] = None if math.isnan(carried) else round(carried, 6)
+        units["importance"] = {"estimate": found.unit_json(0)["estimate"], "matching": found.matching, "of": key}
+        save_json(units, folder.units_file(name), compact=True)
+        written.append(name)
+    return written

@@ -158,6 +158,11 @@ class AtlasFolder:
         """The picture of variant ``kind`` of filter ``n`` (its record: the same name, ``.json``)."""
         return self.layer(layer) / "variants" / f"{n:04d}_{kind}.png"
 
+    def ablation_file(self, layer: str, n: int, kind: str) -> Path:
+        """What switching filter ``n`` off (``kind`` ``zero``) or amplifying it (``x4``) over a collection did (the
+        explorer's, :meth:`~kernelviz.units.ablation.Ablation.to_json`)."""
+        return self.layer(layer) / "ablations" / f"{n:04d}_{kind}.json"
+
     def relative(self, path: Path) -> str:
         """``path`` relative to the root, with ``/`` (a link inside the atlas)."""
         return path.relative_to(self.root).as_posix()

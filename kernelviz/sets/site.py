@@ -22,7 +22,7 @@ from ..files.write import save_figure, save_json, write_bytes
 from ..units.examples import ratio_to_natural
 from .folder import AtlasFolder, picture_name, record_name
 
-__all__ = ["examples_view", "link", "unit_view", "write_index"]
+__all__ = ["examples_view", "link", "trust_view", "unit_view", "write_index"]
 
 
 def link(path: str) -> str:
@@ -112,7 +112,25 @@ def unit_view(
         "tested": units.get("labels_tested"),
         "histogram": _histogram_svg(unit["histogram"], units.get("ranked_by", "activation")),
         "quantiles": quantiles,
+        "matters": _matters(unit.get("matters_for")),
     }
+
+
+def _matters(found: Any) -> dict[str, Any] | None:
+    """What the unit matters for (``units.json``'s ``"matters_for"``), as text per kind; ``None`` when absent or
+    malformed."""
+    if not isinstance(found, dict):
+        return None
+    out: dict[str, Any] = {"estimate": str(found.get("estimate", ""))}
+    for kind in ("classes", "groups", "labels"):
+        rows = found.get(kind)
+        if not isinstance(rows, list) or not all(
+            isinstance(r, dict) and isinstance(r.get("name"), str) and isinstance(r.get("drop"), int | float)
+            for r in rows
+        ):
+            return None
+        out[kind] = [{"name": r["name"], "drop": f"{r['drop']:+.3g}", "images": r.get("images")} for r in rows]
+    return out
 
 
 def _histogram_svg(histogram: dict[str, Any], ranked_by: str, width: int = 380, height: int = 80) -> dict[str, Any]:
@@ -176,6 +194,33 @@ def _ranking_notes(layer: dict[str, Any], key: str, found: list[dict[str, Any]])
     return notes
 
 
+def trust_view(trust: dict[str, Any] | None) -> dict[str, Any] | None:
+    """What the pages show of a picture's ``"trust"`` record (:meth:`~kernelviz.units.trust.Trust.to_json`):
+    the badge, the numbers rounded, one row per layer below (mean rank correlations)."""
+    if not trust:
+        return None
+    cal = trust.get("calibration") or {}
+
+    def num(v: Any) -> str:
+        return "n/a" if v is None else f"{v:.2f}"
+
+    rate = cal.get("held_out_flagged", cal.get("flagged"))
+    return {
+        "scored": trust.get("scored", trust.get("overall") is not None),
+        "flagged": bool(trust.get("flagged")),
+        "worst": trust.get("worst"),
+        "overall": num(trust.get("overall")),
+        "threshold": num(trust.get("threshold")),
+        "rate": None if rate is None else f"{rate:.0%}",
+        "auroc": None if cal.get("auroc") is None else num(cal["auroc"]),
+        "weak": not cal.get("tells_apart", True),
+        "rows": [
+            {"layer": name, "picture": num(p), "natural": num(n), "random": num(r)}
+            for name, p, n, r in zip(trust["layers"], trust["picture"], trust["natural"], trust["random"], strict=True)
+        ],
+    }
+
+
 def _card(
     n: int,
     rec: dict[str, Any],
@@ -197,6 +242,7 @@ def _card(
         else {"picture": negative[0], "mean": negative[1]["final_value"], "min": negative[1].get("min_activation")},
         "examples": None if examples is None else examples_view(examples, n, rec.get("max_activation", float("nan"))),
         "stats": None if units is None else unit_view(units, n),
+        "trust": trust_view(rec.get("trust")),
     }
 
 

@@ -45,7 +45,17 @@ from ..data.labels import LabelSet, collection_labels
 from ..data.stream import Reading, plan_batches, stream
 from ..errors import KernelvizError
 
-__all__ = ["MODES", "Ablation", "Outcome", "ablate", "ablated_logits", "class_outputs", "edited"]
+__all__ = [
+    "FACTORS",
+    "MODES",
+    "Ablation",
+    "Outcome",
+    "ablate",
+    "ablated_logits",
+    "class_outputs",
+    "edited",
+    "scaling_curve",
+]
 
 #: How the chosen units are changed.
 MODES = ("zero", "mean", "scale")
@@ -233,6 +243,58 @@ def ablated_logits(
         raise KernelvizError(f"mode 'mean' needs one mean per unit ({len(units)})")
     with guarded(model), torch.no_grad():
         return _both(model, layer, _editor(units, mode, factor, means), x)
+
+
+#: The factors :func:`scaling_curve` scales a unit by: off, halved, untouched, amplified up to 4x.
+FACTORS = (0.0, 0.5, 1.0, 2.0, 3.0, 4.0)
+
+
+def scaling_curve(
+    model: nn.Module,
+    layer: str,
+    unit: int,
+    image: torch.Tensor,
+    *,
+    factors: Sequence[float] = FACTORS,
+    k: int = 3,
+) -> dict[str, Any]:
+    """How one image's prediction moves as one unit is scaled: the model's class probabilities for ``image``
+    ``(3, S, S)`` in [0, 1] with unit ``unit`` of ``layer`` multiplied by each of ``factors`` (the model left as it
+    was).
+
+    Returns:
+        ``{"factors": [...], "classes": [{"index", "name", "p": [one per factor]}]}``: the classes in the top ``k``
+        at any factor, by their probability at the largest factor.
+    """
+    meta = model_meta(check_model(model))
+    side = image.shape[-1]
+    [(name, row)] = asked_layers(model, side, [layer], "scale")
+    count = row.shape[0] if row.shape else 0
+    if not 0 <= unit < count:
+        raise KernelvizError(f"unit {unit} out of range: {name} has {count} units (0-{count - 1})")
+    x = meta.normalize(image[None].to(model_device(model)))
+    probs = []
+    with guarded(model), torch.no_grad():
+        for f in factors:
+            with edited(model, name, _editor([unit], "scale", float(f), None)):
+                logits = output_tensor(model(x)).float()
+            if logits.dim() != 2:
+                raise KernelvizError(
+                    f"the model's output is {tuple(logits.shape[1:])} per image: it reads class scores"
+                )
+            probs.append(logits.softmax(1)[0].cpu())
+    p = torch.stack(probs)  # (F, classes)
+    shown = sorted({int(c) for row_p in p for c in row_p.topk(min(k, p.shape[1])).indices}, key=lambda c: -p[-1, c])
+    names = list(meta.categories)
+    return {
+        "layer": name,
+        "unit": unit,
+        "factors": [float(f) for f in factors],
+        "classes": [
+            {"index": c, "name": names[c] if c < len(names) else str(c), "p": [float(v) for v in p[:, c]]}
+            for c in shown
+        ],
+    }
 
 
 def _check_mode(mode: str, factor: float | None) -> None:

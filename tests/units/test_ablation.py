@@ -173,3 +173,51 @@ def test_the_ablate_command_prints_a_table_and_writes_json(cli, tmp_path):
     assert both.exit_code != 0 and "--scale" in both.output
     out_of_range = cli("ablate", net, "1", "9", "--images", "images", "--workers", "0")
     assert out_of_range.exit_code == 1 and "unit 9 out of range" in out_of_range.output
+
+
+def test_scaling_curve_moves_one_photos_prediction_with_its_unit(tmp_path):
+    """Known answers on the routed toy: a red square's red probability at 1x is the untouched model's, at 0x a third
+    (its logit gone), and it grows with the factor; the model is left as it was."""
+    from kernelviz.units.ablation import scaling_curve
+
+    planted_images(tmp_path / "images")
+    net = routed_net()
+    before = snapshot(net)
+    image = kernelviz.load_image(tmp_path / "images" / "red" / "red0.png", 16)
+    curve = scaling_curve(net, "1", 0, image)
+    assert_unchanged(net, before)
+    assert curve["factors"] == [0.0, 0.5, 1.0, 2.0, 3.0, 4.0]
+    red = next(c for c in curve["classes"] if c["index"] == 2)  # output 2 is red
+    with torch.no_grad():
+        untouched = net(image[None]).softmax(1)[0, 2]
+    assert red["p"][2] == pytest.approx(float(untouched), abs=1e-6) and red["p"][0] == pytest.approx(1 / 3)
+    assert red["p"] == sorted(red["p"]) and curve["classes"][0]["index"] == 2
+    with pytest.raises(kernelviz.KernelvizError, match="out of range"):
+        scaling_curve(net, "1", 9, image)
+
+
+def test_the_explorer_switches_a_unit_off_and_scales_it_on_a_photo(tmp_path):
+    pytest.importorskip("starlette")
+    from starlette.testclient import TestClient
+
+    from kernelviz.serve.app import create_app
+    from kernelviz.serve.explorer import Explorer
+
+    images = planted_images(tmp_path / "images")
+    ex = Explorer(routed_net(), tmp_path / "atlas", images=Path(images))
+    try:
+        client = TestClient(create_app(ex, "token"))
+        client.get("/?token=token")
+        assert 'data-ablate="zero"' in client.get("/filter/1/0").text
+        assert client.post("/api/ablate", json={"layer": "1", "filter": 0, "kind": "zero"}).json() == {"queued": True}
+        ex.request_ablation("1", 0, "zero").result(timeout=120)
+        page = client.get("/filter/1/0").text
+        assert "switched off</b>: accuracy 100.0% &rarr; 66.7% over 12 images" in page
+        assert "<td>red</td><td>" in page  # the class most hurt, with its probability before and after
+        assert client.post("/api/ablate", json={"layer": "1", "filter": 0, "kind": "x9"}).status_code == 404
+        photo = client.get("/image", params={"pick": "red/red0.png", "scale_layer": "1", "scale_unit": "0"}).text
+        assert "<th>0x</th>" in photo and "<th>4x</th>" in photo and "scale it from 0 to 4x" in photo
+        bad = client.get("/image", params={"pick": "red/red0.png", "scale_layer": "1", "scale_unit": "99"}).text
+        assert "out of range" in bad or "filter 99" in bad
+    finally:
+        ex.worker.stop()

@@ -189,6 +189,10 @@
         window.location.reload();
       } else if (e.type === "examples") {
         window.location.reload();
+      } else if ((e.type === "trust" || e.type === "ablate") && e.filter === filter) {
+        window.location.reload();
+      } else if (e.type === "progress" && e.task === "ablate") {
+        say("switching it off over the images: " + e.step + "/" + e.steps);
       } else if (e.type === "error") {
         say(e.message, true);
       }
@@ -200,6 +204,17 @@
           .catch(function (err) { say(err.message, true); });
       });
     });
+    Array.prototype.forEach.call(document.querySelectorAll("button[data-ablate]"), function (b) {
+      b.addEventListener("click", function () {
+        b.disabled = true;
+        say("queued: " + b.textContent);
+        post(api.ablate, { layer: layer, filter: filter, kind: b.getAttribute("data-ablate") })
+          .catch(function (err) { say(err.message, true); });
+      });
+    });
+    if (document.getElementById("trust-pending")) {  // the path check, always on with --images
+      post(api.trust, { layer: layer, filter: filter }).catch(function (err) { say(err.message, true); });
+    }
     var ex = document.getElementById("examples-button");
     if (ex) ex.addEventListener("click", function () {
       say("scanning the images folder...");
