@@ -301,10 +301,11 @@ def weights_cmd(
 @click.option("--layer", "layers", multiple=True, help="A layer to show (repeat for several) [default: every layer].")
 @click.option(
     "--sort",
-    type=click.Choice(["unit", "frequency", "auc", "label", "mean", "max"]),
+    type=click.Choice(["unit", "frequency", "auc", "label", "mean", "max", "carried"]),
     default="unit",
     show_default=True,
-    help="Order of a layer's units: by index, firing frequency, the AUC or name of its best label, mean, max.",
+    help="Order of a layer's units: by index, firing frequency, the AUC or name of its best label, mean, max, or "
+    "what it carries most (examples --importance: the largest estimated drop of a class's probability).",
 )
 @click.option("--label", default=None, help="Instead: the units labelled like this (any layer), best AUC first.")
 @click.option("-n", "--top", type=click.IntRange(min=1), default=None, help="Rows at most [default: all].")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import math
 import os
 import re
 from collections.abc import Callable, Sequence
@@ -615,6 +616,7 @@ UNIT_SORTS: dict[str, Callable[[dict[str, Any]], Any]] = {
     "label": lambda u: (u["labels"][0]["name"].lower() if u["labels"] else "\uffff", u["unit"]),
     "mean": lambda u: (-u["mean"], u["unit"]),
     "max": lambda u: (-u["max"], u["unit"]),
+    "carried": lambda u: (-(u["carried"] if isinstance(u.get("carried"), int | float) else -math.inf), u["unit"]),
 }
 
 
@@ -661,13 +663,17 @@ def units_table(
         assert data is not None
         rows = sorted(data["units"], key=UNIT_SORTS[sort])[:top]
         lines.append(f"{data['layer']}: {len(data['units'])} units over {data['images']} images")
-        lines.append(f"  {'unit':>5}  {'fires':>6}  {'mean':>8}  {'max':>8}  {'':5}  label (AUC, images)")
+        matter = "importance" in data  # examples --importance: what each unit matters for, first-order
+        header = f"  {'unit':>5}  {'fires':>6}  {'mean':>8}  {'max':>8}  {'':5}  label (AUC, images)"
+        lines.append(header + ("  |  matters most for (estimated probability drop)" if matter else ""))
         for u in rows:
             state = "dead" if u["dead"] else "dense" if u["dense"] else ""
             best = u["labels"][0] if u["labels"] else None
             named = f"{best['name']} ({best['auc']:.3f}, {best['images']})" if best else "-"
             numbers = f"{100 * u['frequency']:>5.1f}%  {u['mean']:>8.3g}  {u['max']:>8.3g}"
-            lines.append(f"  {u['unit']:>5}  {numbers}  {state:5}  {named}")
+            carried = (u.get("matters_for") or {}).get("classes") or []
+            most = f"  |  {carried[0]['name']} ({carried[0]['drop']:+.3g})" if matter and carried else ""
+            lines.append(f"  {u['unit']:>5}  {numbers}  {state:5}  {named}{most}")
     return lines
 
 

@@ -82,11 +82,14 @@ class Importance:
         return found[0][2] if found else math.nan
 
     def unit_json(self, unit: int, n: int = 5) -> dict[str, Any]:
-        """The unit's ``"matters_for"`` entry of ``units.json``."""
+        """The unit's ``"matters_for"`` entry of ``units.json``: the ``n`` classes, groups and labels it carries most
+        (those with an estimated drop above 0)."""
 
-        def rows(kind: str) -> list[dict[str, Any]]:
+        def rows(kind: str) -> list[dict[str, Any]]:  # only what it carries: a drop above 0
             return [
-                {"id": i, "name": name, "drop": round(v, 6), "images": k} for i, name, v, k in self.top(unit, kind, n)
+                {"id": i, "name": name, "drop": round(v, 6), "images": k}
+                for i, name, v, k in self.top(unit, kind, n)
+                if v > 0
             ]
 
         return {"estimate": ESTIMATE, "classes": rows("class"), "groups": rows("group"), "labels": rows("label")}

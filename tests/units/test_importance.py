@@ -44,7 +44,8 @@ def test_each_unit_carries_its_own_class_by_the_softmax_derivative(tmp_path):
     for unit in range(4):
         assert torch.equal(exact[unit] > 0.1, found.per_image[:, unit] > 0)  # the same images, the same units
     record = found.unit_json(0)
-    assert record["classes"][0]["name"] == "red" and "first-order" in record["estimate"]
+    assert [c["name"] for c in record["classes"]] == ["red"] and "first-order" in record["estimate"]
+    assert found.unit_json(3)["classes"] == []  # it carries nothing
 
 
 def test_importance_refuses_what_it_cannot_read(tmp_path):
@@ -74,6 +75,10 @@ def test_examples_importance_writes_it_into_units_json_and_the_pages_sort_by_it(
     again = cli("examples", ROUTED, "--images", "images", "-o", "out", "--layers", "1", "--workers", "0", "--quiet",
                 "--importance")  # fmt: skip
     assert "matters for" not in again.output  # the same scan and labels: kept
+    table = cli("units", "out/routed_net", "--sort", "carried")
+    assert table.exit_code == 0, table.output
+    rows = [line.split() for line in table.output.splitlines()[2:]]
+    assert "matters most for" in table.output and [r[0] for r in rows][-1] == "3" and "red" in table.output
     net = kernelviz.set_model_meta(routed_net(), name=ROUTED, weights="default")
     ex = Explorer(net, root)
     try:
