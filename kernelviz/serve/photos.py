@@ -37,8 +37,15 @@ class Photos:
     def __init__(self, explorer: Pictures) -> None:
         self.ex = explorer
         self._methods: list[str] | None = None
+        self._count: int | None = None
 
     # --- which photos ----------------------------------------------------------------------------
+    def count(self) -> int:
+        """How many images ``--images`` holds (counted once: the folder is the user's, read, never written)."""
+        if self._count is None:
+            self._count = len(self.picks())
+        return self._count
+
     def picks(self) -> list[str]:
         """The images of ``--images``, as paths relative to it."""
         if self.ex.images is None:

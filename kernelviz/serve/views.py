@@ -20,6 +20,7 @@ from ..core.layers import LayerInfo, field_text, grid_text
 from ..sets.site import examples_view, trust_view, unit_view
 from ..sets.variants import VARIANTS
 from ..units.concepts import error_reading
+from ..units.trust import MIN_IMAGES
 from .explorer import Explorer
 from .urls import API, PAGES, path
 
@@ -304,7 +305,9 @@ def filter_view(ex: Explorer, layer: str, n: int, photo: Mapping[str, str] | Non
     view["can_scan"] = ex.images is not None
     # the path check, always on with --images: a picture not checked yet is checked when its page opens
     view["trust"] = trust_view(record.get("trust")) if record else None
-    view["check_pending"] = ex.images is not None and record is not None and "trust" not in record
+    unchecked = ex.images is not None and record is not None and "trust" not in record
+    view["check_pending"] = unchecked and ex.photos.count() >= MIN_IMAGES
+    view["check_note"] = unchecked and not view["check_pending"]
     view["ablations"] = _ablations(ex, layer, n)
     made = ex.variants(layer, n)
     view["variants"] = [
@@ -429,7 +432,7 @@ def image_view(
             "layer": name,
             "units": [
                 {"link": link(PAGES["filter"], key, layer=name, n=c), "thumb": _thumb(ex, name, c), "filter": c,
-                 "value": f"{v:.3g}"}
+                 "value": f"{v:.3g}", "scale": link(PAGES["image"], {**key, "scale_layer": name, "scale_unit": c})}
                 for c, v in top
             ],
         }

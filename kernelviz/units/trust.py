@@ -55,6 +55,7 @@ if TYPE_CHECKING:
 __all__ = [
     "FLAG_BELOW",
     "MIN_AUROC",
+    "MIN_IMAGES",
     "MIN_SPAN",
     "RATE",
     "Calibration",
@@ -79,6 +80,9 @@ RATE = 0.05
 #: images from random ones too poorly to say much: its flags keep their false-positive rate but catch little, the
 #: terminal line says so, and the specificity is not scored there.
 MIN_AUROC = 0.7
+#: The fewest readable images :func:`collection_check` calibrates on at its defaults (8 examples and 16 random
+#: images in each half).
+MIN_IMAGES = 32
 
 
 @dataclass(frozen=True)
