@@ -194,6 +194,12 @@ def create_app(explorer: Explorer, token: str | None) -> Starlette:
             raise KernelvizError("no --images folder was given to the server")
         return JSONResponse({"queued": True})
 
+    async def importance(request: Request) -> Response:
+        data = await json_body(request)
+        if explorer.request_importance(str(data.get("layer", ""))) is None:
+            raise KernelvizError("no --images folder was given to the server")
+        return JSONResponse({"queued": True})
+
     async def units(request: Request) -> Response:
         return shown(request, "units", units_view(explorer, request.query_params.get("label", "")))
 
@@ -320,6 +326,7 @@ def create_app(explorer: Explorer, token: str | None) -> Starlette:
         Route(API["examples"], answered(examples), methods=["POST"]),
         Route(API["trust"], answered(trust), methods=["POST"]),
         Route(API["ablate"], answered(ablation), methods=["POST"]),
+        Route(API["importance"], answered(importance), methods=["POST"]),
         Route(API["kernel"], answered(kernel)),
         Route(API["events"], events),
         Route(API["status"], answered(status)),

@@ -13,7 +13,7 @@ from typing import Any
 __all__ = ["EVENTS", "TASKS", "event", "events_json"]
 
 #: What a ``progress`` event's ``task`` says is running.
-TASKS = ("batch", "preview", "variant", "examples", "trust", "ablate", "concepts", "photo")
+TASKS = ("batch", "preview", "variant", "examples", "trust", "ablate", "importance", "concepts", "photo")
 
 #: Every event type, with its fields and what each holds.
 EVENTS: dict[str, dict[str, str]] = {
@@ -38,6 +38,7 @@ EVENTS: dict[str, dict[str, str]] = {
     "variant": {"layer": "the layer", "filter": "the filter", "variant": "the variant made", "src": "its URL"},
     "examples": {"layer": "the layer whose dataset examples were written"},
     "trust": {"layer": "the layer", "filter": "the filter whose picture was path-checked", "flagged": "its verdict"},
+    "importance": {"layer": "the layer whose units' importance was written into its units.json"},
     "ablate": {"layer": "the layer", "filter": "the filter switched off or amplified", "ablation": "zero or x4"},
     "concepts": {"layer": "the layer whose concepts were found", "class": "the class they were found in (or null)"},
     "error": {"key": "the task that failed", "message": "what went wrong, in one line"},

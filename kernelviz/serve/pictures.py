@@ -35,6 +35,7 @@ from ..optvis.batch import auto_batch_size
 from ..optvis.render import StopOptimization
 from ..optvis.settings import DEFAULTS, PREVIEW_BATCH, OptimSettings, preview_settings
 from ..sets.atlas import write_examples, write_filters, write_previews, write_trust
+from ..sets.examples import write_importance
 from ..sets.folder import AtlasFolder, atlas_settings
 from ..sets.variants import VARIANTS, write_variant
 from ..units.ablation import ablate
@@ -363,6 +364,24 @@ class Pictures:
             return str(path)
 
         return self.worker.submit(("ablate", layer, n, kind), run)
+
+    def request_importance(self, layer: str) -> Future | None:
+        """Estimate what each unit of ``layer`` matters for over ``--images`` (one pass, first-order:
+        :func:`~kernelviz.sets.examples.write_importance`) into its ``units.json``, scanning the layer first if it
+        was not; ``None`` without images."""
+        if self.images is None:
+            return None
+        self.row(layer)
+        images = self.images
+
+        def run(emit: Emit) -> None:
+            listen = self._listener(emit, task="importance", layer=layer)
+            if self.folder.units(layer) is None:
+                write_examples(self.model, self.root, layer, images, 9, progress=listen)
+            write_importance(self.model, self.root, [layer], images, progress=listen)
+            emit(event("importance", layer=layer))
+
+        return self.worker.submit(("importance", layer), run)
 
     def ablations(self, layer: str, n: int) -> dict[str, dict[str, Any]]:
         """Filter ``n``'s ablations made so far, by kind (``zero``, ``x4``)."""

@@ -32,6 +32,7 @@ API = {
     "examples": "/api/examples",
     "trust": "/api/trust",
     "ablate": "/api/ablate",
+    "importance": "/api/importance",
     "kernel": "/api/kernel/{layer:path}/{n:str}.png",
     "events": "/api/events",
     "status": "/api/status/{layer:path}",

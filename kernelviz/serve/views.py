@@ -209,6 +209,7 @@ def layer_view(ex: Explorer, layer: str, page: int = 0, photo: Mapping[str, str]
         "units": unit_rows,
         "units_images": None if units is None else units["images"],
         "units_matter": any(u["carried"] is not None for u in unit_rows),
+        "can_estimate": ex.images is not None,
         "photo_picker": _photo_form(
             ex,
             "photo-picture",

@@ -92,3 +92,31 @@ def test_examples_importance_writes_it_into_units_json_and_the_pages_sort_by_it(
         assert "matters most for" in unit and "red +" in unit
     finally:
         ex.worker.stop()
+
+
+def test_the_explorer_estimates_a_layers_importance_on_request(tmp_path):
+    """With --images and no units.json yet: the layer page offers it; the request scans the layer, then writes what
+    each unit matters for; the page then lists it, the units that carry most first."""
+    pytest.importorskip("starlette")
+    from pathlib import Path
+
+    from starlette.testclient import TestClient
+
+    from kernelviz.serve.app import create_app
+    from kernelviz.serve.explorer import Explorer
+
+    images = planted_images(tmp_path / "images")
+    ex = Explorer(routed_net(), tmp_path / "atlas", images=Path(images))
+    try:
+        client = TestClient(create_app(ex, "token"))
+        client.get("/?token=token")
+        assert 'id="importance-button"' in client.get("/layer/1").text
+        assert client.post("/api/importance", json={"layer": "1"}).json() == {"queued": True}
+        ex.request_importance("1").result(timeout=120)
+        layer = client.get("/layer/1").text
+        assert 'data-key="carried"' in layer and 'id="importance-button"' not in layer
+        rows = [line for line in layer.splitlines() if line.startswith("<tr data-n=")]
+        assert 'data-n="3"' in rows[-1] and "red (+" in layer
+        assert client.post("/api/importance", json={"layer": "nowhere"}).status_code == 404
+    finally:
+        ex.worker.stop()

@@ -114,6 +114,22 @@
     }
   }
 
+  // A layer page's button: what each unit matters for (written into units.json, then the page reloads).
+  var importanceButton = document.getElementById("importance-button");
+  if (importanceButton) {
+    events(function (e) {
+      if (e.type === "error") say(e.message, true);
+      if (e.layer !== layer) return;
+      if (e.type === "importance") window.location.reload();
+      else if (e.type === "progress" && e.task === "importance") say(e.stage + ": " + e.step + "/" + e.steps);
+    });
+    importanceButton.addEventListener("click", function () {
+      importanceButton.disabled = true;
+      say("queued: what each unit matters for");
+      post(api.importance, { layer: layer }).catch(function (err) { say(err.message, true); });
+    });
+  }
+
   // A layer page's table of units (units.json): a click on a column sorts by it (again: the other way), the box
   // keeps the units whose labels hold what is typed.
   var unitsTable = document.getElementById("units-table");
