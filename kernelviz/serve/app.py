@@ -175,30 +175,27 @@ def create_app(explorer: Explorer, token: str | None) -> Starlette:
         )
         return JSONResponse({"queued": True})
 
-    async def examples(request: Request) -> Response:
-        data = await json_body(request)
-        if explorer.request_examples(str(data.get("layer", ""))) is None:
+    def queued(future: object | None) -> Response:
+        """The answer to a request for work on ``--images`` (``None``: the server has none)."""
+        if future is None:
             raise KernelvizError("no --images folder was given to the server")
         return JSONResponse({"queued": True})
 
+    def unit_of(data: dict[str, Any]) -> tuple[str, int]:
+        return str(data.get("layer", "")), _int(str(data.get("filter", "")), "filter")
+
+    async def examples(request: Request) -> Response:
+        return queued(explorer.request_examples(str((await json_body(request)).get("layer", ""))))
+
     async def trust(request: Request) -> Response:
-        data = await json_body(request)
-        if explorer.request_trust(str(data.get("layer", "")), _int(str(data.get("filter", "")), "filter")) is None:
-            raise KernelvizError("no --images folder was given to the server")
-        return JSONResponse({"queued": True})
+        return queued(explorer.request_trust(*unit_of(await json_body(request))))
 
     async def ablation(request: Request) -> Response:
         data = await json_body(request)
-        layer, n = str(data.get("layer", "")), _int(str(data.get("filter", "")), "filter")
-        if explorer.request_ablation(layer, n, str(data.get("kind", ""))) is None:
-            raise KernelvizError("no --images folder was given to the server")
-        return JSONResponse({"queued": True})
+        return queued(explorer.request_ablation(*unit_of(data), str(data.get("kind", ""))))
 
     async def importance(request: Request) -> Response:
-        data = await json_body(request)
-        if explorer.request_importance(str(data.get("layer", ""))) is None:
-            raise KernelvizError("no --images folder was given to the server")
-        return JSONResponse({"queued": True})
+        return queued(explorer.request_importance(str((await json_body(request)).get("layer", ""))))
 
     async def units(request: Request) -> Response:
         return shown(request, "units", units_view(explorer, request.query_params.get("label", "")))
