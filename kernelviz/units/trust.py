@@ -401,6 +401,8 @@ class PathCheck:
         self._refs = {n: self._reference(n, ex, self._everyone) for n, ex in examples.items()}
         self.calibration: Calibration | None = None
         self.threshold = FLAG_BELOW if threshold is None else threshold
+        #: the overall scores behind the calibration: natural controls, random images, held-out natural images
+        self.natural_controls = self.random_controls = self.held_out_controls = torch.empty(0)
         if not calibrate:
             return
         natural = _finite(torch.cat([r.controls() for r in self._refs.values()]))
@@ -421,7 +423,6 @@ class PathCheck:
             auroc=_auroc(natural, unrelated),
             units=len(self._refs),
         )
-        #: the overall scores behind the calibration: natural controls, random images, held-out natural images
         self.natural_controls, self.random_controls, self.held_out_controls = natural, unrelated, held_t
 
     @property
