@@ -518,11 +518,26 @@ def _ablations(ex: Explorer, layer: str, n: int) -> list[dict[str, Any]]:
                     "matching": data["matching"],
                     "hurt": [row(name) for name in data["hurt"][:5]],
                     "helped": [row(name) for name in data["helped"][:5]],
+                    "groups": _moved_groups(data.get("groups") or {}),
                 }
             )
         except (KeyError, TypeError, IndexError, ValueError, StopIteration):  # damaged: not shown, made on request
             continue
     return shown
+
+
+def _moved_groups(groups: dict[str, Any], n: int = 5) -> list[dict[str, Any]]:
+    """The WordNet groups whose probability moved most (either way) in an ablation record, most first."""
+    rows = [
+        (abs(g["probability"][1] - g["probability"][0]), name, g)
+        for name, g in groups.items()
+        if isinstance(g, dict) and all(isinstance(p, int | float) for p in g.get("probability") or [None])
+    ]
+    return [
+        {"name": name, "before": f"{g['probability'][0]:.3f}", "after": f"{g['probability'][1]:.3f}",
+         "images": g["images"]}
+        for _, name, g in sorted(rows, key=lambda r: -r[0])[:n]
+    ]  # fmt: skip
 
 
 def _kind_words(row: LayerInfo) -> str:

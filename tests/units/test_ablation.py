@@ -223,3 +223,18 @@ def test_the_explorer_switches_a_unit_off_and_scales_it_on_a_photo(tmp_path):
         assert "out of range" in bad or "filter 99" in bad
     finally:
         ex.worker.stop()
+
+
+def test_the_groups_that_moved_most_either_way_come_first():
+    from kernelviz.serve.views import _moved_groups
+
+    groups = {
+        "dog": {"images": 9, "probability": [0.9, 0.5]},
+        "bird": {"images": 2, "probability": [0.3, 0.45]},
+        "fish": {"images": 3, "probability": [0.5, 0.49]},
+        "broken": {"images": 1, "probability": [None, None]},  # no readable image: left out
+    }
+    assert [(g["name"], g["before"], g["after"]) for g in _moved_groups(groups, 2)] == [
+        ("dog", "0.900", "0.500"),
+        ("bird", "0.300", "0.450"),
+    ]
