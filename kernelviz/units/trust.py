@@ -24,7 +24,7 @@ natural images from random ones at all is the AUROC of the natural controls' sco
 their false-positive rate but catch little).
 
 Measured (``benchmarks/bench_trust.py``, EfficientNet-Lite0 on 800 ImageNet photos): the calibrated threshold flags
-2-5% of held-out natural images, but one photo's path tells natural from random images only weakly (AUROC 0.6-0.8,
+2-8% of held-out natural images, but one photo's path tells natural from random images only weakly (AUROC 0.55-0.74,
 best at the deepest layers), and on the tests' toy fooling circuit the fooled picture is flagged at some seeds
 only (its untouched neighbour's picture is flagged at others): a flag is evidence to read the unit's examples,
 its absence no proof of a faithful picture.
@@ -213,7 +213,7 @@ def layers_below(model: nn.Module, layer: str, count: int = 4, size: int | None 
     convolutions, or a transformer's MLP activations (:func:`~kernelviz.core.layers.default_units`).
 
     The nearest layers, not a spread from the input: on EfficientNet-Lite0 and 800 ImageNet photos each layer
-    tells a unit's natural examples from random photos the better the nearer it is to the unit (AUROC 0.49-0.57
+    tells a unit's natural examples from random photos the better the nearer it is to the unit (AUROC 0.44-0.57
     at the stem, 0.70-0.78 just below ``_swish#2``), and averaging in the first layers only adds noise
     (``benchmarks/README.md``)."""
     size = size or model_meta(model).input_size
