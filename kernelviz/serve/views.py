@@ -501,13 +501,7 @@ def _ablations(ex: Explorer, layer: str, n: int) -> list[dict[str, Any]]:
     shown = []
     for kind, data in ex.ablations(layer, n).items():
         try:
-            classes = data["classes"]
-
-            def row(name: str, classes: dict[str, Any] = classes) -> dict[str, Any]:
-                c = classes.get(name) or next(v for v in classes.values() if v.get("name") == name)
-                return {"name": name, "before": f"{c['probability'][0]:.3f}", "after": f"{c['probability'][1]:.3f}",
-                        "images": c["images"]}  # fmt: skip
-
+            by_name = {c["name"]: c for c in data["classes"].values()}  # "hurt" and "helped" name them
             shown.append(
                 {
                     "kind": kind,
@@ -516,12 +510,12 @@ def _ablations(ex: Explorer, layer: str, n: int) -> list[dict[str, Any]]:
                     "accuracy": [f"{100 * a:.1f}%" for a in data["accuracy"]],
                     "changed": data["changed"],
                     "matching": data["matching"],
-                    "hurt": [row(name) for name in data["hurt"][:5]],
-                    "helped": [row(name) for name in data["helped"][:5]],
+                    "hurt": [_moved(name, by_name[name]) for name in data["hurt"][:5]],
+                    "helped": [_moved(name, by_name[name]) for name in data["helped"][:5]],
                     "groups": _moved_groups(data.get("groups") or {}),
                 }
             )
-        except (KeyError, TypeError, IndexError, ValueError, StopIteration):  # damaged: not shown, made on request
+        except (KeyError, TypeError, IndexError, ValueError):  # a damaged record: not shown, made again on request
             continue
     return shown
 
@@ -533,11 +527,13 @@ def _moved_groups(groups: dict[str, Any], n: int = 5) -> list[dict[str, Any]]:
         for name, g in groups.items()
         if isinstance(g, dict) and all(isinstance(p, int | float) for p in g.get("probability") or [None])
     ]
-    return [
-        {"name": name, "before": f"{g['probability'][0]:.3f}", "after": f"{g['probability'][1]:.3f}",
-         "images": g["images"]}
-        for _, name, g in sorted(rows, key=lambda r: -r[0])[:n]
-    ]  # fmt: skip
+    return [_moved(name, g) for _, name, g in sorted(rows, key=lambda r: -r[0])[:n]]
+
+
+def _moved(name: str, outcome: dict[str, Any]) -> dict[str, Any]:
+    """One class's or group's row of an ablation record: its mean probability before and after, its images."""
+    before, after = outcome["probability"]
+    return {"name": name, "before": f"{before:.3f}", "after": f"{after:.3f}", "images": outcome["images"]}
 
 
 def _kind_words(row: LayerInfo) -> str:

@@ -266,7 +266,7 @@ def atlas(
     todo = [(name, group) for name, group in mine if not all((name, n) in kept_of[m] for n in group for m in kinds)]
     skipped = len(kept)
     computed, interrupted = 0, False
-    checked, flagged = 0, list[str]()
+    checked, flagged = 0, list[str]()  # the path check's (with ``check``): pictures checked, lines of the flagged
     total, finished = sum(len(g) for _, g in todo), 0
     report(progress, "filters", 0, total)
     for name, group in todo:

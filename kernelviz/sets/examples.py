@@ -434,7 +434,7 @@ def write_importance(
     Args:
         progress: reports stage ``"importance"`` (images done, per layer).
     """
-    from ..units.importance import unit_importance
+    from ..units.importance import ESTIMATE, unit_importance
 
     folder = AtlasFolder(Path(root))
     written = []
@@ -451,7 +451,7 @@ def write_importance(
             u["matters_for"] = found.unit_json(u["unit"])
             carried = found.carried(u["unit"])
             u["carried"] = None if math.isnan(carried) else round(carried, 6)
-        units["importance"] = {"estimate": found.unit_json(0)["estimate"], "matching": found.matching, "of": key}
+        units["importance"] = {"estimate": ESTIMATE, "matching": found.matching, "of": key}
         save_json(units, folder.units_file(name), compact=True)
         written.append(name)
     return written

@@ -197,4 +197,8 @@ def exact_drops(
     (one pass over ``images`` per unit, :func:`~kernelviz.ablate`): what :func:`unit_importance` estimates."""
     from .ablation import ablate
 
-    return {u: (lambda a: a.own[0] - a.own[1])(ablate(model, layer, [u], images, **reading)) for u in units}
+    drops = {}
+    for u in units:
+        own = ablate(model, layer, [u], images, **reading).own  # (before, after), each (N,)
+        drops[u] = own[0] - own[1]
+    return drops

@@ -35,7 +35,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -187,8 +187,8 @@ class Trust:
         )
         weak = "" if cal is None or cal.tells_apart else f"; a weak check here: AUROC {cal.auroc:.2f}"
         if not self.flagged:
-            like = f"filter {self.filter}'s picture is processed like its natural examples"
-            return f"{like} (score {self.overall:.2f}{rate}{weak})"
+            score = f"score {self.overall:.2f}: 0 = a random image, 1 = a natural example"
+            return f"filter {self.filter}'s picture is not flagged by the path check ({score}{rate}{weak})"
         return (
             f"filter {self.filter}'s picture is processed unlike its natural examples, worst at {self.worst} "
             f"(score {self.overall:.2f}: 0 = a random image, 1 = a natural example{rate}{weak}): read its dataset "
@@ -297,25 +297,22 @@ class _Reference:
     def controls(self) -> torch.Tensor:
         """``(K,)`` overall scores of the leave-one-out natural controls: example ``i`` as the picture, the
         others as the examples."""
-        k = len(self.examples[0])
-        out = []
-        for i in range(k):
-            keep = [j for j in range(k) if j != i]
-            pic, nat, ran = _Reference(
-                self.mean, self.std, [e[keep] for e in self.examples], self.randoms
-            ).similarities([e[i : i + 1] for e in self.examples])
-            out.append(_overall(pic[0], nat, ran))
-        return torch.tensor(out)
+        return self._each_left_out("examples")
 
     def random_controls(self) -> torch.Tensor:
         """``(M,)`` overall scores of each random reference image as the picture (the others the reference)."""
-        m = len(self.randoms[0])
+        return self._each_left_out("randoms")
+
+    def _each_left_out(self, kind: str) -> torch.Tensor:
+        """Each image of ``kind`` (``"examples"`` or ``"randoms"``) scored as the picture against the references
+        without it."""
+        rows: list[torch.Tensor] = getattr(self, kind)
+        n = len(rows[0])
         out = []
-        for i in range(m):
-            keep = [j for j in range(m) if j != i]
-            pic, nat, ran = _Reference(
-                self.mean, self.std, self.examples, [r[keep] for r in self.randoms]
-            ).similarities([r[i : i + 1] for r in self.randoms])
+        for i in range(n):
+            keep = [j for j in range(n) if j != i]
+            without = replace(self, **{kind: [r[keep] for r in rows]})
+            pic, nat, ran = without.similarities([r[i : i + 1] for r in rows])
             out.append(_overall(pic[0], nat, ran))
         return torch.tensor(out)
 

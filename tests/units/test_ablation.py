@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -196,20 +198,34 @@ def test_scaling_curve_moves_one_photos_prediction_with_its_unit(tmp_path):
         scaling_curve(net, "1", 9, image)
 
 
-def test_the_explorer_switches_a_unit_off_and_scales_it_on_a_photo(tmp_path):
+@contextlib.contextmanager
+def routed_explorer(tmp_path: Path, **settings: object) -> Iterator[tuple[object, object]]:
+    """The explorer of :func:`routed_net` with its 12 planted images as ``--images`` (``settings``: optimization
+    settings to change), and a client that holds its token; the worker stopped on exit."""
     pytest.importorskip("starlette")
     from starlette.testclient import TestClient
 
+    from kernelviz.optvis.settings import DEFAULTS
     from kernelviz.serve.app import create_app
     from kernelviz.serve.explorer import Explorer
 
     images = planted_images(tmp_path / "images")
-    ex = Explorer(routed_net(), tmp_path / "atlas", images=Path(images))
+    ex = Explorer(routed_net(), tmp_path / "atlas", images=Path(images), settings=DEFAULTS.with_(**settings))
     try:
         client = TestClient(create_app(ex, "token"))
         client.get("/?token=token")
+        yield ex, client
+    finally:
+        ex.worker.stop()
+
+
+def test_the_explorer_switches_a_unit_off_and_scales_it_on_a_photo(tmp_path):
+    with routed_explorer(tmp_path, steps=2) as (ex, client):
+        for batch in ex.request_filters("1", [0]):
+            batch.result(timeout=120)
         unit = client.get("/filter/1/0").text
         assert 'data-ablate="zero"' in unit and 'id="trust-pending"' not in unit  # 12 images: too few to calibrate
+        assert "no path check: it calibrates on 32 or more images" in unit
         assert client.post("/api/ablate", json={"layer": "1", "filter": 0, "kind": "zero"}).json() == {"queued": True}
         ex.request_ablation("1", 0, "zero").result(timeout=120)
         page = client.get("/filter/1/0").text
@@ -221,8 +237,6 @@ def test_the_explorer_switches_a_unit_off_and_scales_it_on_a_photo(tmp_path):
         assert "scale_layer=0&amp;scale_unit=0#scaled" in photo  # each unit that fires on it links to its curve
         bad = client.get("/image", params={"pick": "red/red0.png", "scale_layer": "1", "scale_unit": "99"}).text
         assert "out of range" in bad or "filter 99" in bad
-    finally:
-        ex.worker.stop()
 
 
 def test_the_groups_that_moved_most_either_way_come_first():

@@ -13,7 +13,7 @@ from kernelviz.errors import KernelvizError
 from kernelviz.units.importance import exact_drops, unit_importance
 
 from ..conftest import assert_unchanged, snapshot
-from .test_ablation import routed_net
+from .test_ablation import routed_explorer, routed_net
 from .test_statistics import planted_images
 
 ROUTED = "tests.units.test_ablation:routed_net"
@@ -97,19 +97,7 @@ def test_examples_importance_writes_it_into_units_json_and_the_pages_sort_by_it(
 def test_the_explorer_estimates_a_layers_importance_on_request(tmp_path):
     """With --images and no units.json yet: the layer page offers it; the request scans the layer, then writes what
     each unit matters for; the page then lists it, the units that carry most first."""
-    pytest.importorskip("starlette")
-    from pathlib import Path
-
-    from starlette.testclient import TestClient
-
-    from kernelviz.serve.app import create_app
-    from kernelviz.serve.explorer import Explorer
-
-    images = planted_images(tmp_path / "images")
-    ex = Explorer(routed_net(), tmp_path / "atlas", images=Path(images))
-    try:
-        client = TestClient(create_app(ex, "token"))
-        client.get("/?token=token")
+    with routed_explorer(tmp_path) as (ex, client):
         assert 'id="importance-button"' in client.get("/layer/1").text
         assert client.post("/api/importance", json={"layer": "1"}).json() == {"queued": True}
         ex.request_importance("1").result(timeout=120)
@@ -118,5 +106,3 @@ def test_the_explorer_estimates_a_layers_importance_on_request(tmp_path):
         rows = [line for line in layer.splitlines() if line.startswith("<tr data-n=")]
         assert 'data-n="3"' in rows[-1] and "red (+" in layer
         assert client.post("/api/importance", json={"layer": "nowhere"}).status_code == 404
-    finally:
-        ex.worker.stop()
